@@ -1,0 +1,82 @@
+"""One generic name -> factory registry, used for models, datasets and methods.
+
+Users extend kdistill by registering their own entries::
+
+    from kdistill import register_model
+
+    @register_model("my-net")
+    def my_net(input_shape, num_classes, **kwargs):
+        return MyNet(...)
+
+after which ``model: my-net`` works in a config.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from kdistill.errors import UnknownNameError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Registry(Generic[F]):
+    """A mapping from a kind's names (``"resnet-deep"``) to factories."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, F] = {}
+
+    def register(self, name: str, *, overwrite: bool = False) -> Callable[[F], F]:
+        """Decorator that adds ``fn`` under ``name``."""
+
+        def decorator(fn: F) -> F:
+            if name in self._entries and not overwrite:
+                raise ValueError(f"{self.kind} '{name}' is already registered")
+            self._entries[name] = fn
+            return fn
+
+        return decorator
+
+    def get(self, name: str) -> F:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, self.names()) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def suggest(self, name: str) -> list[str]:
+        return difflib.get_close_matches(name, self.names(), n=3)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+MODELS: Registry[Callable[..., Any]] = Registry("model")
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
+METHODS: Registry[Callable[..., Any]] = Registry("method")
+
+
+def register_model(name: str, *, overwrite: bool = False):
+    """Register a model factory ``fn(input_shape, num_classes, **kwargs) -> nn.Module``."""
+    return MODELS.register(name, overwrite=overwrite)
+
+
+def register_dataset(name: str, *, overwrite: bool = False):
+    """Register a dataset loader ``fn(**options) -> DataSplits``."""
+    return DATASETS.register(name, overwrite=overwrite)
+
+
+def register_method(name: str, *, overwrite: bool = False):
+    """Register a distillation method class (an ``nn.Module`` returning a dict of losses)."""
+    return METHODS.register(name, overwrite=overwrite)
