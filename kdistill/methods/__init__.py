@@ -1,0 +1,14 @@
+"""Distillation methods, one module each, registered by name (``method: kd``)."""
+
+from kdistill.methods import kd  # noqa: F401  (registers the method)
+from kdistill.methods.base import DistillationMethod, StepContext, soft_kl
+from kdistill.methods.hooks import FeatureHooks, module_paths, resolve_module
+
+__all__ = [
+    "DistillationMethod",
+    "FeatureHooks",
+    "StepContext",
+    "module_paths",
+    "resolve_module",
+    "soft_kl",
+]

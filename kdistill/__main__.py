@@ -1,0 +1,5 @@
+import sys
+
+from kdistill.cli.main import main
+
+sys.exit(main())

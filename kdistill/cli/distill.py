@@ -1,0 +1,32 @@
+"""kdistill distill CONFIG: teach the config's student from its teacher."""
+
+from __future__ import annotations
+
+import argparse
+
+from kdistill.cli.common import add_config_arguments, config_from_args
+from kdistill.cli.render import print_metrics
+from kdistill.experiment import run_distill
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "distill", help="distil a student from a teacher",
+        description="Distil the config's student from its teacher (trained first when the config "
+                    "gives no teacher checkpoint), then report accuracy and fidelity.")
+    add_config_arguments(parser)
+    parser.add_argument("--method", help="distillation method (overrides distill.method)")
+    parser.add_argument("--teacher", metavar="CHECKPOINT", help="teacher checkpoint (overrides teacher.checkpoint)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.method:
+        args.overrides.append(f"distill.method={args.method}")
+    if args.teacher:
+        args.overrides.append(f"teacher.checkpoint={args.teacher}")
+    cfg = config_from_args(args)
+    result = run_distill(cfg, resume=args.resume)
+    print_metrics(f"distilled student: {cfg.student.model}", result.metrics)
+    print(f"best checkpoint: {result.checkpoint}")
+    return 0

@@ -1,0 +1,61 @@
+"""The ``kdistill`` command: a thin front end over the library.
+
+User mistakes (bad config, missing data, incompatible models) are printed as
+one paragraph and exit with status 2; only real bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import yaml
+
+from kdistill import __version__
+from kdistill.errors import KDistillError
+
+# one module per command under kdistill.cli; each provides add_parser(subparsers)
+COMMANDS = ("train", "distill", "evaluate", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdistill",
+        description="Knowledge distillation: teach a small student from a large teacher and "
+                    "measure what the compression bought and cost.")
+    parser.add_argument("--version", action="version", version=f"kdistill {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"kdistill.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def fail(message: str) -> int:
+    # one line, unwrapped: paths and URLs in the message stay intact for copy and paste
+    print(f"kdistill: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    from kdistill.cli.common import configure_logging
+
+    configure_logging(args.verbose)
+    try:
+        return int(args.run(args) or 0)
+    except KDistillError as error:
+        return fail(str(error))
+    except yaml.YAMLError as error:
+        return fail(f"Could not read YAML: {error}")
+    except KeyboardInterrupt:
+        return fail("Interrupted; the last completed epoch's checkpoint is intact.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""kdistill train CONFIG: train a model (a teacher, or a student on labels alone)."""
+
+from __future__ import annotations
+
+import argparse
+
+from kdistill.cli.common import add_config_arguments, config_from_args
+from kdistill.cli.render import print_metrics
+from kdistill.experiment import train_model
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a teacher or a plain model on labels",
+        description="Train the config's teacher (default) or student on hard labels alone.")
+    add_config_arguments(parser)
+    parser.add_argument("--role", choices=["teacher", "student"], default="teacher",
+                        help="which model of the config to train (default: teacher)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    out = cfg.resolved_output_dir() / args.role
+    result = train_model(cfg, args.role, out_dir=out, resume=args.resume)
+    print_metrics(f"{args.role}: {getattr(cfg, args.role).model}", result.metrics)
+    print(f"best checkpoint: {result.checkpoint}")
+    return 0

@@ -1,0 +1,242 @@
+"""The experiment file: a YAML document validated by a pydantic schema.
+
+Configs are data, never code: they are parsed with ``yaml.safe_load`` (so tags
+such as ``!!python/object`` are refused) and every key is checked against the
+schema below. A misspelled key or a value outside the allowed set raises
+:class:`~kdistill.errors.ConfigError` naming the key and what is allowed.
+
+A minimal distillation experiment::
+
+    data: {dataset: digits}
+    teacher: {model: resnet-medium}
+    student: {model: cnn-simple}
+    distill: {alpha: 0.9, temperature: 4}
+    train: {epochs: 20, batch_size: 64}
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kdistill.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(Strict):
+    jitter: int = Field(0, ge=0, le=8, description="max random translation in pixels (Hinton: 2)")
+
+
+class DataConfig(Strict):
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    limit_train: int | None = Field(None, gt=0, description="use only the first N training samples")
+    limit_test: int | None = Field(None, gt=0, description="use only the first N test samples")
+
+
+class ModelConfig(Strict):
+    model: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = Field(None, description="load these weights instead of training")
+
+
+OptimizerName = Literal["sgd", "adam", "adamw"]
+SchedulerName = Literal["constant", "cosine", "onecycle", "step"]
+AmpMode = Literal["auto", "bf16", "off"]
+
+
+class OptimizerConfig(Strict):
+    name: OptimizerName = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+
+
+class SchedulerConfig(Strict):
+    name: SchedulerName = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_epochs: int = Field(30, gt=0, description="for 'step': decay every N epochs")
+    gamma: float = Field(0.1, gt=0, le=1, description="for 'step': decay factor")
+    final_lr_fraction: float = Field(0.0, ge=0, le=1)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(128, gt=0)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    seed: int = 0
+    device: str = "auto"
+    amp: AmpMode = "auto"
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="held out of train to pick the best epoch")
+    grad_clip: float | None = Field(None, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    progress: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        base = value.split(":", 1)[0]
+        if base not in {"auto", "cpu", "cuda", "mps"}:
+            raise ValueError("device must be one of auto, cpu, cuda, cuda:N, mps")
+        return value
+
+
+class MethodConfig(Strict):
+    name: str
+    weight: float = Field(1.0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DistillConfig(Strict):
+    alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft-target term")
+    temperature: float = Field(4.0, gt=0)
+    method: str = Field("kd", description="shorthand for methods: [{name: METHOD}]")
+    methods: list[MethodConfig] = Field(default_factory=list)
+
+    def method_list(self) -> list[MethodConfig]:
+        """The extra loss terms, beyond the built-in Hinton KD term."""
+        if self.methods:
+            return [m for m in self.methods if m.name != "kd"]
+        return [] if self.method == "kd" else [MethodConfig(name=self.method)]
+
+
+class ExperimentConfig(Strict):
+    name: str = "experiment"
+    output_dir: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: ModelConfig | None = None
+    student: ModelConfig | None = None
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    teacher_train: TrainConfig | None = Field(None, description="schedule for the teacher; default: train")
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir or os.path.join("runs", self.name))
+
+
+def _describe_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Walk the schema along ``loc`` (minus the bad key) and list the keys allowed there."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        candidates = [annotation, *get_args(annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            inner = [a for c in candidates for a in get_args(c)]
+            nested = [c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        current = nested[0]
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """Turn pydantic's report into sentences a user can act on."""
+    messages = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        where = _describe_location(loc)
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(ExperimentConfig, loc)
+            messages.append(f"unknown key '{where}' (allowed here: {', '.join(allowed)})")
+        elif item["type"] == "literal_error":
+            expected = item.get("ctx", {}).get("expected", "")
+            messages.append(f"'{where}' is {item['input']!r}; allowed values: {expected}")
+        else:
+            messages.append(f"'{where}': {item['msg']} (got {item.get('input')!r})")
+    return f"Invalid config {source}: " + "; ".join(messages) + "."
+
+
+def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
+    """Validate a mapping (e.g. parsed YAML) into an :class:`ExperimentConfig`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Invalid config {source}: the top level must be a mapping of keys to values.")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``train.epochs=3`` into (["train", "epochs"], 3); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"Override '{text}' must look like KEY=VALUE, e.g. train.epochs=3.")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return [part for part in key.strip().split(".") if part], value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"Override '{text}': '{part}' is not a section.")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file safely (no tags that construct objects or run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file '{path}' does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.constructor.ConstructorError as error:
+        raise ConfigError(
+            f"Config file '{path}' uses a YAML tag that kdistill refuses ({error.problem}); "
+            "configs are plain data and can never construct objects or import code."
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file '{path}': the top level must be a mapping of keys to values.")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override (``["train.epochs=3"]``) and validate an experiment file."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return parse_config(data, source=f"'{path}'")
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,193 @@
+"""The Distiller: a frozen teacher, a trainable student, and the losses between them.
+
+Loss (Hinton et al. 2015, with the Keras ``Distiller`` contract)::
+
+    loss = (1 - alpha) * student_loss_fn(z_s, y)
+         + alpha * T^2 * distillation_loss_fn(log_softmax(z_s / T), softmax(z_t / T))
+         + sum_k weight_k * method_k(ctx)
+
+``distillation_loss_fn`` follows ``nn.KLDivLoss``: its first argument is the
+student's log-probabilities, its second the teacher's probabilities.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from kdistill.errors import ConfigError, ModelError
+from kdistill.methods.base import DistillationMethod, StepContext
+from kdistill.methods.hooks import FeatureHooks
+from kdistill.registry import METHODS
+
+
+class Supervised(nn.Module):
+    """Plain training objective (cross-entropy, or MSE for regression) with the Distiller's interface."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.student = model
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
+        loss = self.loss_fn(self.student(inputs), labels)
+        return {"loss": loss, "student": loss}
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"model": self.student}
+
+
+class Distiller(nn.Module):
+    """Teach ``student`` from a frozen ``teacher`` (any modules that output logits)."""
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        student_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        distillation_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        alpha: float = 0.9,
+        temperature: float = 4.0,
+        methods: Sequence[tuple[DistillationMethod, float]] = (),
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"alpha must lie in [0, 1], got {alpha}.")
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be positive, got {temperature}.")
+        self.teacher = teacher
+        self.student = student
+        self.student_loss_fn = student_loss_fn or nn.CrossEntropyLoss()
+        self.distillation_loss_fn = distillation_loss_fn or nn.KLDivLoss(reduction="batchmean")
+        self.alpha = float(alpha)
+        self.temperature = float(temperature)
+        self.methods = nn.ModuleList([m for m, _ in methods])
+        self.weights = [float(w) for _, w in methods]
+        self.teacher_cache: Tensor | None = None
+        self.epoch = 0
+        self._student_hooks: FeatureHooks | None = None
+        self._teacher_hooks: FeatureHooks | None = None
+        self.freeze_teacher()
+        self._attach_hooks()
+
+    # -- set-up -----------------------------------------------------------------
+    def freeze_teacher(self) -> None:
+        self.teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        self.teacher.eval()  # dropout / batch-norm statistics of the teacher never change
+        return self
+
+    def _attach_hooks(self) -> None:
+        student_paths = [p for m in self.methods for p in m.student_layers]
+        teacher_paths = [p for m in self.methods for p in m.teacher_layers]
+        if student_paths:
+            self._student_hooks = FeatureHooks(self.student, student_paths, "student")
+        if teacher_paths:
+            self._teacher_hooks = FeatureHooks(self.teacher, teacher_paths, "teacher")
+
+    def check_compatible(self, sample: Tensor) -> None:
+        """Fail early, in words, if teacher and student outputs cannot be compared."""
+        with torch.no_grad():
+            was_training = self.student.training
+            self.student.eval()
+            try:
+                t_out = self.teacher(sample)
+                s_out = self.student(sample)
+            finally:
+                self.student.train(was_training)
+        if not isinstance(t_out, Tensor) or not isinstance(s_out, Tensor):
+            raise ModelError("Teacher and student must return a tensor of logits.")
+        if t_out.shape != s_out.shape:
+            raise ModelError(
+                f"The teacher's outputs have shape {tuple(t_out.shape)} but the student's have "
+                f"shape {tuple(s_out.shape)} for the same input; distillation compares them "
+                "class by class, so both models must predict the same number of classes."
+            )
+        if self._student_hooks:
+            self._student_hooks.pop()
+        if self._teacher_hooks:
+            self._teacher_hooks.pop()
+
+    def setup_methods(self, sample: Tensor, num_train: int) -> None:
+        for method in self.methods:
+            method.setup(self.student, self.teacher, sample, num_train)
+
+    @property
+    def needs_live_teacher(self) -> bool:
+        return self._teacher_hooks is not None
+
+    @torch.no_grad()
+    def cache_teacher(self, inputs: Tensor, batch_size: int = 1024) -> Tensor:
+        """Compute teacher logits for the whole (un-augmented) training set once."""
+        outputs = [self.teacher(inputs[i:i + batch_size]).float() for i in range(0, len(inputs), batch_size)]
+        self.teacher_cache = torch.cat(outputs)
+        return self.teacher_cache
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        modules: dict[str, nn.Module] = {"model": self.student}
+        if len(self.methods):
+            modules["methods"] = self.methods
+        return modules
+
+    # -- the loss ---------------------------------------------------------------
+    def teacher_logits(self, inputs: Tensor, indices: Tensor | None) -> Tensor:
+        if self.teacher_cache is not None and indices is not None and not self.needs_live_teacher:
+            return self.teacher_cache[indices]
+        with torch.no_grad():
+            return self.teacher(inputs)
+
+    def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
+        teacher_logits = self.teacher_logits(inputs, indices)
+        student_logits = self.student(inputs)
+        t = self.temperature
+        losses: dict[str, Tensor] = {}
+        total = student_logits.new_zeros((), dtype=torch.float32)
+        if self.alpha < 1.0:
+            losses["student"] = self.student_loss_fn(student_logits, labels)
+            total = total + (1.0 - self.alpha) * losses["student"]
+        if self.alpha > 0.0:
+            log_p_s = torch.log_softmax(student_logits.float() / t, dim=-1)
+            p_t = torch.softmax(teacher_logits.float() / t, dim=-1)
+            losses["kd"] = t * t * self.distillation_loss_fn(log_p_s, p_t)
+            total = total + self.alpha * losses["kd"]
+        if len(self.methods):
+            ctx = StepContext(
+                inputs=inputs, labels=labels, student_logits=student_logits,
+                teacher_logits=teacher_logits, indices=indices, epoch=self.epoch,
+                student_features=self._student_hooks.pop() if self._student_hooks else {},
+                teacher_features=self._teacher_hooks.pop() if self._teacher_hooks else {},
+            )
+            for method, weight in zip(self.methods, self.weights):
+                for name, value in method(ctx).items():
+                    losses[name] = value
+                    total = total + weight * value
+        losses["loss"] = total
+        return losses
+
+
+def build_method(name: str, options: dict, temperature: float) -> DistillationMethod:
+    """Instantiate a registered method, turning bad options into a ConfigError."""
+    cls = METHODS.get(name)
+    params = inspect.signature(cls).parameters
+    kwargs = dict(options)
+    if "temperature" in params and "temperature" not in kwargs:
+        kwargs["temperature"] = temperature
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        allowed = ", ".join(p for p in params if p not in {"self"}) or "(none)"
+        raise ConfigError(
+            f"Method '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
+            f"its options are: {allowed}."
+        )
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"Method '{name}': {error}") from None

@@ -1,0 +1,198 @@
+"""High-level calls behind the CLI: train a model, distil a student, evaluate a checkpoint.
+
+Each function takes a validated :class:`~kdistill.config.ExperimentConfig`
+and returns plain results, so everything the ``kdistill`` command does is one
+documented Python call::
+
+    from kdistill import load_config, run_distill
+    result = run_distill(load_config("examples/digits-kd.yaml"))
+    print(result.metrics["accuracy"])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kdistill.config import ExperimentConfig, ModelConfig, TrainConfig
+from kdistill.data import DataSplits, load_dataset
+from kdistill.distiller import Distiller, Supervised, build_method
+from kdistill.errors import CheckpointError, ConfigError
+from kdistill.eval import evaluate_model, predict
+from kdistill.models import create_model
+from kdistill.train import fit, read_checkpoint
+from kdistill.train.checkpoint import atomic_write_text, load_into
+
+log = logging.getLogger("kdistill")
+
+
+@dataclass
+class RunResult:
+    """A trained model, where it was saved, and its test metrics."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    checkpoint: Path | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def load_data(cfg: ExperimentConfig) -> DataSplits:
+    """Load the configured data set, cut to ``limit_train`` / ``limit_test`` if set."""
+    d = cfg.data
+    data = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, **d.options)
+    if d.limit_train or d.limit_test:
+        data = data.subset(d.limit_train, d.limit_test)
+    return data
+
+
+def model_spec(model_cfg: ModelConfig, data: DataSplits) -> dict[str, Any]:
+    return {
+        "model": model_cfg.model,
+        "options": model_cfg.options,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "dataset": data.name,
+    }
+
+
+def build_model(model_cfg: ModelConfig, data: DataSplits) -> nn.Module:
+    return create_model(model_cfg.model, tuple(data.input_shape), data.num_classes, **model_cfg.options)
+
+
+def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a kdistill checkpoint (architecture from its metadata)."""
+    tensors, meta = read_checkpoint(checkpoint)
+    spec = meta.get("model_spec")
+    if not spec:
+        raise CheckpointError(
+            f"Checkpoint '{checkpoint}' does not record which model it holds; load it into your "
+            "own module with kdistill.train.checkpoint.load_into()."
+        )
+    model = create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("options", {}))
+    load_into(model, tensors, "model", f"'{checkpoint}'")
+    model.eval()
+    return model, meta
+
+
+def _check_checkpoint_fits(meta: dict[str, Any], data: DataSplits, path: str | Path) -> None:
+    spec = meta.get("model_spec", {})
+    if spec and spec.get("num_classes") != data.num_classes:
+        raise ConfigError(
+            f"Checkpoint '{path}' predicts {spec.get('num_classes')} classes but data set "
+            f"'{data.name}' has {data.num_classes}."
+        )
+
+
+def train_model(
+    cfg: ExperimentConfig,
+    role: str = "student",
+    *,
+    data: DataSplits | None = None,
+    out_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    train_cfg: TrainConfig | None = None,
+) -> RunResult:
+    """Train the config's ``teacher`` or ``student`` model on labels alone."""
+    model_cfg = getattr(cfg, role)
+    if model_cfg is None:
+        raise ConfigError(f"The config has no '{role}' section; add one with at least 'model: NAME'.")
+    data = data if data is not None else load_data(cfg)
+    train_cfg = train_cfg or (cfg.teacher_train if role == "teacher" and cfg.teacher_train else cfg.train)
+    out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir() / role
+    model = build_model(model_cfg, data)
+    objective = Supervised(model, label_smoothing=train_cfg.label_smoothing)
+    if data.num_classes == 0:
+        objective = Supervised(model, loss_fn=lambda out, y: nn.functional.mse_loss(out.squeeze(-1), y))
+    meta = {"role": role, "model_spec": model_spec(model_cfg, data)}
+    history = fit(objective, data, train_cfg, out_dir=out, resume=resume,
+                  augment_jitter=cfg.data.augment.jitter, metadata=meta, description=f"train {role}")
+    _load_best(model, history.best_path)
+    metrics = evaluate_model(model, data, device=None)
+    _write_metrics(out, metrics)
+    return RunResult(model, metrics, history.best_path, history.epochs, history.seconds)
+
+
+def get_teacher(cfg: ExperimentConfig, data: DataSplits, out_dir: Path) -> nn.Module:
+    """Load the teacher from its checkpoint, or train it when none is given."""
+    if cfg.teacher is None:
+        raise ConfigError("Distillation needs a 'teacher' section (model, and optionally checkpoint).")
+    if cfg.teacher.checkpoint:
+        teacher, meta = load_model(cfg.teacher.checkpoint)
+        _check_checkpoint_fits(meta, data, cfg.teacher.checkpoint)
+        return teacher
+    log.info("no teacher checkpoint given: training the teacher first")
+    return train_model(cfg, "teacher", data=data, out_dir=out_dir / "teacher").model
+
+
+def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Module) -> Distiller:
+    d = cfg.distill
+    methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in d.method_list()]
+    return Distiller(teacher, student, alpha=d.alpha, temperature=d.temperature, methods=methods)
+
+
+def run_distill(
+    cfg: ExperimentConfig,
+    *,
+    data: DataSplits | None = None,
+    teacher: nn.Module | None = None,
+    out_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+) -> RunResult:
+    """Distil the config's student from its teacher and evaluate it on the test set."""
+    if cfg.student is None:
+        raise ConfigError("Distillation needs a 'student' section with at least 'model: NAME'.")
+    data = data if data is not None else load_data(cfg)
+    out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
+    teacher = teacher if teacher is not None else get_teacher(cfg, data, out)
+    student = build_model(cfg.student, data)
+    distiller = build_distiller(cfg, teacher, student)
+    meta = {"role": "student", "model_spec": model_spec(cfg.student, data),
+            "distill": cfg.distill.model_dump(mode="json")}
+    history = fit(distiller, data, cfg.train, out_dir=out / "student", resume=resume,
+                  augment_jitter=cfg.data.augment.jitter, metadata=meta, description="distil student")
+    _load_best(student, history.best_path)
+    teacher_logits = predict(teacher, data.x_test)
+    metrics = evaluate_model(student, data, teacher_logits=teacher_logits)
+    _write_metrics(out / "student", metrics)
+    return RunResult(student, metrics, history.best_path, history.epochs, history.seconds)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: DataSplits,
+                        teacher_checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Test-set metrics of a saved model, with fidelity to a teacher if one is given."""
+    model, meta = load_model(checkpoint)
+    _check_checkpoint_fits(meta, data, checkpoint)
+    teacher_logits = None
+    if teacher_checkpoint is not None:
+        teacher, teacher_meta = load_model(teacher_checkpoint)
+        _check_checkpoint_fits(teacher_meta, data, teacher_checkpoint)
+        teacher_logits = predict(teacher, data.x_test)
+    return evaluate_model(model, data, teacher_logits=teacher_logits)
+
+
+def _load_best(model: nn.Module, best_path: Path | None) -> None:
+    if best_path is not None and Path(best_path).exists():
+        tensors, _ = read_checkpoint(best_path)
+        load_into(model, tensors, "model", f"'{best_path}'")
+    model.eval()
+
+
+def _write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+
+
+def seeded(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """A copy of ``cfg`` with every training schedule's seed set to ``seed``."""
+    new = cfg.model_copy(deep=True)
+    new.train.seed = seed
+    if new.teacher_train is not None:
+        new.teacher_train.seed = seed
+    return new
+

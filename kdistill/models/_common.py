@@ -1,0 +1,90 @@
+"""Argument checking shared by the model factories.
+
+Factories receive keyword arguments straight from a user's YAML file, so every
+mistake is reported as a :class:`~kdistill.errors.ConfigError` that names the
+model and what it accepts, instead of a ``TypeError`` deep inside ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kdistill.errors import ConfigError
+
+
+def merge_kwargs(model: str, kwargs: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:
+    """Return ``defaults`` updated with ``kwargs``; reject keys not in ``defaults``."""
+    unknown = sorted(set(kwargs) - set(defaults))
+    if unknown:
+        allowed = ", ".join(sorted(defaults)) or "(none)"
+        raise ConfigError(
+            f"Model '{model}' got unknown option(s) {', '.join(unknown)}. Allowed options: {allowed}."
+        )
+    return {**defaults, **kwargs}
+
+
+def output_size(model: str, num_classes: int) -> int:
+    """Number of logits: one per class, or a single value for regression (``num_classes == 0``)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ConfigError(
+            f"Model '{model}': num_classes must be an integer >= 0, got {num_classes!r}."
+        )
+    return num_classes if num_classes > 0 else 1
+
+
+def flat_size(model: str, input_shape: Sequence[int]) -> int:
+    """Features seen by a fully connected net after flattening one sample."""
+    shape = _shape(model, input_shape)
+    return math.prod(shape)
+
+
+def image_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``(channels, height, width)``; convolutional nets cannot take flat tables."""
+    shape = _shape(model, input_shape)
+    if len(shape) != 3:
+        raise ConfigError(
+            f"Model '{model}' needs image input of shape (channels, height, width), "
+            f"got input_shape {shape}. Use an mlp-* or hinton-* model for tabular data."
+        )
+    return shape  # type: ignore[return-value]
+
+
+def positive_ints(model: str, key: str, value: Any, length: int | None = None) -> tuple[int, ...]:
+    """Validate a width/depth list from a config file."""
+    ok = isinstance(value, Sequence) and not isinstance(value, str)
+    items = tuple(value) if ok else ()
+    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items)
+    if not ok or (length is not None and len(items) != length):
+        size = f"{length} " if length is not None else ""
+        raise ConfigError(
+            f"Model '{model}': {key} must be a list of {size}positive integers, got {value!r}."
+        )
+    return items
+
+
+def positive_int(model: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"Model '{model}': {key} must be a positive integer, got {value!r}.")
+    return value
+
+
+def probability(model: str, key: str, value: Any) -> float:
+    """A dropout rate in ``[0, 1)``; 1 would zero every activation."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"Model '{model}': {key} must be a number in [0, 1), got {value!r}.")
+    return float(value)
+
+
+def _shape(model: str, input_shape: Sequence[int]) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise ConfigError(
+            f"Model '{model}': input_shape must be a non-empty tuple of positive sizes, "
+            f"got {input_shape!r}."
+        )
+    return shape

@@ -1,0 +1,210 @@
+"""Checkpoints: one safetensors file per checkpoint plus a human-readable JSON sidecar.
+
+The file holds tensors under prefixes (``model.`` for the student,
+``methods.`` for trainable adapters and memory banks, ``optim.`` for optimiser
+state, ``rng.`` for random-number-generator state) and the metadata (epoch,
+step, metrics, model name, config) as JSON inside the safetensors header, so a
+single atomic rename commits everything. The ``.json`` sidecar is a copy of the
+metadata for people and tools; it is never needed to load.
+
+Nothing here unpickles: loading cannot execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from kdistill.errors import CheckpointError
+
+META_KEY = "kdistill"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _flatten_state(prefix: str, state: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    for key, value in state.items():
+        if isinstance(value, Tensor):
+            # safetensors refuses shared or non-contiguous storage; a clone is cheap here
+            tensors[f"{prefix}{key}"] = value.detach().to("cpu").contiguous().clone()
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for param_id, param_state in state["state"].items():
+        for key, value in param_state.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{param_id}.{key}"] = value.detach().to("cpu").contiguous().clone()
+            else:
+                scalars.setdefault(str(param_id), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if not name.startswith("optim."):
+            continue
+        _, param_id, key = name.split(".", 2)
+        state.setdefault(int(param_id), {})[key] = value
+    for param_id, scalars in meta.get("scalars", {}).items():
+        state.setdefault(int(param_id), {}).update(scalars)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    path: str | Path,
+    modules: dict[str, nn.Module],
+    metadata: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Path:
+    """Write ``modules`` (e.g. ``{"model": student}``), optimiser and RNG state atomically."""
+    path = Path(path)
+    tensors: dict[str, Tensor] = {}
+    for prefix, module in modules.items():
+        _flatten_state(f"{prefix}.", module.state_dict(), tensors)
+    meta = dict(metadata, format_version=FORMAT_VERSION)
+    if optimizer is not None:
+        optim_tensors, optim_meta = _optimizer_tensors(optimizer)
+        tensors.update(optim_tensors)
+        meta["optimizer"] = optim_meta
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    header = {META_KEY: json.dumps(meta, default=_json_default)}
+    fd, tmp = tempfile.mkstemp(dir=_ensure_dir(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=_json_default))
+    return path
+
+
+def _ensure_dir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, tuple | set):
+        return list(value)
+    return str(value)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Load tensors and metadata, with a clear error for missing or damaged files."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors", "model.safetensors"):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"Checkpoint '{path}' is not a readable safetensors file ({error}). kdistill writes "
+            "checkpoints atomically, so this file was damaged or made by another tool."
+        ) from None
+    try:
+        meta = json.loads(header.get(META_KEY, "{}"))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"Checkpoint '{path}' has unreadable kdistill metadata.") from None
+    return tensors, meta
+
+
+def module_state(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    start = f"{prefix}."
+    return {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
+
+
+def load_into(module: nn.Module, tensors: dict[str, Tensor], prefix: str, source: str = "") -> None:
+    state = module_state(tensors, prefix)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise CheckpointError(
+            f"Checkpoint {source} does not fit this model ({first}). Was it saved for another "
+            "architecture or number of classes?"
+        ) from None
+
+
+def restore_training_state(
+    path: str | Path,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer | None,
+) -> dict[str, Any]:
+    """Load modules, optimiser and RNG state saved by :func:`save_checkpoint`; return metadata."""
+    tensors, meta = read_checkpoint(path)
+    for prefix, module in modules.items():
+        load_into(module, tensors, prefix, f"'{path}'")
+    if optimizer is not None:
+        if "optimizer" not in meta:
+            raise CheckpointError(f"Checkpoint '{path}' holds no optimiser state to resume from.")
+        _restore_optimizer(optimizer, tensors, meta["optimizer"])
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return meta

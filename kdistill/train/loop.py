@@ -1,0 +1,242 @@
+"""The training loop: read it top to bottom.
+
+One loop trains a plain model (:class:`~kdistill.distiller.Supervised`) and a
+distilled student (:class:`~kdistill.distiller.Distiller`) alike. The whole
+data set lives on the training device and batches are tensor slices, so there
+is no DataLoader and no per-step host synchronisation: losses are summed on
+the device and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kdistill.config import TrainConfig
+from kdistill.data import DataSplits, iterate_batches, jitter
+from kdistill.distiller import Distiller
+from kdistill.errors import ConfigError, TrainingError
+from kdistill.train.checkpoint import restore_training_state, save_checkpoint
+from kdistill.train.optim import build_optimizer, lr_factor, set_lr
+
+log = logging.getLogger("kdistill")
+
+
+@dataclass
+class History:
+    """Per-epoch records and where the checkpoints went."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float = -math.inf
+    best_path: Path | None = None
+    last_path: Path | None = None
+    seconds: float = 0.0
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' was requested but no CUDA GPU is available; use 'auto' or 'cpu'.")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def split_validation(x: Tensor, y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Hold out ``fraction`` of the training set (a fixed permutation per seed)."""
+    n_val = int(round(len(x) * fraction))
+    if fraction <= 0 or n_val == 0:
+        return x, y, x[:0], y[:0]
+    if n_val >= len(x):
+        raise ConfigError(f"val_fraction {fraction} leaves no training samples out of {len(x)}.")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+    return x[order[n_val:]], y[order[n_val:]], x[order[:n_val]], y[order[:n_val]]
+
+
+@torch.no_grad()
+def score(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+    """Accuracy for classifiers, negative mean squared error for regressors (higher is better)."""
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+    if y.dtype.is_floating_point:
+        return -torch.mean((outputs.squeeze(-1) - y) ** 2).item()
+    return (outputs.argmax(-1) == y).float().mean().item()
+
+
+def autocast_context(device: torch.device, amp: str):
+    if amp == "off":
+        return contextlib.nullcontext()
+    if device.type == "cuda" and amp in {"auto", "bf16"}:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=False)
+
+
+def fit(
+    objective: nn.Module,
+    data: DataSplits,
+    cfg: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    augment_jitter: int = 0,
+    cache_teacher: bool = True,
+    metadata: dict[str, Any] | None = None,
+    description: str = "train",
+) -> History:
+    """Train ``objective.student`` (and any method adapters) on ``data``.
+
+    ``objective`` returns a dict of losses with ``"loss"``; see
+    :class:`~kdistill.distiller.Supervised` and :class:`~kdistill.distiller.Distiller`.
+    With ``out_dir``, ``last.safetensors`` is written every epoch and
+    ``best.safetensors`` whenever the validation score improves. ``resume``
+    continues from such a checkpoint with its optimiser and RNG state.
+    """
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
+    x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
+    objective.to(device)
+    student = objective.student
+    modules = objective.trainable_modules()
+
+    if isinstance(objective, Distiller):
+        objective.check_compatible(x_train[:2])
+        objective.setup_methods(x_train[:2], len(x_train))
+        objective.to(device)  # adapters built by setup_methods
+        if augment_jitter == 0 and cache_teacher and not objective.needs_live_teacher:
+            objective.cache_teacher(x_train)
+            log.info("teacher outputs cached for %d training samples", len(x_train))
+        elif augment_jitter:
+            objective.teacher_cache = None
+            log.info("augmentation is on: the teacher runs live on every augmented batch")
+
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = build_optimizer(params, cfg.optimizer, fused=device.type == "cuda")
+    steps_per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    history = History()
+    start_epoch = 0
+    meta_base = dict(metadata or {}, train=cfg.model_dump(mode="json"))
+
+    if resume is not None:
+        meta = restore_training_state(resume, modules, optimizer)
+        start_epoch = int(meta["epoch"]) + 1
+        history.epochs = list(meta.get("history", []))
+        history.best_epoch = int(meta.get("best_epoch", -1))
+        history.best_score = float(meta.get("best_score", -math.inf))
+        log.info("resumed from %s after epoch %d", resume, start_epoch)
+
+    out = Path(out_dir) if out_dir is not None else None
+    progress = _progress(cfg.progress)
+    task = progress.add_task(description, total=total_steps, completed=start_epoch * steps_per_epoch,
+                             status="") if progress else None
+    started = time.perf_counter()
+    with progress or contextlib.nullcontext():
+        for epoch in range(start_epoch, cfg.epochs):
+            epoch_start = time.perf_counter()
+            objective.train()
+            if isinstance(objective, Distiller):
+                objective.epoch = epoch
+            # a fresh generator per epoch makes shuffles reproducible after a resume
+            gen_device = device if device.type == "cuda" else torch.device("cpu")
+            generator = torch.Generator(gen_device).manual_seed(cfg.seed * 100_003 + epoch)
+            sums: dict[str, Tensor] = {}
+            first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+            step = epoch * steps_per_epoch
+            for xb, yb, idx in iterate_batches(x_train, y_train, cfg.batch_size, shuffle=True,
+                                               generator=generator):
+                set_lr(optimizer, cfg.optimizer.lr, lr_factor(cfg.scheduler, step, total_steps, steps_per_epoch))
+                if augment_jitter:
+                    xb = jitter(xb, augment_jitter, generator=generator, fill=data.fill_value)
+                with autocast_context(device, cfg.amp):
+                    losses = objective(xb, yb, idx)
+                loss = losses["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                # record the first non-finite step without a host sync
+                bad = ~torch.isfinite(loss.detach())
+                first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0) + value.detach().float()
+                step += 1
+                if progress:
+                    progress.advance(task)
+
+            bad_step = int(first_bad_step.item())
+            if bad_step >= 0:
+                last_good = history.last_path or (out / "last.safetensors" if out else None)
+                where = f"the last good checkpoint is '{last_good}'" if last_good and Path(last_good).exists() \
+                    else "no checkpoint was written yet"
+                raise TrainingError(
+                    f"The training loss became NaN or infinite at step {bad_step} (epoch {epoch}); "
+                    f"training stopped and no model was saved for this epoch; {where}. Lower the "
+                    "learning rate, set train.grad_clip, or check the inputs for NaN values."
+                )
+            n = steps_per_epoch
+            record: dict[str, float] = {"epoch": epoch, **{k: (v / n).item() for k, v in sums.items()}}
+            record["lr"] = optimizer.param_groups[0]["lr"]
+            val_score = score(student, x_val, y_val) if len(x_val) else -record["loss"]
+            record["val_score"] = val_score
+            record["seconds"] = time.perf_counter() - epoch_start
+            history.epochs.append(record)
+            improved = val_score > history.best_score
+            if improved:
+                history.best_score, history.best_epoch = val_score, epoch
+            if out is not None:
+                meta = dict(meta_base, epoch=epoch, step=step, history=history.epochs,
+                            best_epoch=history.best_epoch, best_score=history.best_score)
+                history.last_path = save_checkpoint(out / "last.safetensors", modules, meta, optimizer)
+                if improved:
+                    history.best_path = save_checkpoint(out / "best.safetensors", modules, meta)
+            if progress:
+                progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} loss {record['loss']:.4f} "
+                                             f"val {val_score:.4f}")
+            log.info("epoch %d loss %.4f val %.4f (%.1fs)", epoch, record["loss"], val_score, record["seconds"])
+    history.seconds = time.perf_counter() - started
+    if out is not None:
+        history.best_path = out / "best.safetensors" if (out / "best.safetensors").exists() else None
+        history.last_path = out / "last.safetensors"
+    return history
