@@ -25,7 +25,7 @@ from kdistill.distiller import Distiller, Supervised, build_method
 from kdistill.errors import CheckpointError, ConfigError
 from kdistill.eval import evaluate_model, predict
 from kdistill.models import create_model
-from kdistill.train import fit, read_checkpoint
+from kdistill.train import fit, read_checkpoint, seed_everything
 from kdistill.train.checkpoint import atomic_write_text, load_into
 
 log = logging.getLogger("kdistill")
@@ -105,6 +105,7 @@ def train_model(
     data = data if data is not None else load_data(cfg)
     train_cfg = train_cfg or (cfg.teacher_train if role == "teacher" and cfg.teacher_train else cfg.train)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir() / role
+    seed_everything(train_cfg.seed)  # the initial weights depend on the seed, not on earlier runs
     model = build_model(model_cfg, data)
     objective = Supervised(model, label_smoothing=train_cfg.label_smoothing)
     if data.num_classes == 0:
@@ -150,6 +151,7 @@ def run_distill(
     data = data if data is not None else load_data(cfg)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     teacher = teacher if teacher is not None else get_teacher(cfg, data, out)
+    seed_everything(cfg.train.seed)
     student = build_model(cfg.student, data)
     distiller = build_distiller(cfg, teacher, student)
     meta = {"role": "student", "model_spec": model_spec(cfg.student, data),
