@@ -260,6 +260,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.constructor.ConstructorError as error:
+        if "constructor" not in str(error.problem):  # e.g. an unhashable key, not a tag
+            raise ConfigError(f"Config file '{path}' is not valid YAML: {error}") from None
         raise ConfigError(
             f"Config file '{path}' uses a YAML tag that kdistill refuses ({error.problem}); "
             "configs are plain data and can never construct objects or import code."

@@ -191,18 +191,21 @@ def load_torch_weights(path: str | Path) -> dict[str, Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # torch's message suggests weights_only=False; quote only the line naming the culprit
-        lines = [line for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line]
-        culprit = f" ({lines[0].strip()})" if lines else ""
+        lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if lines:
+            raise CheckpointError(
+                f"Checkpoint '{path}' was refused: it is a pickle that asks to build objects other "
+                f"than tensors ({lines[0]}). kdistill loads PyTorch files with weights_only=True so "
+                "that a file can never run code; save plain weights with "
+                "torch.save(model.state_dict(), path), or use a .safetensors checkpoint."
+            ) from None
         raise CheckpointError(
-            f"Checkpoint '{path}' was refused: it is a pickle that asks to build objects other "
-            f"than tensors{culprit}. kdistill loads PyTorch files with weights_only=True so that "
-            "a file can never run code; save plain weights with torch.save(model.state_dict(), "
-            "path), or use a .safetensors checkpoint."
+            f"Checkpoint '{path}' is not a readable PyTorch weights file ({_first_line(error)}); "
+            "it was read with weights_only=True, which accepts only tensors and plain containers."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"Checkpoint '{path}' is not a readable PyTorch weights file ({first})."
+            f"Checkpoint '{path}' is not a readable PyTorch weights file ({_first_line(error)})."
         ) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -213,6 +216,11 @@ def load_torch_weights(path: str | Path) -> dict[str, Tensor]:
             "it with torch.save(model.state_dict(), path)."
         )
     return state
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_state_dict_into(module: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
