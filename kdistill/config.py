@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdistill.errors import ConfigError
 
@@ -56,6 +56,8 @@ class ModelConfig(Strict):
 OptimizerName = Literal["sgd", "adam", "adamw"]
 SchedulerName = Literal["constant", "cosine", "onecycle", "step"]
 AmpMode = Literal["auto", "bf16", "off"]
+BatchScope = Literal["global", "per_rank"]
+LrScaling = Literal["none", "linear", "sqrt"]
 
 
 class OptimizerConfig(Strict):
@@ -86,6 +88,9 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(None, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     progress: bool = True
+    batch_scope: BatchScope = Field(
+        "global", description="under torchrun: batch_size is the global batch, or per process")
+    lr_scaling: LrScaling = Field("none", description="under torchrun: scale lr by world size")
 
     @field_validator("device")
     @classmethod
@@ -115,6 +120,41 @@ class DistillConfig(Strict):
         return [] if self.method == "kd" else [MethodConfig(name=self.method)]
 
 
+class SearchParam(Strict):
+    """One searched value: a float/int range (optionally log-scaled) or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = Field(False, description="sample whole numbers")
+    choices: list[str | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> SearchParam:
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices must list at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high, or choices")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled range needs low > 0")
+        return self
+
+
+class TuneConfig(Strict):
+    """``kdistill tune``: what to search and how to prune (plain data, no code)."""
+
+    search: dict[str, SearchParam] | None = Field(
+        None, description="dotted config keys to search; default: temperature, alpha, lr, method weights")
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = Field(2, ge=0, description="trials never pruned while the median forms")
+    warmup_epochs: int = Field(1, ge=0, description="epochs of a trial never pruned")
+    seed: int = 0
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     output_dir: str | None = None
@@ -124,6 +164,7 @@ class ExperimentConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     teacher_train: TrainConfig | None = Field(None, description="schedule for the teacher; default: train")
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or os.path.join("runs", self.name))
@@ -219,6 +260,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.constructor.ConstructorError as error:
+        if "constructor" not in str(error.problem):  # e.g. an unhashable key, not a tag
+            raise ConfigError(f"Config file '{path}' is not valid YAML: {error}") from None
         raise ConfigError(
             f"Config file '{path}' uses a YAML tag that kdistill refuses ({error.problem}); "
             "configs are plain data and can never construct objects or import code."
