@@ -34,7 +34,6 @@ from kdistill.train.checkpoint import (
     load_torch_weights,
 )
 from kdistill.train.distributed import is_main_process
-from kdistill.train.loop import seed_everything
 
 log = logging.getLogger("kdistill")
 
