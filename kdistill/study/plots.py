@@ -147,7 +147,8 @@ def teacher_vs_student(rows: list[Row]) -> bytes:
             if r:
                 size = base[teachers[t]]["size_bytes"] / r["size_bytes"] if teachers[t] in base else float("nan")
                 ax.text(s, t, f"{100 * r['accuracy']:.1f}%\n{grid[t, s]:+.1f} pt\n{size:.0f}x smaller",
-                        ha="center", va="center", fontsize=8)
+                        ha="center", va="center", fontsize=8,
+                        color="white" if abs(grid[t, s]) > 0.6 * limit else "black")
     ax.set_xticks(range(len(students)), students)
     ax.set_yticks(range(len(teachers)),
                   [f"{t}\n({100 * base[t]['accuracy']:.1f}%)" if t in base else t for t in teachers])

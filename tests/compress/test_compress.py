@@ -136,3 +136,17 @@ def test_torchscript_and_safetensors_export_strip_adapters(tmp_path):
     assert same(student, load_artifact(st.path)[0])
     with pytest.raises(ConfigError):
         export_model(path, "tflite")
+
+
+def test_cli_export_and_user_errors(tmp_path, capsys):
+    from kdistill.cli.main import main
+
+    _, path = _student_checkpoint(tmp_path)
+    assert main(["export", str(path), "--format", "safetensors", "-o", str(tmp_path / "o.safetensors")]) == 0
+    assert (tmp_path / "o.safetensors").is_file()
+    assert main(["export", str(tmp_path / "missing.safetensors"), "--format", "onnx"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "study.yaml"
+    bad.write_text("models: [mlp-simple]\nquantise: {}\n")
+    assert main(["study", str(bad)]) == 2
+    assert "quantise" in capsys.readouterr().err
