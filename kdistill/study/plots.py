@@ -119,7 +119,7 @@ def distillation_impact(rows: list[Row]) -> bytes:
     ax.grid(True, axis="y", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     seen = dict(zip(labels, handles))  # one legend entry per teacher
-    ax.legend(seen.values(), seen.keys(), fontsize=8, loc="lower right")
+    ax.legend(seen.values(), seen.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Impact of Knowledge Distillation")
     return _png(fig)
 
@@ -184,13 +184,23 @@ def quantization_impact(rows: list[Row]) -> bytes:
                    color=color, edgecolor="black", label=label)
     top.set_ylabel("test accuracy (%)")
     _zoom(top, [r for r in table.values()])
-    top.legend(fontsize=8, loc="lower right")
+    top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     top.grid(True, axis="y", alpha=0.3)
     top.set_title("Impact of Quantization")
     bottom.set_yscale("log")
     bottom.set_ylabel("size on disk (bytes, log scale)")
     bottom.grid(True, axis="y", which="both", alpha=0.3)
     bottom.set_xticks([i + width for i in range(len(models))], models, rotation=20)
+    for i, m in enumerate(models):  # the saving, written under each model
+        if (m, "baseline|") in table:
+            full = table[(m, "baseline|")]["size_bytes"]
+            ratios = [f"{100 * table[(m, k)]['size_bytes'] / full:.0f}%" for k, _, _ in variants[1:]
+                      if (m, k) in table]
+            bottom.text(i + width, full * 1.15, " / ".join(ratios), ha="center", fontsize=8)
+    sizes = [r["size_bytes"] for r in table.values()]
+    if sizes:
+        bottom.set_ylim(min(sizes) / 1.5, max(sizes) * 3)
+    bottom.set_title("file size; labels: dynamic / static int8 as % of float32", fontsize=9)
     return _png(fig)
 
 

@@ -155,6 +155,24 @@ def render_html(rows: list[Row], title: str, images: dict[str, bytes], notes: li
     return "".join(parts)
 
 
+def summary_markdown(rows: list[Row]) -> str:
+    """The findings and the table in Markdown (``summary.md``), for docs and terminals."""
+    import re
+
+    lines = [f"- {re.sub(r'<[^>]+>', '', f)}" for f in findings(rows)]
+    lines += ["", "| run | acc. % | size | params | torch ms (b=1) | torch samples/s | ORT ms (b=1) "
+              "| ORT samples/s | agreement % | KL |", "|---|---|---|---|---|---|---|---|---|---|"]
+    def num(r: Row, key: str, fmt: str, scale: float = 1.0) -> str:
+        return format(scale * r[key], fmt) if r.get(key) is not None else "-"
+
+    for r in ok_rows(rows):
+        lines.append(f"| {r['run']} | {100 * r['accuracy']:.2f} | {format_bytes(r['size_bytes'])} | "
+                     f"{r['params']:,} | {num(r, 'torch_ms_b1', '.3f')} | {num(r, 'torch_samples_per_s', ',.0f')} | "
+                     f"{num(r, 'ort_ms_b1', '.3f')} | {num(r, 'ort_samples_per_s', ',.0f')} | "
+                     f"{num(r, 'agreement', '.2f', 100)} | {num(r, 'kl', '.4f')} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(rows: list[Row], out: str | Path, title: str, config: Any = None,
                  data_summary: str = "") -> dict[str, Path]:
     """Write the five PNGs and report.html into ``out``; return the paths by name."""
@@ -174,5 +192,7 @@ def write_report(rows: list[Row], out: str | Path, title: str, config: Any = Non
                      f"Latency: {m.threads} thread(s), batch {min(m.batch_sizes)} and {max(m.batch_sizes)}, "
                      f"median of {m.repeats} repeats.")
     atomic_write_text(out / "report.html", render_html(rows, title, images, notes))
+    atomic_write_text(out / "summary.md", summary_markdown(rows))
+    files["summary"] = out / "summary.md"
     files["report"] = out / "report.html"
     return files
