@@ -60,7 +60,7 @@ class MeasureConfig(Strict):
 
 
 class QuickConfig(Strict):
-    limit_train: int | None = Field(10000, gt=0)
+    limit_train: int | None = Field(6000, gt=0)
     limit_test: int | None = Field(2000, gt=0)
     epochs: int = Field(2, gt=0)
     distill_epochs: int = Field(3, gt=0)

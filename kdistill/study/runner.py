@@ -65,7 +65,7 @@ def family(name: str) -> str:
     return name.split("-", 1)[0]
 
 
-def select(choice: str | list[str], sizes: dict[str, int], pick: str) -> list[str]:
+def select(choice: str | list[str], sizes: dict[str, int]) -> list[str]:
     """Resolve ``all`` / ``largest-per-family`` / ``smallest-per-family`` / a list of names."""
     if isinstance(choice, list):
         unknown = [c for c in choice if c not in sizes]
@@ -84,8 +84,8 @@ def select(choice: str | list[str], sizes: dict[str, int], pick: str) -> list[st
 
 def distill_pairs(cfg: StudyConfig, sizes: dict[str, int]) -> list[tuple[str, str]]:
     """(teacher, student) pairs: each selected student under each selected, larger teacher."""
-    teachers = select(cfg.distill.teachers, sizes, "teacher")
-    students = select(cfg.distill.students, sizes, "student")
+    teachers = select(cfg.distill.teachers, sizes)
+    students = select(cfg.distill.students, sizes)
     return [(t, s) for t in sorted(teachers, key=sizes.get, reverse=True)
             for s in sorted(students, key=sizes.get) if sizes[s] < sizes[t]]
 

@@ -86,13 +86,13 @@ def test_resume_skips_finished_runs(study, monkeypatch):
 
 def test_selection_and_pairs():
     sizes = {"a-simple": 1, "a-deep": 10, "b-simple": 2, "b-deep": 20}
-    assert select("largest-per-family", sizes, "t") == ["a-deep", "b-deep"]
-    assert select("smallest-per-family", sizes, "s") == ["a-simple", "b-simple"]
+    assert select("largest-per-family", sizes) == ["a-deep", "b-deep"]
+    assert select("smallest-per-family", sizes) == ["a-simple", "b-simple"]
     cfg = StudyConfig(models=list(sizes))
     pairs = distill_pairs(cfg, sizes)
     assert len(pairs) == 6 and all(sizes[s] < sizes[t] for t, s in pairs)
     with pytest.raises(ConfigError):
-        select(["c-deep"], sizes, "t")
+        select(["c-deep"], sizes)
 
 
 def test_quick_schedule_and_config_errors(tmp_path):
