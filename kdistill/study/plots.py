@@ -93,10 +93,20 @@ def _zoom(ax, data: list[Row]) -> None:
         ax.set_ylim(max(0.0, low - 8), min(100.0, accs[-1] + 2))
 
 
+def _empty(title: str, what: str) -> bytes:
+    fig, ax = _plt().subplots(figsize=(8, 3))
+    ax.text(0.5, 0.5, f"no {what} finished yet", ha="center", va="center", fontsize=12)
+    ax.set_axis_off()
+    ax.set_title(title)
+    return _png(fig)
+
+
 def distillation_impact(rows: list[Row]) -> bytes:
     """Per student: trained alone vs distilled from each teacher."""
     plt = _plt()
     data = ok_rows(rows)
+    if not any(r["technique"] == "distilled" for r in data):
+        return _empty("Impact of Knowledge Distillation", "distilled student")
     base = {r["model"]: r for r in data if r["technique"] == "baseline"}
     kd = [r for r in data if r["technique"] == "distilled"]
     students = sorted({r["model"] for r in kd}, key=lambda m: base.get(m, {}).get("params", 0))
@@ -130,6 +140,8 @@ def teacher_vs_student(rows: list[Row]) -> bytes:
     data = ok_rows(rows)
     base = {r["model"]: r for r in data if r["technique"] == "baseline"}
     kd = [r for r in data if r["technique"] == "distilled"]
+    if not kd:
+        return _empty("Teacher vs Distilled Student", "distilled student")
     teachers = sorted({r["source"] for r in kd}, key=lambda m: base.get(m, {}).get("params", 0))
     students = sorted({r["model"] for r in kd}, key=lambda m: base.get(m, {}).get("params", 0))
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(students) + 3), max(3.5, 0.8 * len(teachers) + 2)))
