@@ -1,0 +1,30 @@
+"""kdistill export CHECKPOINT --format onnx|torchscript|safetensors."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a trained student to ONNX, TorchScript or safetensors",
+        description="Write the student in a kdistill checkpoint (adapters, optimiser and RNG state "
+                    "dropped) as ONNX, TorchScript or bare safetensors; ONNX and TorchScript files "
+                    "are checked against PyTorch's outputs.")
+    parser.add_argument("checkpoint", help="a kdistill checkpoint or model file (.safetensors)")
+    parser.add_argument("--format", "-f", dest="fmt", required=True,
+                        choices=("onnx", "torchscript", "safetensors"))
+    parser.add_argument("--output", "-o", help="output file (default: next to the checkpoint)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="allowed max |difference| of logits")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdistill.compress.export import export_model
+    from kdistill.eval import format_bytes
+
+    result = export_model(args.checkpoint, args.fmt, args.output, atol=args.atol)
+    check = f", max |logit difference| vs PyTorch {result.max_abs_diff:.2e}" \
+        if result.max_abs_diff is not None else ""
+    print(f"{result.format}: {result.path} ({format_bytes(result.size_bytes)}{check})")
+    return 0

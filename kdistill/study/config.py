@@ -1,0 +1,134 @@
+"""The compression-study file: which models, which compressions, which schedules.
+
+A YAML document validated like experiment files (unknown keys are errors)::
+
+    name: study-fashion-mnist
+    data: {dataset: fashion-mnist}
+    models: [mlp-simple, mlp-medium, mlp-deep, cnn-simple, ...]
+    train: {epochs: 10}                 # baselines
+    distill: {alpha: 0.9, temperature: 4, train: {epochs: 10}}
+    prune: {sparsities: [0.5, 0.7, 0.9], structured: [0.5], finetune_epochs: 1}
+    quick: {limit_train: 12000, epochs: 2}   # what --quick changes
+
+``--quick`` replaces the data limits, epochs, pruning levels, the
+teacher/student choice and the number of latency repeats by the values in the
+``quick`` section (see :class:`QuickConfig`), so a study fits a CPU budget.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from kdistill.config import DataConfig, DistillConfig, Strict, TrainConfig, _allowed_keys, read_yaml
+from kdistill.errors import ConfigError
+
+ZOO = [f"{family}-{size}" for family in ("mlp", "cnn", "resnet") for size in ("simple", "medium", "deep")]
+Selection = Literal["all", "largest-per-family", "smallest-per-family"]
+
+
+class StudyDistill(DistillConfig):
+    teachers: Selection | list[str] = Field(
+        "all", description="teacher models: all, largest-per-family or a list of names")
+    students: Selection | list[str] = Field(
+        "all", description="student models: all, smallest-per-family or a list of names")
+    train: TrainConfig | None = Field(None, description="student schedule; default: the study's train")
+
+
+class QuantizeConfig(Strict):
+    dynamic: bool = True
+    static: bool = True
+    calibration_samples: int = Field(512, gt=0)
+
+
+class PruneConfig(Strict):
+    sparsities: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9])
+    structured: list[float] = Field(default_factory=lambda: [0.5])
+    finetune_epochs: int = Field(1, ge=0, description="short fine-tune after pruning (0: none)")
+    finetune_samples: int | None = Field(None, gt=0, description="fine-tune on a random draw of N samples")
+
+
+class MeasureConfig(Strict):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 256])
+    threads: int = Field(1, gt=0, description="CPU threads for every latency measurement")
+    repeats: int = Field(20, gt=0)
+    warmup: int = Field(3, ge=0)
+    onnx: bool = True
+
+
+class QuickConfig(Strict):
+    limit_train: int | None = Field(6000, gt=0)
+    limit_test: int | None = Field(2000, gt=0)
+    epochs: int = Field(2, gt=0)
+    distill_epochs: int = Field(3, gt=0)
+    finetune_epochs: int = Field(1, ge=0)
+    finetune_samples: int | None = Field(2000, gt=0)
+    sparsities: list[float] = Field(default_factory=lambda: [0.5, 0.9])
+    structured: list[float] = Field(default_factory=lambda: [0.5])
+    teachers: Selection | list[str] = "largest-per-family"
+    students: Selection | list[str] = "smallest-per-family"
+    calibration_samples: int = Field(256, gt=0)
+    repeats: int = Field(5, gt=0)
+    warmup: int = Field(1, ge=0)
+
+
+class StudyConfig(Strict):
+    name: str = "study"
+    output_dir: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    models: list[str] = Field(default_factory=lambda: list(ZOO))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: StudyDistill = Field(default_factory=StudyDistill)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    quick: QuickConfig = Field(default_factory=QuickConfig)
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir or os.path.join("runs", self.name))
+
+    def quick_version(self) -> StudyConfig:
+        """A copy with the ``quick`` section's schedule applied."""
+        q = self.quick
+        new = self.model_copy(deep=True)
+        new.data.limit_train = q.limit_train
+        new.data.limit_test = q.limit_test
+        new.train.epochs = q.epochs
+        new.distill.train = (new.distill.train or new.train).model_copy(update={"epochs": q.distill_epochs})
+        new.distill.teachers, new.distill.students = q.teachers, q.students
+        new.prune.sparsities, new.prune.structured = list(q.sparsities), list(q.structured)
+        new.prune.finetune_epochs, new.prune.finetune_samples = q.finetune_epochs, q.finetune_samples
+        new.quantize.calibration_samples = q.calibration_samples
+        new.measure.repeats, new.measure.warmup = q.repeats, q.warmup
+        return new
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    messages = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        where = ".".join(str(part) for part in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(StudyConfig, loc))
+            messages.append(f"unknown key '{where}' (allowed here: {allowed})")
+        else:
+            messages.append(f"'{where}': {item['msg']} (got {item.get('input')!r})")
+    return f"Invalid study file {source}: " + "; ".join(messages) + "."
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study file; mistakes raise :class:`ConfigError`."""
+    raw = read_yaml(path)
+    try:
+        cfg = StudyConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, f"'{path}'")) from None
+    for s in [*cfg.prune.sparsities, *cfg.prune.structured]:
+        if not 0 < s < 1:
+            raise ConfigError(f"Study '{path}': pruning levels must be between 0 and 1, got {s}.")
+    if len(set(cfg.models)) != len(cfg.models) or not cfg.models:
+        raise ConfigError(f"Study '{path}': 'models' must list at least one model, each once.")
+    return cfg

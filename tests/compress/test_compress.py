@@ -1,0 +1,152 @@
+"""Quantized, pruned and exported models: saved, reloaded, and measured as the files they are."""
+
+import os
+
+import pytest
+import torch
+
+from kdistill.compress.artifact import load_artifact, save_dense
+from kdistill.compress.export import export_model
+from kdistill.compress.prune import (
+    magnitude_prune,
+    save_sparse,
+    structured_prune,
+    weight_sparsity,
+)
+from kdistill.compress.quantize import dynamic_quantize, save_quantized, static_quantize
+from kdistill.errors import CheckpointError, ConfigError
+from kdistill.eval import parameter_count
+from kdistill.models import create_model
+from kdistill.train.checkpoint import save_checkpoint
+
+SHAPE = (1, 8, 8)
+
+
+def spec(name, **options):
+    return {"model": name, "options": options, "input_shape": list(SHAPE), "num_classes": 10, "dataset": "t"}
+
+
+def model(name):
+    torch.manual_seed(0)
+    m = create_model(name, SHAPE, 10).eval()
+    # non-trivial BatchNorm statistics, so channel selection errors would show
+    for bn in [x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)]:
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    return m
+
+
+X = torch.randn(32, *SHAPE, generator=torch.Generator().manual_seed(1))
+
+
+@torch.no_grad()
+def same(a, b, x=X):
+    return torch.allclose(a(x), b(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_quantized_save_reload_and_size(tmp_path, kind):
+    m = model("mlp-medium")
+    q = dynamic_quantize(m) if kind == "dynamic" else static_quantize(m, X)
+    path = save_quantized(q, tmp_path / "q.safetensors", kind, {"model_spec": spec("mlp-medium")})
+    dense = save_dense(m, tmp_path / "d.safetensors", {"model_spec": spec("mlp-medium")})
+    back, meta = load_artifact(path)
+    assert meta["format"] == f"int8-{kind}"
+    assert same(q, back)
+    with torch.no_grad():
+        assert (q(X) - m(X)).abs().max() < 0.1  # int8 is close to float, not equal
+    # int8 weights: about a quarter of the float32 file
+    assert os.path.getsize(path) < 0.35 * os.path.getsize(dense)
+
+
+def test_static_quantization_of_conv_nets(tmp_path):
+    for name in ("cnn-simple", "resnet-simple"):
+        q = static_quantize(model(name), X)
+        path = save_quantized(q, tmp_path / f"{name}.safetensors", "static", {"model_spec": spec(name)})
+        assert same(q, load_artifact(path)[0])
+
+
+def test_unstructured_pruning_sparse_file(tmp_path):
+    m = model("mlp-medium")
+    p = magnitude_prune(m, 0.9)
+    assert weight_sparsity(p) == pytest.approx(0.9, abs=0.01)
+    assert weight_sparsity(m) < 0.01  # the input is untouched
+    sparse = save_sparse(p, tmp_path / "s.safetensors", {"model_spec": spec("mlp-medium")})
+    dense = save_dense(p, tmp_path / "d.safetensors", {"model_spec": spec("mlp-medium")})
+    back, _ = load_artifact(sparse)
+    assert same(p, back)
+    # 1 bit mask + 10% of the values: well under a fifth of the dense file
+    assert os.path.getsize(sparse) < 0.2 * os.path.getsize(dense)
+
+
+@pytest.mark.parametrize("name", ["mlp-medium", "cnn-medium", "resnet-medium"])
+def test_structured_pruning_rebuilds_a_smaller_model(tmp_path, name):
+    m = model(name)
+    # keeping every channel must reproduce the model exactly (checks the index bookkeeping)
+    full, _ = structured_prune(m, 0.0, spec(name))
+    assert same(m, full)
+    small, small_spec = structured_prune(m, 0.5, spec(name))
+    assert parameter_count(small) < 0.4 * parameter_count(m)
+    path = save_dense(small, tmp_path / "p.safetensors", {"model_spec": small_spec})
+    big = save_dense(m, tmp_path / "m.safetensors", {"model_spec": spec(name)})
+    assert os.path.getsize(path) < 0.4 * os.path.getsize(big)
+    back, meta = load_artifact(path)
+    assert same(small, back)
+    assert meta["model_spec"]["options"] == small_spec["options"]
+
+
+def test_wrong_file_is_a_checkpoint_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(CheckpointError):
+        load_artifact(bad)
+
+
+def _student_checkpoint(tmp_path):
+    student = model("cnn-simple")
+    adapter = torch.nn.Linear(4, 4)
+    path = save_checkpoint(tmp_path / "best.safetensors", {"model": student, "methods": adapter},
+                           {"model_spec": spec("cnn-simple")})
+    return student, path
+
+
+def test_onnx_export_round_trip(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from kdistill.compress.export import ort_session
+
+    student, path = _student_checkpoint(tmp_path)
+    result = export_model(path, "onnx", tmp_path / "s.onnx")
+    assert result.size_bytes == os.path.getsize(tmp_path / "s.onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    x = torch.randn(5, *SHAPE)  # a batch size the export never saw
+    got = ort_session(tmp_path / "s.onnx").run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(got), student(x), atol=1e-4)
+
+
+def test_torchscript_and_safetensors_export_strip_adapters(tmp_path):
+    student, path = _student_checkpoint(tmp_path)
+    ts = export_model(path, "torchscript", tmp_path / "s.pt")
+    assert ts.max_abs_diff < 1e-5
+    st = export_model(path, "safetensors", tmp_path / "s.safetensors")
+    from safetensors.torch import load_file
+
+    keys = load_file(str(st.path)).keys()
+    assert keys and all(k.startswith("model.") for k in keys)
+    assert same(student, load_artifact(st.path)[0])
+    with pytest.raises(ConfigError):
+        export_model(path, "tflite")
+
+
+def test_cli_export_and_user_errors(tmp_path, capsys):
+    from kdistill.cli.main import main
+
+    _, path = _student_checkpoint(tmp_path)
+    assert main(["export", str(path), "--format", "safetensors", "-o", str(tmp_path / "o.safetensors")]) == 0
+    assert (tmp_path / "o.safetensors").is_file()
+    assert main(["export", str(tmp_path / "missing.safetensors"), "--format", "onnx"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "study.yaml"
+    bad.write_text("models: [mlp-simple]\nquantise: {}\n")
+    assert main(["study", str(bad)]) == 2
+    assert "quantise" in capsys.readouterr().err
