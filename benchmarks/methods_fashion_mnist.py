@@ -84,7 +84,7 @@ def base_config(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                  "limit_train": args.train, "limit_test": args.test},
         "teacher": {"model": "cnn-medium"},
         "student": {"model": "cnn-simple"},
-        "train": {"epochs": args.epochs, "batch_size": 64, "seed": seed, "progress": False,
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": seed, "progress": False,
                   "optimizer": {"name": "adamw", "lr": 0.003}},
     }
 
@@ -106,7 +106,8 @@ def main() -> int:
     parser.add_argument("--work", default="runs/bench-methods")
     parser.add_argument("--train", type=int, default=600)
     parser.add_argument("--test", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--teacher-epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="*", help="run only rows whose label starts with one of these")
@@ -122,7 +123,7 @@ def main() -> int:
         ckpt = work / f"teacher-{k}" / "best.safetensors"
         if not ckpt.exists():
             cfg = parse_config({**base_config(args, k), "train": {**base_config(args, k)["train"],
-                                "epochs": args.teacher_epochs, "keep_epochs": True}})
+                                "epochs": args.teacher_epochs, "batch_size": 64, "keep_epochs": True}})
             train_model(cfg, "teacher", out_dir=ckpt.parent)
         teacher_paths.append(ckpt)
     data = load_data(parse_config(base_config(args, 0)))
@@ -227,9 +228,9 @@ def write_report(args: argparse.Namespace, results: list[dict[str, Any]], teache
         "",
         f"Data: a fixed random {args.train}-image subset of the Fashion-MNIST training set (10% of it held "
         f"out for picking the best epoch) and a fixed random {args.test}-image subset of the test set. Teacher: `cnn-medium` trained once for "
-        f"{args.teacher_epochs} epochs (test accuracy {100 * teacher['accuracy']:.2f}%), shared by every row. "
+        f"{args.teacher_epochs} epochs, batch 64 (test accuracy {100 * teacher['accuracy']:.2f}%), shared by every row. "
         f"Student: `cnn-simple` (5,178 parameters) unless the row says otherwise. Schedule: {args.epochs} epochs, "
-        "batch 64, AdamW lr 0.003, cosine decay, no augmentation; seeds "
+        f"batch {args.batch_size}, AdamW lr 0.003, cosine decay, no augmentation; seeds "
         f"{', '.join(map(str, args.seeds))} (the seeds column counts those finished per row). Output methods use alpha = 0.9, T = 4; feature methods are "
         "CE + weight x loss (weights: FitNets 100 with 1 hint-only epoch, AT 1000, PKT 30000, RKD 1 "
         "(distance 25, angle 50), SP 3000, CRD 0.8 with 1024 negatives; the penultimate feature module "

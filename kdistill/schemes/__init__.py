@@ -97,9 +97,14 @@ def run_scheme(cfg: ExperimentConfig, *, data: DataSplits | None = None,
 def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
                    out_dir: str | Path | None = None, resume: str | Path | None = None):
     """What ``kdistill distill`` runs: the configured scheme, or one distillation run."""
+    from kdistill.distiller import build_method
     from kdistill.experiment import run_distill
 
+    # fail on a misspelled method or option before minutes of teacher training
+    for m in cfg.distill.method_list():
+        build_method(m.name, m.options, cfg.distill.temperature)
     if cfg.distill.scheme is not None:
+        validate_options(cfg.distill.scheme.name, cfg.distill.scheme.options)
         if resume is not None:
             raise ConfigError("--resume continues one training run; schemes (several runs) cannot be resumed.")
         return run_scheme(cfg, data=data, out_dir=out_dir)
