@@ -111,6 +111,8 @@ def main() -> int:
     parser.add_argument("--teacher-epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="*", help="run only rows whose label starts with one of these")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the finished (cached) runs without training anything")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(2)
@@ -147,6 +149,8 @@ def main() -> int:
             if record_path.exists():
                 results.append(json.loads(record_path.read_text()))
                 continue
+            if args.report_only:
+                continue
             raw = base_config(args, seed)
             raw["output_dir"] = str(work / "rows" / f"{slug}-seed{seed}")
             raw["teacher"]["checkpoint"] = str(teacher_paths[0])
@@ -174,6 +178,8 @@ def main() -> int:
 
 def _ms(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     mean = statistics.mean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
     std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -193,7 +199,8 @@ def not_run_line(results: list[dict[str, Any]]) -> str:
     missing = sorted((set(METHODS.names()) | set(scheme_names())) - used)
     if not missing:
         return "Methods not run: none; every registered method and scheme has a row above."
-    return f"Methods not run: {', '.join(missing)} (not included in this invocation, e.g. via --only)."
+    return (f"Methods not run: {', '.join(missing)} (no finished run: the benchmark was stopped before "
+            "reaching them, or they were left out with --only).")
 
 
 def write_report(args: argparse.Namespace, results: list[dict[str, Any]], teacher: dict[str, Any],
@@ -217,11 +224,13 @@ def write_report(args: argparse.Namespace, results: list[dict[str, Any]], teache
     writer.writeheader()
     writer.writerows(table)
     atomic_write_text(out / "methods_fashion_mnist.csv", buf.getvalue())
-    command = "nice -n 10 .venv/bin/python benchmarks/methods_fashion_mnist.py " + " ".join(sys.argv[1:])
+    argv = [a for a in sys.argv[1:] if a != "--report-only"]
+    command = "nice -n 10 .venv/bin/python benchmarks/methods_fashion_mnist.py " + " ".join(argv)
+    total_seconds = sum(r["seconds"] for r in results)
     lines = [
         "# Distillation methods on Fashion-MNIST (CPU smoke benchmark)",
         "",
-        f"Command: `{command.strip()}` ({total_seconds / 60:.0f} min for the runs not already cached).",
+        f"Command: `{command.strip()}` ({total_seconds / 60:.0f} min of runs in the table).",
         "",
         f"Device: CPU: 2 cores ({cpu_name()}), torch {torch.__version__}, shared with other jobs, so wall "
         "times are only comparable within this table.",
@@ -236,7 +245,8 @@ def write_report(args: argparse.Namespace, results: list[dict[str, Any]], teache
         "(distance 25, angle 50), SP 3000, CRD 0.8 with 1024 negatives; the penultimate feature module "
         "`features` of both nets). Agreement and KL are measured against the shared teacher on the test set.",
         "",
-        "Values are mean ± standard deviation over the seeds. With this short schedule the numbers show that "
+        "Values are mean ± standard deviation over the finished seeds (a single value where only one "
+        "seed finished). With this short schedule the numbers show that "
         "every method runs end to end and how it behaves early in training; they are not converged results.",
         "",
         "| method | seeds | accuracy (%) | agreement (%) | KL(teacher‖student) | wall time (s) |",
