@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from kdistill.config import ExperimentConfig
+from kdistill.config import ExperimentConfig, SchemeConfig
 from kdistill.data import DataSplits
 from kdistill.errors import ConfigError
 from kdistill.registry import Registry
@@ -100,6 +100,11 @@ def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
     from kdistill.distiller import build_method
     from kdistill.experiment import run_distill
 
+    if cfg.distill.scheme is None and not cfg.distill.methods and cfg.distill.method in scheme_names():
+        # `method: born-again` reads naturally; treat it as the scheme with default options
+        cfg = cfg.model_copy(deep=True)
+        cfg.distill.scheme = SchemeConfig(name=cfg.distill.method)
+        cfg.distill.method = "kd"
     # fail on a misspelled method or option before minutes of teacher training
     for m in cfg.distill.method_list():
         build_method(m.name, m.options, cfg.distill.temperature)

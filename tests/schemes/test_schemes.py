@@ -101,3 +101,12 @@ def test_noisy_student_refuses_a_smaller_student(tmp_path):
                         "distill": {"scheme": {"name": "noisy-student"}}, "output_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="smaller than its teacher"):
         run_scheme(cfg)
+
+
+def test_method_key_may_name_a_scheme(monkeypatch):
+    import kdistill.schemes as schemes
+
+    seen = {}
+    monkeypatch.setattr(schemes, "run_scheme", lambda cfg, **kw: seen.setdefault("scheme", cfg.distill.scheme.name))
+    schemes.run_experiment(parse_config({"distill": {"method": "takd"}}))
+    assert seen["scheme"] == "takd"
