@@ -91,6 +91,7 @@ class TrainConfig(Strict):
     batch_scope: BatchScope = Field(
         "global", description="under torchrun: batch_size is the global batch, or per process")
     lr_scaling: LrScaling = Field("none", description="under torchrun: scale lr by world size")
+    keep_epochs: bool = Field(False, description="also keep every epoch's checkpoint as epoch-XXX.safetensors")
 
     @field_validator("device")
     @classmethod
@@ -107,11 +108,19 @@ class MethodConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class SchemeConfig(Strict):
+    """A training scheme (born-again, multi-teacher, ...) instead of one distillation run."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class DistillConfig(Strict):
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft-target term")
     temperature: float = Field(4.0, gt=0)
     method: str = Field("kd", description="shorthand for methods: [{name: METHOD}]")
     methods: list[MethodConfig] = Field(default_factory=list)
+    scheme: SchemeConfig | None = Field(None, description="e.g. {name: born-again, options: {generations: 3}}")
 
     def method_list(self) -> list[MethodConfig]:
         """The extra loss terms, beyond the built-in Hinton KD term."""

@@ -86,6 +86,8 @@ class Distiller(nn.Module):
         return self
 
     def _attach_hooks(self) -> None:
+        for method in self.methods:
+            method.bind(self.student, self.teacher)
         student_paths = [p for m in self.methods for p in m.student_layers]
         teacher_paths = [p for m in self.methods for p in m.teacher_layers]
         if student_paths:
@@ -165,7 +167,12 @@ class Distiller(nn.Module):
                 student_features=self._student_hooks.pop() if self._student_hooks else {},
                 teacher_features=self._teacher_hooks.pop() if self._teacher_hooks else {},
             )
+            exclusive = any(m.exclusive(self.epoch) for m in self.methods)
+            if exclusive:  # e.g. FitNets stage 1: only the hint loss trains the student
+                total = total * 0.0
             for method, weight in zip(self.methods, self.weights):
+                if exclusive and not method.exclusive(self.epoch):
+                    continue
                 for name, value in method(ctx).items():
                     losses[name] = value
                     total = total + weight * value
@@ -175,6 +182,8 @@ class Distiller(nn.Module):
 
 def build_method(name: str, options: dict, temperature: float) -> DistillationMethod:
     """Instantiate a registered method, turning bad options into a ConfigError."""
+    import kdistill.methods  # noqa: F401  (registers the built-in methods)
+
     cls = METHODS.get(name)
     params = inspect.signature(cls).parameters
     kwargs = dict(options)

@@ -143,10 +143,17 @@ def get_teacher(cfg: ExperimentConfig, data: DataSplits, out_dir: Path) -> nn.Mo
     return train_model(cfg, "teacher", data=data, out_dir=out_dir / "teacher").model
 
 
-def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Module) -> Distiller:
+def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Module,
+                    regression: bool = False) -> Distiller:
     d = cfg.distill
     methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in d.method_list()]
-    return Distiller(teacher, student, alpha=d.alpha, temperature=d.temperature, methods=methods)
+    student_loss = _regression_loss if regression else None
+    return Distiller(teacher, student, student_loss_fn=student_loss, alpha=d.alpha, temperature=d.temperature,
+                     methods=methods)
+
+
+def _regression_loss(outputs, targets):
+    return nn.functional.mse_loss(outputs.squeeze(-1), targets)
 
 
 def run_distill(
@@ -156,16 +163,22 @@ def run_distill(
     teacher: nn.Module | None = None,
     out_dir: str | Path | None = None,
     resume: str | Path | None = None,
+    student: nn.Module | None = None,
 ) -> RunResult:
-    """Distil the config's student from its teacher and evaluate it on the test set."""
+    """Distil the config's student from its teacher and evaluate it on the test set.
+
+    ``teacher`` / ``student`` replace the models the config would build (e.g. a
+    teacher ensemble, or a student with noise hooks attached).
+    """
     if cfg.student is None:
         raise ConfigError("Distillation needs a 'student' section with at least 'model: NAME'.")
     data = data if data is not None else load_data(cfg)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     teacher = teacher if teacher is not None else get_teacher(cfg, data, out)
-    seed_everything(cfg.train.seed)  # the initial weights follow train.seed too
-    student = build_model(cfg.student, data)
-    distiller = build_distiller(cfg, teacher, student)
+    if student is None:
+        seed_everything(cfg.train.seed)  # the initial weights follow train.seed too
+        student = build_model(cfg.student, data)
+    distiller = build_distiller(cfg, teacher, student, regression=data.num_classes == 0)
     meta = {"role": "student", "model_spec": model_spec(cfg.student, data),
             "distill": cfg.distill.model_dump(mode="json")}
     history = fit(distiller, data, cfg.train, out_dir=out / "student", resume=resume,

@@ -1,13 +1,32 @@
-"""Distillation methods, one module each, registered by name (``method: kd``)."""
+"""Distillation methods, one module each, registered by name (``method: kd``).
 
-from kdistill.methods import kd  # noqa: F401  (registers the method)
+========== =============================================== =====================
+name       paper                                           needs hooks
+========== =============================================== =====================
+kd         Hinton et al. 2015                              no
+dkd        Zhao et al. 2022 (decoupled KD)                 no
+regression MSE / Huber to the teacher's outputs            no
+fitnets    Romero et al. 2015 (hints + regressor)          yes
+at         Zagoruyko & Komodakis 2017 (attention transfer) yes (conv maps)
+pkt        Passalis & Tefas 2018                           yes
+rkd        Park et al. 2019 (distance + angle)             yes
+sp         Tung & Mori 2019 (similarity-preserving)        yes
+crd        Tian et al. 2020 (contrastive, memory bank)     yes
+========== =============================================== =====================
+"""
+
+from kdistill.methods import attention, crd, dkd, fitnets, kd, pkt, regression, rkd, sp  # noqa: F401
 from kdistill.methods.base import DistillationMethod, StepContext, soft_kl
+from kdistill.methods.features import FeaturePairMethod, default_feature_layer, make_adapter
 from kdistill.methods.hooks import FeatureHooks, module_paths, resolve_module
 
 __all__ = [
     "DistillationMethod",
     "FeatureHooks",
+    "FeaturePairMethod",
     "StepContext",
+    "default_feature_layer",
+    "make_adapter",
     "module_paths",
     "resolve_module",
     "soft_kl",

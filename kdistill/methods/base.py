@@ -40,6 +40,13 @@ class DistillationMethod(nn.Module):
     #: set by methods that need the teacher to run live (e.g. on augmented inputs)
     needs_teacher_features: bool = False
 
+    def bind(self, student: nn.Module, teacher: nn.Module) -> None:
+        """Resolve default layer paths from the models (called before hooks are attached)."""
+
+    def exclusive(self, epoch: int) -> bool:
+        """True while this method's loss alone should train the student (e.g. FitNets stage 1)."""
+        return False
+
     def setup(self, student: nn.Module, teacher: nn.Module, sample: Tensor, num_train: int) -> None:
         """Build shape-dependent parts (adapters) once the models and data are known."""
 

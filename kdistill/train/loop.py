@@ -242,6 +242,8 @@ def fit(
                 history.last_path = save_checkpoint(out / "last.safetensors", modules, meta, optimizer)
                 if improved:
                     history.best_path = save_checkpoint(out / "best.safetensors", modules, meta)
+                if cfg.keep_epochs:  # e.g. to distil from an early-stopped teacher later
+                    save_checkpoint(out / f"epoch-{epoch:03d}.safetensors", modules, meta)
             if progress:
                 progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} loss {record['loss']:.4f} "
                                              f"val {val_score:.4f}")

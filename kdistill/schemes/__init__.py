@@ -1,0 +1,119 @@
+"""Training schemes: distillation procedures made of several training runs.
+
+A *method* (``kdistill.methods``) is one loss term; a *scheme* decides which
+models teach which, in what order, on what data. Each scheme is one function
+``run_NAME(cfg, *, data=None, out_dir=None, **options) -> RunResult`` built on
+:func:`kdistill.experiment.run_distill` / :func:`~kdistill.experiment.train_model`,
+registered by name and selected in a config::
+
+    distill:
+      scheme: {name: born-again, options: {generations: 3}}
+
+or on the command line with ``kdistill distill CONFIG --method born-again``.
+
+============== ================================================ ===============================
+name           what                                             paper
+============== ================================================ ===============================
+born-again     student of generation k teaches generation k+1    Furlanello et al. 2018
+multi-teacher  distil from an ensemble (arithmetic / geometric)  Hinton et al. 2015; You et al. 2017
+takd           teacher -> assistant(s) -> student                Mirzadeh et al. 2020
+dml            peers learn from each other, no fixed teacher     Zhang et al. 2018
+early-stop     distil from an early teacher checkpoint           Cho & Hariharan 2019
+noisy-student  equal/larger noised student, iterated             Xie et al. 2020
+transfer       distil on unlabeled / synthetic (MUNGE) inputs    Bucila et al. 2006
+============== ================================================ ===============================
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from kdistill.config import ExperimentConfig, SchemeConfig
+from kdistill.data import DataSplits
+from kdistill.errors import ConfigError
+from kdistill.registry import Registry
+
+SCHEMES: Registry = Registry("scheme")
+
+
+def register_scheme(name: str, *, overwrite: bool = False):
+    """Register ``fn(cfg, *, data=None, out_dir=None, **options) -> RunResult`` as a scheme."""
+    return SCHEMES.register(name, overwrite=overwrite)
+
+
+def _load_builtins() -> None:
+    from kdistill.schemes import (  # noqa: F401
+        born_again,
+        dml,
+        early_stop,
+        multi_teacher,
+        noisy_student,
+        takd,
+        transfer,
+    )
+
+
+def scheme_names() -> list[str]:
+    _load_builtins()
+    return SCHEMES.names()
+
+
+def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Check a scheme's options against its function signature (names and types)."""
+    _load_builtins()
+    fn = SCHEMES.get(name)
+    params = {k: p for k, p in inspect.signature(fn).parameters.items()
+              if p.kind is p.KEYWORD_ONLY and k not in {"data", "out_dir"}}
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ConfigError(f"Scheme '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
+                          f"its options are: {', '.join(params) or '(none)'}.")
+    hints = typing.get_type_hints(fn)
+    checked = {}
+    for key, value in options.items():
+        try:
+            checked[key] = TypeAdapter(hints[key]).validate_python(value, strict=False)
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"]
+            raise ConfigError(f"Scheme '{name}': option '{key}' = {value!r} is invalid ({problem}).") from None
+    return checked
+
+
+def run_scheme(cfg: ExperimentConfig, *, data: DataSplits | None = None,
+               out_dir: str | Path | None = None):
+    """Run the scheme named in ``cfg.distill.scheme``."""
+    if cfg.distill.scheme is None:
+        raise ConfigError("The config names no scheme (distill.scheme: {name: ..., options: {...}}).")
+    name = cfg.distill.scheme.name
+    options = validate_options(name, cfg.distill.scheme.options)
+    return SCHEMES.get(name)(cfg, data=data, out_dir=out_dir, **options)
+
+
+def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
+                   out_dir: str | Path | None = None, resume: str | Path | None = None):
+    """What ``kdistill distill`` runs: the configured scheme, or one distillation run."""
+    from kdistill.distiller import build_method
+    from kdistill.experiment import run_distill
+
+    if cfg.distill.scheme is None and not cfg.distill.methods and cfg.distill.method in scheme_names():
+        # `method: born-again` reads naturally; treat it as the scheme with default options
+        cfg = cfg.model_copy(deep=True)
+        cfg.distill.scheme = SchemeConfig(name=cfg.distill.method)
+        cfg.distill.method = "kd"
+    # fail on a misspelled method or option before minutes of teacher training
+    for m in cfg.distill.method_list():
+        build_method(m.name, m.options, cfg.distill.temperature)
+    if cfg.distill.scheme is not None:
+        validate_options(cfg.distill.scheme.name, cfg.distill.scheme.options)
+        if resume is not None:
+            raise ConfigError("--resume continues one training run; schemes (several runs) cannot be resumed.")
+        return run_scheme(cfg, data=data, out_dir=out_dir)
+    return run_distill(cfg, data=data, out_dir=out_dir, resume=resume)
+
+
+__all__ = ["SCHEMES", "register_scheme", "run_experiment", "run_scheme", "scheme_names", "validate_options"]

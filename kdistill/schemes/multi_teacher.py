@@ -1,0 +1,88 @@
+"""Multi-teacher distillation: one student learns from an ensemble of teachers.
+
+Hinton et al. 2015 distil an ensemble into one model; You et al. 2017
+("Learning from Multiple Teacher Networks", KDD) weight the teachers. With
+teacher logits z_m, weights w_m (normalised to sum 1) and temperature T,
+:class:`TeacherEnsemble` produces logits whose softmax at T is::
+
+    arithmetic:  p = sum_m w_m softmax(z_m / T)              (mixture of the distributions)
+    geometric:   p ∝ exp(sum_m w_m log_softmax(z_m / T))     (normalised weighted geometric mean)
+
+It returns ``T * log p`` so that the Distiller's ``softmax(. / T)`` recovers
+exactly ``p``: the ensemble plugs in wherever a teacher goes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from kdistill.config import ExperimentConfig
+from kdistill.data import DataSplits
+from kdistill.errors import ConfigError
+from kdistill.experiment import RunResult, get_teacher, run_distill, seeded
+from kdistill.schemes import register_scheme
+from kdistill.schemes._common import as_model_config, prepare, write_summary
+
+log = logging.getLogger("kdistill")
+
+
+class TeacherEnsemble(nn.Module):
+    """Several teachers behind one ``forward`` that returns combined logits."""
+
+    def __init__(self, teachers: Sequence[nn.Module], combine: str = "arithmetic",
+                 weights: Sequence[float] | None = None, temperature: float = 1.0) -> None:
+        super().__init__()
+        if combine not in {"arithmetic", "geometric"}:
+            raise ConfigError(f"multi-teacher: combine must be 'arithmetic' or 'geometric', got {combine!r}.")
+        if not teachers:
+            raise ConfigError("multi-teacher: give at least one teacher.")
+        weights = list(weights) if weights is not None else [1.0] * len(teachers)
+        if len(weights) != len(teachers) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError(f"multi-teacher: need one non-negative weight per teacher ({len(teachers)}), "
+                              f"not all zero; got {weights}.")
+        self.teachers = nn.ModuleList(teachers)
+        self.combine = combine
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) / sum(weights))
+        self.temperature = float(temperature)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.temperature
+        log_p = torch.stack([m(x).float() / t for m in self.teachers]).log_softmax(-1)  # (M, B, C)
+        w = self.weights.view(-1, 1, 1)
+        if self.combine == "arithmetic":
+            combined = torch.logsumexp(log_p + w.log(), dim=0)
+        else:
+            combined = (w * log_p).sum(0).log_softmax(-1)
+        return t * combined
+
+
+@register_scheme("multi-teacher")
+def run_multi_teacher(cfg: ExperimentConfig, *, data: DataSplits | None = None,
+                      out_dir: str | Path | None = None, teachers: list[Any] | None = None,
+                      combine: Literal["arithmetic", "geometric"] = "arithmetic",
+                      weights: list[float] | None = None) -> RunResult:
+    """Distil the student from several teachers (``teachers``: model names or {model, checkpoint, options}).
+
+    Teachers without a checkpoint are trained first, teacher m with seed
+    ``train.seed + m``, so that identical architectures still differ.
+    """
+    data, out = prepare(cfg, data, out_dir)
+    specs = teachers or ([cfg.teacher.model_dump()] * 2 if cfg.teacher else [])
+    if len(specs) < 1:
+        raise ConfigError("multi-teacher: list the teachers in options.teachers (model names or mappings).")
+    models = []
+    for m, spec in enumerate(specs):
+        member = seeded(cfg, cfg.train.seed + m)
+        member.teacher = as_model_config(spec)
+        models.append(get_teacher(member, data, out / f"teacher-{m}"))
+    ensemble = TeacherEnsemble(models, combine, weights, cfg.distill.temperature)
+    result = run_distill(cfg, data=data, teacher=ensemble, out_dir=out)
+    write_summary(out, {"scheme": "multi-teacher", "combine": combine, "teachers": len(models),
+                        "student": result.metrics})
+    return result

@@ -1,0 +1,75 @@
+"""Noisy student (Xie et al. 2020, "Self-training with Noisy Student improves ImageNet classification", CVPR).
+
+The student is *equal to or larger than* its teacher and is trained under
+noise (Gaussian input noise with std ``input_noise`` and dropout before the
+classifier, ``dropout``), while the teacher labels clean inputs. The trained
+student then becomes the teacher of the next round (``rounds`` in all). The
+noise is added by a forward pre-hook, so the saved student is an ordinary
+zoo model. A student with fewer parameters than its teacher is refused:
+that is plain distillation, not noisy student training.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdistill.config import ExperimentConfig
+from kdistill.data import DataSplits
+from kdistill.errors import ConfigError
+from kdistill.experiment import RunResult, build_model, get_teacher, run_distill
+from kdistill.schemes import register_scheme
+from kdistill.schemes._common import prepare, write_summary
+
+log = logging.getLogger("kdistill")
+
+
+def add_input_noise(model: nn.Module, std: float) -> torch.utils.hooks.RemovableHandle:
+    """Add N(0, std^2) noise to the model's input while it is in training mode."""
+    def pre_hook(module: nn.Module, args: tuple):
+        if module.training and std > 0:
+            return (args[0] + std * torch.randn_like(args[0]), *args[1:])
+        return None
+    return model.register_forward_pre_hook(pre_hook)
+
+
+def _size(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@register_scheme("noisy-student")
+def run_noisy_student(cfg: ExperimentConfig, *, data: DataSplits | None = None,
+                      out_dir: str | Path | None = None, rounds: int = 2, input_noise: float = 0.1,
+                      dropout: float = 0.3) -> RunResult:
+    """Iterate: noised student (>= teacher size) learns from the teacher, then becomes the teacher."""
+    if rounds < 1 or input_noise < 0 or not 0 <= dropout < 1:
+        raise ConfigError("noisy-student: rounds >= 1, input_noise >= 0 and dropout in [0, 1) are required.")
+    data, out = prepare(cfg, data, out_dir)
+    student_cfg = cfg.model_copy(deep=True)
+    if dropout > 0:
+        student_cfg.student.options = {**student_cfg.student.options, "dropout": dropout}
+    teacher = get_teacher(cfg, data, out)
+    results = []
+    for r in range(1, rounds + 1):
+        student = build_model(student_cfg.student, data)
+        if _size(student) < _size(teacher):
+            raise ConfigError(f"noisy-student: the student ({_size(student):,} parameters) is smaller than its "
+                              f"teacher ({_size(teacher):,}); noisy student training needs an equal or larger "
+                              "student. Use plain distillation for compression.")
+        handle = add_input_noise(student, input_noise)
+        log.info("noisy student round %d of %d", r, rounds)
+        try:
+            result = run_distill(student_cfg, data=data, teacher=teacher, out_dir=out / f"round-{r}",
+                                 student=student)
+        finally:
+            handle.remove()
+        results.append(result)
+        teacher = result.model
+    write_summary(out, {"scheme": "noisy-student", "rounds": [x.metrics for x in results]})
+    return results[-1]
+
+
+__all__ = ["add_input_noise", "run_noisy_student"]

@@ -1,0 +1,116 @@
+"""Every example config validates, names registered methods, and runs end to end on a tiny budget."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdistill.config import load_config
+from kdistill.distiller import build_method
+from kdistill.registry import METHODS
+from kdistill.schemes import run_experiment, scheme_names, validate_options
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples" / "methods").glob("*.yaml"))
+DATA = Path(os.environ.get("KDISTILL_DATA", ROOT / "../../shared/data")).resolve()
+FAST = ["data.limit_train=120", "data.limit_test=40", "train.epochs=1", "train.progress=false",
+        "teacher_train.epochs=1", "teacher.model=cnn-simple", "teacher.options={widths: [4, 8, 16]}"]
+
+
+def test_there_is_an_example_for_every_method_and_scheme():
+    names = {p.stem for p in EXAMPLES}
+    assert set(METHODS.names()) <= names
+    assert set(scheme_names()) - {"transfer"} <= names
+    assert {"transfer-munge", "transfer-dataset"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_validates(path):
+    cfg = load_config(path)
+    for m in cfg.distill.method_list():
+        assert m.name in METHODS
+        build_method(m.name, m.options, cfg.distill.temperature)
+    if cfg.distill.scheme:
+        validate_options(cfg.distill.scheme.name, cfg.distill.scheme.options)
+
+
+def _fast_overrides(path):
+    overrides = list(FAST)
+    stem = path.stem
+    if stem in {"born-again", "noisy-student"}:  # these need student >= teacher
+        overrides += ["student.model=cnn-simple", "student.options={widths: [4, 8, 16]}"]
+    else:
+        overrides += ["student.model=cnn-simple", "student.options={widths: [2, 4]}"]
+    if stem == "born-again":
+        overrides.append("distill.scheme.options.generations=2")
+    if stem == "noisy-student":
+        overrides.append("distill.scheme.options.rounds=1")
+    if stem == "multi-teacher":
+        overrides.append("distill.scheme.options.teachers=[{model: cnn-simple, options: {widths: [4, 8]}}, "
+                         "{model: mlp-simple}]")
+    if stem == "takd":
+        overrides.append("distill.scheme.options.assistants=[{model: cnn-simple, options: {widths: [3, 6]}}]")
+    if stem == "early-stop":
+        overrides += ["teacher_train.epochs=2", "distill.scheme.options.teacher_epoch=0"]
+    if stem == "dml":
+        overrides.append("distill.scheme.options.peers=[{model: cnn-simple, options: {widths: [2, 4]}}]")
+    if stem == "transfer-munge":
+        overrides.append("distill.scheme.options.multiplier=1")
+    return overrides
+
+
+@pytest.mark.parametrize("path", [p for p in EXAMPLES if p.stem not in {"regression", "transfer-dataset"}],
+                         ids=lambda p: p.stem)
+def test_example_runs_end_to_end(path, tmp_path):
+    cfg = load_config(path, _fast_overrides(path) + [f"output_dir={tmp_path}"])
+    result = run_experiment(cfg)
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0
+    assert result.checkpoint is not None and Path(result.checkpoint).exists()
+
+
+def test_regression_example_runs_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=150)
+    lines = ["a,b,c,target"] + [",".join(f"{v:.5f}" for v in [*row, t]) for row, t in zip(x, y)]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    cfg = load_config(ROOT / "examples/methods/regression.yaml",
+                      ["train.epochs=2", "train.progress=false", f"data.data_dir={tmp_path}",
+                       f"output_dir={tmp_path / 'out'}"])
+    result = run_experiment(cfg)
+    assert result.metrics["mse"] >= 0 and "teacher_mse" in result.metrics
+
+
+def test_transfer_dataset_example(tmp_path):
+    if not (DATA / "mnist").is_dir() or not (DATA / "fashion-mnist").is_dir():
+        pytest.skip(f"MNIST / Fashion-MNIST files not found under {DATA} (set KDISTILL_DATA)")
+    path = ROOT / "examples/methods/transfer-dataset.yaml"
+    cfg = load_config(path, _fast_overrides(path) + [f"data.data_dir={DATA}", "data.download=false",
+                                                     "distill.scheme.options.limit=200",
+                                                     f"output_dir={tmp_path}"])
+    result = run_experiment(cfg)
+    assert (tmp_path / "scheme.json").exists() and 0.0 <= result.metrics["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("method, produced", [("crd", "student/best.safetensors"),
+                                              ("born-again", "gen-2/student/best.safetensors")])
+def test_cli_method_flag_selects_methods_and_schemes(method, produced, tmp_path):
+    from kdistill.cli.main import main
+
+    path = ROOT / "examples/methods/kd.yaml"
+    sets = [arg for o in _fast_overrides(path) for arg in ("--set", o)]
+    if method == "born-again":
+        sets += ["--set", "distill.scheme.options.generations=2"]
+    code = main(["distill", str(path), "--method", method, "--no-progress", "-o", str(tmp_path), *sets])
+    assert code == 0
+    assert (tmp_path / produced).exists()
+
+
+def test_cli_unknown_method_is_a_user_error(tmp_path, capsys):
+    from kdistill.cli.main import main
+
+    code = main(["distill", str(ROOT / "examples/methods/kd.yaml"), "--method", "crdd", "--set",
+                 "data.limit_train=50", "-o", str(tmp_path), "--no-progress", "--set", "teacher.model=mlp-simple"])
+    assert code == 2
+    assert "crd" in capsys.readouterr().err
