@@ -56,6 +56,8 @@ class ModelConfig(Strict):
 OptimizerName = Literal["sgd", "adam", "adamw"]
 SchedulerName = Literal["constant", "cosine", "onecycle", "step"]
 AmpMode = Literal["auto", "bf16", "off"]
+LrScaling = Literal["none", "linear"]
+TeacherCache = Literal["auto", "device", "memmap", "off"]
 
 
 class OptimizerConfig(Strict):
@@ -86,6 +88,16 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(None, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     progress: bool = True
+    compile: bool = Field(False, description="torch.compile the student and teacher")
+    cuda_graphs: bool = Field(False, description="CUDA only: compile with CUDA graphs (reduce-overhead)")
+    lr_scaling: LrScaling = Field("none", description="'linear': lr * batch_size / base_batch_size")
+    base_batch_size: int = Field(128, gt=0, description="batch size the configured lr was tuned for")
+
+    def scaled_lr(self) -> float:
+        """The base learning rate after ``lr_scaling`` (Goyal et al. 2017, linear scaling rule)."""
+        if self.lr_scaling == "linear":
+            return self.optimizer.lr * self.batch_size / self.base_batch_size
+        return self.optimizer.lr
 
     @field_validator("device")
     @classmethod
@@ -107,6 +119,8 @@ class DistillConfig(Strict):
     temperature: float = Field(4.0, gt=0)
     method: str = Field("kd", description="shorthand for methods: [{name: METHOD}]")
     methods: list[MethodConfig] = Field(default_factory=list)
+    cache: TeacherCache = Field(
+        "auto", description="teacher outputs without augmentation: auto (device), device, memmap, off")
 
     def method_list(self) -> list[MethodConfig]:
         """The extra loss terms, beyond the built-in Hinton KD term."""

@@ -155,7 +155,8 @@ def run_distill(
     meta = {"role": "student", "model_spec": model_spec(cfg.student, data),
             "distill": cfg.distill.model_dump(mode="json")}
     history = fit(distiller, data, cfg.train, out_dir=out / "student", resume=resume,
-                  augment_jitter=cfg.data.augment.jitter, metadata=meta, description="distil student")
+                  augment_jitter=cfg.data.augment.jitter, cache_teacher=cfg.distill.cache,
+                  metadata=meta, description="distil student")
     _load_best(student, history.best_path)
     teacher_logits = predict(teacher, data.x_test)
     metrics = evaluate_model(student, data, teacher_logits=teacher_logits)
