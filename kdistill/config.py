@@ -138,6 +138,8 @@ class ExperimentConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     teacher_train: TrainConfig | None = Field(None, description="schedule for the teacher; default: train")
+    teacher_augment: AugmentConfig | None = Field(
+        None, description="augmentation while training the teacher; default: data.augment")
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or os.path.join("runs", self.name))

@@ -110,8 +110,9 @@ def train_model(
     if data.num_classes == 0:
         objective = Supervised(model, loss_fn=lambda out, y: nn.functional.mse_loss(out.squeeze(-1), y))
     meta = {"role": role, "model_spec": model_spec(model_cfg, data)}
+    augment = cfg.teacher_augment if role == "teacher" and cfg.teacher_augment else cfg.data.augment
     history = fit(objective, data, train_cfg, out_dir=out, resume=resume,
-                  augment_jitter=cfg.data.augment.jitter, metadata=meta, description=f"train {role}")
+                  augment_jitter=augment.jitter, metadata=meta, description=f"train {role}")
     _load_best(model, history.best_path)
     metrics = evaluate_model(model, data, device=None)
     _write_metrics(out, metrics)

@@ -112,23 +112,25 @@ def enable_tf32(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def compile_models(objective: nn.Module, device: torch.device, cfg: TrainConfig) -> None:
+def compile_models(objective: nn.Module, device: torch.device, cfg: TrainConfig) -> bool:
     """``torch.compile`` the student and teacher in place (state-dict names stay unchanged).
 
     ``cuda_graphs`` uses the ``reduce-overhead`` mode, which replays whole
     steps as CUDA graphs; it only exists on CUDA and is ignored elsewhere.
+    Returns whether CUDA graphs are in use.
     """
     cuda_graphs = cfg.cuda_graphs and device.type == "cuda"
     if cfg.cuda_graphs and not cuda_graphs:
         log.info("train.cuda_graphs needs a CUDA device; ignored on %s", device.type)
     if not (cfg.compile or cuda_graphs):
-        return
+        return False
     mode = "reduce-overhead" if cuda_graphs else None
     for name in ("student", "teacher"):
         model = getattr(objective, name, None)
         if model is not None:
             model.compile(mode=mode)
     log.info("models compiled with torch.compile (mode=%s)", mode or "default")
+    return cuda_graphs
 
 
 def prepare_teacher(objective: Distiller, x_train: Tensor, augment_jitter: int, cache: bool | str,
@@ -204,7 +206,7 @@ def fit(
         objective.to(device)  # adapters built by setup_methods
         prepare_teacher(objective, x_train, augment_jitter, cache_teacher,
                         Path(out_dir) if out_dir is not None else None)
-    compile_models(objective, device, cfg)
+    cuda_graphs = compile_models(objective, device, cfg)
 
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = build_optimizer(params, cfg.optimizer, fused=device.type == "cuda")
@@ -243,6 +245,8 @@ def fit(
             for xb, yb, idx in iterate_batches(x_train, y_train, cfg.batch_size, shuffle=True,
                                                generator=generator):
                 set_lr(optimizer, base_lr, lr_factor(cfg.scheduler, step, total_steps, steps_per_epoch))
+                if cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
                 if augment_jitter:
                     xb = jitter(xb, augment_jitter, generator=generator, fill=data.fill_value)
                 with autocast_context(device, cfg.amp):
