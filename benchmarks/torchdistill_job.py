@@ -86,6 +86,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     teacher, student = mlp((1200, 1200), 0.5).to(device), mlp((800, 800), 0.0).to(device)
+    teacher.eval()  # frozen and deterministic, as in kdistill (torchdistill only switches the student's mode)
     dataset_dict = {"mnist/train": mnist_train(args.data_dir / "mnist", args.limit_train)}
     box = get_distillation_box(teacher, student, dataset_dict, train_config, device, None, False, 1)
     epoch_seconds = []

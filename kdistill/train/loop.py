@@ -204,8 +204,9 @@ def fit(
         objective.check_compatible(x_train[:2])
         objective.setup_methods(x_train[:2], len(x_train))
         objective.to(device)  # adapters built by setup_methods
-        prepare_teacher(objective, x_train, augment_jitter, cache_teacher,
-                        Path(out_dir) if out_dir is not None else None)
+        with autocast_context(device, cfg.amp):  # cached logits match the live teacher's precision
+            prepare_teacher(objective, x_train, augment_jitter, cache_teacher,
+                            Path(out_dir) if out_dir is not None else None)
     cuda_graphs = compile_models(objective, device, cfg)
 
     params = [p for m in modules.values() for p in m.parameters()]
