@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdistill.errors import ConfigError
 
@@ -56,7 +56,8 @@ class ModelConfig(Strict):
 OptimizerName = Literal["sgd", "adam", "adamw"]
 SchedulerName = Literal["constant", "cosine", "onecycle", "step"]
 AmpMode = Literal["auto", "bf16", "off"]
-LrScaling = Literal["none", "linear"]
+BatchScope = Literal["global", "per_rank"]
+LrScaling = Literal["none", "linear", "sqrt"]
 TeacherCache = Literal["auto", "device", "memmap", "off"]
 
 
@@ -88,14 +89,17 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(None, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     progress: bool = True
+    batch_scope: BatchScope = Field(
+        "global", description="under torchrun: batch_size is the global batch, or per process")
+    lr_scaling: LrScaling = Field("none", description="under torchrun: scale lr by world size")
     compile: bool = Field(False, description="torch.compile the student and teacher")
     cuda_graphs: bool = Field(False, description="CUDA only: compile with CUDA graphs (reduce-overhead)")
-    lr_scaling: LrScaling = Field("none", description="'linear': lr * batch_size / base_batch_size")
-    base_batch_size: int = Field(128, gt=0, description="batch size the configured lr was tuned for")
+    base_batch_size: int | None = Field(
+        None, gt=0, description="batch size the lr was tuned for; if set, lr *= batch_size / base_batch_size")
 
     def scaled_lr(self) -> float:
-        """The base learning rate after ``lr_scaling`` (Goyal et al. 2017, linear scaling rule)."""
-        if self.lr_scaling == "linear":
+        """The base learning rate after the linear scaling rule (Goyal et al. 2017) for large batches."""
+        if self.base_batch_size:
             return self.optimizer.lr * self.batch_size / self.base_batch_size
         return self.optimizer.lr
 
@@ -129,6 +133,41 @@ class DistillConfig(Strict):
         return [] if self.method == "kd" else [MethodConfig(name=self.method)]
 
 
+class SearchParam(Strict):
+    """One searched value: a float/int range (optionally log-scaled) or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = Field(False, description="sample whole numbers")
+    choices: list[str | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> SearchParam:
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices must list at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high, or choices")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled range needs low > 0")
+        return self
+
+
+class TuneConfig(Strict):
+    """``kdistill tune``: what to search and how to prune (plain data, no code)."""
+
+    search: dict[str, SearchParam] | None = Field(
+        None, description="dotted config keys to search; default: temperature, alpha, lr, method weights")
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = Field(2, ge=0, description="trials never pruned while the median forms")
+    warmup_epochs: int = Field(1, ge=0, description="epochs of a trial never pruned")
+    seed: int = 0
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     output_dir: str | None = None
@@ -140,6 +179,7 @@ class ExperimentConfig(Strict):
     teacher_train: TrainConfig | None = Field(None, description="schedule for the teacher; default: train")
     teacher_augment: AugmentConfig | None = Field(
         None, description="augmentation while training the teacher; default: data.augment")
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or os.path.join("runs", self.name))
@@ -235,6 +275,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.constructor.ConstructorError as error:
+        if "constructor" not in str(error.problem):  # e.g. an unhashable key, not a tag
+            raise ConfigError(f"Config file '{path}' is not valid YAML: {error}") from None
         raise ConfigError(
             f"Config file '{path}' uses a YAML tag that kdistill refuses ({error.problem}); "
             "configs are plain data and can never construct objects or import code."

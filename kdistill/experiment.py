@@ -25,8 +25,15 @@ from kdistill.distiller import Distiller, Supervised, build_method
 from kdistill.errors import CheckpointError, ConfigError
 from kdistill.eval import evaluate_model, predict
 from kdistill.models import create_model
-from kdistill.train import fit, read_checkpoint
-from kdistill.train.checkpoint import atomic_write_text, load_into
+from kdistill.train import fit, read_checkpoint, seed_everything
+from kdistill.train.checkpoint import (
+    atomic_write_text,
+    is_torch_pickle,
+    load_into,
+    load_state_dict_into,
+    load_torch_weights,
+)
+from kdistill.train.distributed import is_main_process
 
 log = logging.getLogger("kdistill")
 
@@ -105,6 +112,7 @@ def train_model(
     data = data if data is not None else load_data(cfg)
     train_cfg = train_cfg or (cfg.teacher_train if role == "teacher" and cfg.teacher_train else cfg.train)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir() / role
+    seed_everything(train_cfg.seed)  # the initial weights follow train.seed too
     model = build_model(model_cfg, data)
     objective = Supervised(model, label_smoothing=train_cfg.label_smoothing)
     if data.num_classes == 0:
@@ -123,6 +131,11 @@ def get_teacher(cfg: ExperimentConfig, data: DataSplits, out_dir: Path) -> nn.Mo
     """Load the teacher from its checkpoint, or train it when none is given."""
     if cfg.teacher is None:
         raise ConfigError("Distillation needs a 'teacher' section (model, and optionally checkpoint).")
+    if cfg.teacher.checkpoint and is_torch_pickle(cfg.teacher.checkpoint):
+        # a plain PyTorch state dict: its architecture comes from the config
+        teacher = build_model(cfg.teacher, data)
+        load_state_dict_into(teacher, load_torch_weights(cfg.teacher.checkpoint), cfg.teacher.checkpoint)
+        return teacher.eval()
     if cfg.teacher.checkpoint:
         teacher, meta = load_model(cfg.teacher.checkpoint)
         _check_checkpoint_fits(meta, data, cfg.teacher.checkpoint)
@@ -151,6 +164,7 @@ def run_distill(
     data = data if data is not None else load_data(cfg)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     teacher = teacher if teacher is not None else get_teacher(cfg, data, out)
+    seed_everything(cfg.train.seed)  # the initial weights follow train.seed too
     student = build_model(cfg.student, data)
     distiller = build_distiller(cfg, teacher, student)
     meta = {"role": "student", "model_spec": model_spec(cfg.student, data),
@@ -186,6 +200,8 @@ def _load_best(model: nn.Module, best_path: Path | None) -> None:
 
 
 def _write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    if not is_main_process():  # under torchrun only rank 0 writes results
+        return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
 

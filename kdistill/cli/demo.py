@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "the teacher (several seeds), then print and save a comparison table and an "
                     "accuracy-vs-size plot. Runs on scikit-learn's bundled digits by default.")
     parser.add_argument("--dataset", default="digits", help="digits (default), mnist or fashion-mnist")
-    parser.add_argument("--seeds", type=int, default=3, help="student runs per variant (default 3)")
+    parser.add_argument("--seeds", type=int, default=5, help="student runs per variant (default 5)")
     parser.add_argument("--output-dir", "-o", default="kdistill-out/demo", help="where results go")
     parser.add_argument("--data-dir", help="folder holding the data set files")
     parser.add_argument("--device", help="cpu, cuda or auto")

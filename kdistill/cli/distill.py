@@ -7,6 +7,7 @@ import argparse
 from kdistill.cli.common import add_config_arguments, config_from_args
 from kdistill.cli.render import print_metrics
 from kdistill.experiment import run_distill
+from kdistill.train.distributed import is_main_process
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
         args.overrides.append(f"teacher.checkpoint={args.teacher}")
     cfg = config_from_args(args)
     result = run_distill(cfg, resume=args.resume)
+    if not is_main_process():  # under torchrun, rank 0 reports
+        return 0
     print_metrics(f"distilled student: {cfg.student.model}", result.metrics)
     print(f"best checkpoint: {result.checkpoint}")
     return 0

@@ -16,7 +16,7 @@ from kdistill import __version__
 from kdistill.errors import KDistillError
 
 # one module per command under kdistill.cli; each provides add_parser(subparsers)
-COMMANDS = ("train", "distill", "evaluate", "demo")
+COMMANDS = ("train", "distill", "evaluate", "demo", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import argparse
 from kdistill.cli.common import add_config_arguments, config_from_args
 from kdistill.cli.render import print_metrics
 from kdistill.experiment import train_model
+from kdistill.train.distributed import is_main_process
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = cfg.resolved_output_dir() / args.role
     result = train_model(cfg, args.role, out_dir=out, resume=args.resume)
+    if not is_main_process():  # under torchrun, rank 0 reports
+        return 0
     print_metrics(f"{args.role}: {getattr(cfg, args.role).model}", result.metrics)
     print(f"best checkpoint: {result.checkpoint}")
     return 0

@@ -27,9 +27,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits": {
         "data": {"dataset": "digits"},
         "teacher": {"model": "cnn-deep"},
-        "student": {"model": "mlp-simple"},
-        # chosen by a small sweep over T in {2, 4, 8} and alpha in {0.5, 0.9} (docs/DEMO.md)
-        "distill": {"alpha": 0.5, "temperature": 2.0},
+        "student": {"model": "mlp-medium"},
+        "distill": {"alpha": 0.9, "temperature": 4.0},
         "teacher_train": {"epochs": 40, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 3e-3}},
         "train": {"epochs": 40, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 3e-3}},
     },
@@ -82,7 +81,7 @@ def _summarise(role: str, model_name: str, runs: list[dict[str, Any]]) -> dict[s
 
 def run_demo(
     dataset: str = "digits",
-    seeds: int = 3,
+    seeds: int = 5,
     out_dir: str | Path = "kdistill-out/demo",
     *,
     data_dir: str | None = None,

@@ -7,14 +7,19 @@ step, metrics, model name, config) as JSON inside the safetensors header, so a
 single atomic rename commits everything. The ``.json`` sidecar is a copy of the
 metadata for people and tools; it is never needed to load.
 
-Nothing here unpickles: loading cannot execute code.
+Nothing here unpickles kdistill's own files: loading cannot execute code.
+Plain PyTorch ``.pt`` / ``.pth`` state dicts from elsewhere are read by
+:func:`load_torch_weights` with ``torch.load(weights_only=True)``, which
+refuses any pickle that would build objects other than tensors and containers.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +120,7 @@ def save_checkpoint(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     header = {META_KEY: json.dumps(meta, default=_json_default)}
+    remove_stale_temp_files(path)
     fd, tmp = tempfile.mkstemp(dir=_ensure_dir(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -130,6 +136,21 @@ def save_checkpoint(
     return path
 
 
+def remove_stale_temp_files(path: str | Path) -> list[Path]:
+    """Delete temp files a killed writer of ``path`` (and its JSON sidecar) left behind.
+
+    Only one process writes a given checkpoint (rank 0), so any temp file with
+    its name is an orphan of a crash; the checkpoint itself was never touched.
+    """
+    path = Path(path)
+    removed = []
+    for name in (path.name, path.with_suffix(".json").name):
+        for stale in path.parent.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
 def _ensure_dir(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -143,6 +164,75 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple | set):
         return list(value)
     return str(value)
+
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def is_torch_pickle(path: str | Path) -> bool:
+    """Whether ``path`` names a PyTorch pickle (by suffix) rather than a safetensors file."""
+    return Path(path).suffix.lower() in TORCH_SUFFIXES
+
+
+def load_torch_weights(path: str | Path) -> dict[str, Tensor]:
+    """Read a user's PyTorch state dict (``torch.save(model.state_dict(), path)``) safely.
+
+    Uses ``torch.load(weights_only=True)``: a pickle that would construct any
+    other object (and so could run code) is refused with a
+    :class:`CheckpointError`. A dict holding the state dict under ``state_dict``
+    or ``model`` is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+    try:
+        with warnings.catch_warnings():  # protocol notes are noise next to our own message
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message suggests weights_only=False; quote only the line naming the culprit
+        lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if lines:
+            raise CheckpointError(
+                f"Checkpoint '{path}' was refused: it is a pickle that asks to build objects other "
+                f"than tensors ({lines[0]}). kdistill loads PyTorch files with weights_only=True so "
+                "that a file can never run code; save plain weights with "
+                "torch.save(model.state_dict(), path), or use a .safetensors checkpoint."
+            ) from None
+        raise CheckpointError(
+            f"Checkpoint '{path}' is not a readable PyTorch weights file ({_first_line(error)}); "
+            "it was read with weights_only=True, which accepts only tensors and plain containers."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"Checkpoint '{path}' is not a readable PyTorch weights file ({_first_line(error)})."
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not hold a state dict of tensors (name -> tensor); save "
+            "it with torch.save(model.state_dict(), path)."
+        )
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_state_dict_into(module: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
+    """``module.load_state_dict(state)`` with a :class:`CheckpointError` when it does not fit."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise CheckpointError(
+            f"Checkpoint '{source}' does not fit the configured model ({first}). Check the "
+            "teacher's model name and options in the config."
+        ) from None
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:

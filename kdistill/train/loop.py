@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from kdistill.config import TrainConfig
 from kdistill.data import DataSplits, iterate_batches, jitter
 from kdistill.distiller import Distiller
 from kdistill.errors import ConfigError, TrainingError
+from kdistill.train import distributed
 from kdistill.train.checkpoint import restore_training_state, save_checkpoint
 from kdistill.train.optim import build_optimizer, lr_factor, set_lr
 
@@ -180,6 +182,7 @@ def fit(
     cache_teacher: bool | str = True,
     metadata: dict[str, Any] | None = None,
     description: str = "train",
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> History:
     """Train ``objective.student`` (and any method adapters) on ``data``.
 
@@ -190,8 +193,13 @@ def fit(
     continues from such a checkpoint with its optimiser and RNG state.
     ``cache_teacher`` is ``True``/``"auto"``/``"device"``, ``"memmap"``, or
     ``False``/``"off"``; the cache is only used without augmentation.
+    ``on_epoch_end(epoch, record)`` is called after each epoch (it may raise,
+    e.g. ``optuna.TrialPruned``). Under ``torchrun`` training is data-parallel
+    (see :mod:`kdistill.train.distributed`).
     """
     device = resolve_device(cfg.device)
+    dist_ctx, device = distributed.init_distributed(device)  # [ddp]
+    cfg = distributed.effective_config(cfg, dist_ctx)  # [ddp] batch_scope / lr_scaling
     enable_tf32(device)
     seed_everything(cfg.seed)
     x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
@@ -216,7 +224,7 @@ def fit(
     base_lr = cfg.scaled_lr()  # linear scaling rule for large batches, if configured
     history = History()
     start_epoch = 0
-    meta_base = dict(metadata or {}, train=cfg.model_dump(mode="json"))
+    meta_base = dict(metadata or {}, train=cfg.model_dump(mode="json"), world_size=dist_ctx.world_size)  # [ddp]
 
     if resume is not None:
         meta = restore_training_state(resume, modules, optimizer)
@@ -227,7 +235,8 @@ def fit(
         log.info("resumed from %s after epoch %d", resume, start_epoch)
 
     out = Path(out_dir) if out_dir is not None else None
-    progress = _progress(cfg.progress)
+    progress = _progress(cfg.progress and dist_ctx.is_main)  # [ddp]
+    unwrap_ddp = distributed.wrap_trainable(objective, dist_ctx, device)  # [ddp] never the teacher
     task = progress.add_task(description, total=total_steps, completed=start_epoch * steps_per_epoch,
                              status="") if progress else None
     started = time.perf_counter()
@@ -250,8 +259,9 @@ def fit(
                     torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
                 if augment_jitter:
                     xb = jitter(xb, augment_jitter, generator=generator, fill=data.fill_value)
+                xb, yb, idx, weight = distributed.shard_batch(xb, yb, idx, dist_ctx)  # [ddp]
                 with autocast_context(device, cfg.amp):
-                    losses = objective(xb, yb, idx)
+                    losses = distributed.scale_losses(objective(xb, yb, idx), weight)  # [ddp]
                 loss = losses["loss"]
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -267,7 +277,8 @@ def fit(
                 if progress:
                     progress.advance(task)
 
-            bad_step = int(first_bad_step.item())
+            bad_step = int(distributed.first_bad_step(first_bad_step, dist_ctx).item())  # [ddp]
+            sums = distributed.average_sums(sums, dist_ctx)  # [ddp]
             if bad_step >= 0:
                 last_good = history.last_path or (out / "last.safetensors" if out else None)
                 where = f"the last good checkpoint is '{last_good}'" if last_good and Path(last_good).exists() \
@@ -287,7 +298,7 @@ def fit(
             improved = val_score > history.best_score
             if improved:
                 history.best_score, history.best_epoch = val_score, epoch
-            if out is not None:
+            if out is not None and dist_ctx.is_main:  # [ddp] rank 0 writes
                 meta = dict(meta_base, epoch=epoch, step=step, history=history.epochs,
                             best_epoch=history.best_epoch, best_score=history.best_score)
                 history.last_path = save_checkpoint(out / "last.safetensors", modules, meta, optimizer)
@@ -297,6 +308,10 @@ def fit(
                 progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} loss {record['loss']:.4f} "
                                              f"val {val_score:.4f}")
             log.info("epoch %d loss %.4f val %.4f (%.1fs)", epoch, record["loss"], val_score, record["seconds"])
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+    unwrap_ddp()  # [ddp]
+    distributed.barrier(dist_ctx)  # [ddp] checkpoints are on disk before any rank reads them
     history.seconds = time.perf_counter() - started
     if out is not None:
         history.best_path = out / "best.safetensors" if (out / "best.safetensors").exists() else None

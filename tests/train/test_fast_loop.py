@@ -156,7 +156,7 @@ def test_augmentation_runs_the_teacher_live_and_says_so(caplog):
 
 
 def test_linear_lr_scaling_and_cuda_only_options_on_cpu(caplog):
-    cfg = train_cfg(epochs=1, batch_size=64, lr_scaling="linear", base_batch_size=16, cuda_graphs=True)
+    cfg = train_cfg(epochs=1, batch_size=64, base_batch_size=16, cuda_graphs=True)
     assert cfg.scaled_lr() == pytest.approx(0.2)
     assert train_cfg().scaled_lr() == pytest.approx(0.05)
     torch.manual_seed(0)
@@ -167,13 +167,13 @@ def test_linear_lr_scaling_and_cuda_only_options_on_cpu(caplog):
 
 
 def test_new_options_are_validated():
-    cfg = parse_config({"train": {"lr_scaling": "linear", "base_batch_size": 256, "compile": True},
+    cfg = parse_config({"train": {"base_batch_size": 256, "compile": True},
                         "distill": {"cache": "memmap"}})
     assert cfg.train.compile and cfg.distill.cache == "memmap"
     with pytest.raises(ConfigError, match="distill.cache"):
         parse_config({"distill": {"cache": "disk"}})
-    with pytest.raises(ConfigError, match="lr_scaling"):
-        parse_config({"train": {"lr_scaling": "sqrt"}})
+    with pytest.raises(ConfigError, match="compile"):
+        parse_config({"train": {"compile": "maybe"}})
     with pytest.raises(ConfigError, match="base_batch_size"):
         parse_config({"train": {"base_batch_size": 0}})
     with pytest.raises(ConfigError, match="teacher cache"):

@@ -31,7 +31,9 @@ def load_idx_dataset(
     arrays = {}
     for split in ("train", "test"):
         images, labels = read_idx_pair(
-            idx_file(folder, f"{split}_images"), idx_file(folder, f"{split}_labels")
+            idx_file(folder, f"{split}_images"),
+            idx_file(folder, f"{split}_labels"),
+            num_classes=len(class_names),
         )
         x = torch.from_numpy(images).unsqueeze(1).to(torch.float32).div_(255.0)
         arrays[split] = (x, torch.from_numpy(labels))

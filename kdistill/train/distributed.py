@@ -1,0 +1,208 @@
+"""Data-parallel training with ``torch.distributed``, launched by ``torchrun``.
+
+``torchrun --nproc_per_node N -m kdistill distill CONFIG`` starts N copies of
+the same command; each reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from
+its environment. :func:`fit` then
+
+* initialises one process group (NCCL on CUDA, gloo on CPU);
+* wraps only the *trainable* modules (the student, method adapters with
+  parameters) in :class:`~torch.nn.parallel.DistributedDataParallel`; the
+  frozen teacher is never wrapped, it only runs forward;
+* draws the same per-epoch permutation on every rank (the shuffle generator is
+  seeded by ``(seed, epoch)``) and gives rank ``r`` the ``r``-th contiguous
+  chunk of every global batch of ``train.batch_size`` samples;
+* weights each rank's loss by ``world_size * n_local / n_global`` so that
+  DDP's gradient average equals the gradient of the mean over the whole global
+  batch, even when the last batch does not split evenly (every loss term of the
+  Distiller is a per-sample mean, so this is exact);
+* all-reduces the epoch's loss sums and the first non-finite step, so every
+  rank takes the same decisions;
+* lets rank 0 alone write checkpoints and results.
+
+With one process nothing of this is active and training runs as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from kdistill.config import TrainConfig
+from kdistill.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in the job (``world_size == 1``: not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"Environment variable {name}={value!r} is not an integer; it is set by "
+                          "torchrun and should not be edited by hand.") from None
+
+
+def context_from_env() -> DistContext:
+    """Read torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` (defaults: one process)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} and WORLD_SIZE={world} do not describe a valid job.")
+    return DistContext(rank, world, _env_int("LOCAL_RANK", 0))
+
+
+def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
+    """Join the process group once per process; return the context and this rank's device.
+
+    On CUDA each rank uses ``cuda:LOCAL_RANK``; on CPU every rank uses the CPU.
+    """
+    ctx = context_from_env()
+    if not ctx.enabled:
+        return ctx, device
+    if device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+            raise ConfigError(
+                f"WORLD_SIZE={ctx.world_size} asks for distributed training but MASTER_ADDR / "
+                "MASTER_PORT are not set; launch with torchrun --nproc_per_node N.")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=ctx.rank, world_size=ctx.world_size)
+        atexit.register(_shutdown)
+    return ctx, device
+
+
+def _shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """True on rank 0, and always in a single-process run."""
+    return context_from_env().is_main
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def effective_config(cfg: TrainConfig, ctx: DistContext) -> TrainConfig:
+    """Apply ``train.batch_scope`` and ``train.lr_scaling`` for this world size.
+
+    ``batch_scope: global`` (default) keeps ``batch_size`` as the global batch,
+    so N processes follow the single-process trajectory. ``per_rank`` makes
+    the global batch ``batch_size * N``, and ``lr_scaling`` (``linear``:
+    ``lr * N``, Goyal et al. 2017; ``sqrt``: ``lr * sqrt(N)``, Krizhevsky 2014)
+    adapts the learning rate to that larger batch.
+    """
+    if ctx.world_size == 1 or (cfg.batch_scope == "global" and cfg.lr_scaling == "none"):
+        return cfg
+    new = cfg.model_copy(deep=True)
+    if cfg.batch_scope == "per_rank":
+        new.batch_size = cfg.batch_size * ctx.world_size
+    factor = {"none": 1.0, "linear": float(ctx.world_size), "sqrt": math.sqrt(ctx.world_size)}
+    new.optimizer.lr = cfg.optimizer.lr * factor[cfg.lr_scaling]
+    return new
+
+
+def wrap_trainable(objective: nn.Module, ctx: DistContext, device: torch.device) -> Callable[[], None]:
+    """Wrap the student and trainable method adapters in DDP; return a function that unwraps.
+
+    The teacher stays a plain module: it has no gradients to synchronise and
+    wrapping it would only add buffer broadcasts.
+    """
+    if not ctx.enabled:
+        return lambda: None
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    student = objective.student
+    objective.student = DDP(student, device_ids=device_ids)
+    methods = getattr(objective, "methods", None)
+    originals: dict[int, nn.Module] = {}
+    if methods is not None:
+        for i, method in enumerate(methods):
+            if any(p.requires_grad for p in method.parameters()):
+                originals[i] = method
+                # per-sample memory banks are buffers each rank updates for its own samples
+                methods[i] = DDP(method, device_ids=device_ids, broadcast_buffers=False)
+
+    def unwrap() -> None:
+        objective.student = student
+        for i, method in originals.items():
+            methods[i] = method
+
+    return unwrap
+
+
+def shard_batch(xb: Tensor, yb: Tensor, idx: Tensor, ctx: DistContext) -> tuple[Tensor, Tensor, Tensor, float]:
+    """This rank's contiguous chunk of a global batch, and the weight for its loss.
+
+    The weight ``world_size * n_local / n_global`` turns DDP's plain average of
+    per-rank gradients into the gradient of the global-batch mean. A rank whose
+    chunk is empty (a last batch smaller than the world) runs one sample with
+    weight 0, so every rank still takes part in the gradient all-reduce.
+    """
+    if not ctx.enabled:
+        return xb, yb, idx, 1.0
+    n_global = len(xb)
+    bounds = [n_global * r // ctx.world_size for r in range(ctx.world_size + 1)]
+    lo, hi = bounds[ctx.rank], bounds[ctx.rank + 1]
+    if hi == lo:
+        return xb[:1], yb[:1], idx[:1], 0.0
+    return xb[lo:hi], yb[lo:hi], idx[lo:hi], ctx.world_size * (hi - lo) / n_global
+
+
+def scale_losses(losses: dict[str, Tensor], weight: float) -> dict[str, Tensor]:
+    if weight == 1.0:
+        return losses
+    return {name: value * weight for name, value in losses.items()}
+
+
+def average_sums(sums: dict[str, Tensor], ctx: DistContext) -> dict[str, Tensor]:
+    """Mean over ranks of the per-epoch loss sums (each already weighted by :func:`shard_batch`)."""
+    if not ctx.enabled or not sums:
+        return sums
+    names = sorted(sums)
+    stacked = torch.stack([torch.as_tensor(sums[n], dtype=torch.float32) for n in names])
+    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+    stacked /= ctx.world_size
+    return dict(zip(names, stacked.unbind()))
+
+
+def first_bad_step(step: Tensor, ctx: DistContext) -> Tensor:
+    """The earliest non-finite step over all ranks (``-1``: none)."""
+    if not ctx.enabled:
+        return step
+    big = torch.iinfo(torch.long).max
+    value = torch.where(step < 0, torch.full_like(step, big), step).reshape(1)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return torch.where(value == big, torch.full_like(value, -1), value).reshape(())

@@ -1,0 +1,315 @@
+"""Hyperparameter search with Optuna: temperature, alpha, learning rate, method weights.
+
+``run_tune(cfg, trials=20)`` trains one student per trial with values drawn
+by Optuna's TPE sampler (Bergstra et al. 2011) and maximises the best
+validation score of the trial (accuracy on the held-out ``train.val_fraction``;
+the test set is never looked at). After every epoch the trial reports its
+validation score and Optuna's median rule stops trials that fall below the
+median of earlier trials at the same epoch (``tune.pruner: median``).
+
+The study lives in an Optuna storage: by default a SQLite file
+``<out_dir>/tune.db``, so stopping a search (Ctrl-C, a killed job) and running
+the same command again resumes it; the trials already finished count towards
+``trials``. An RDB URL (``postgresql://user@host/db``) lets several machines
+work on one study: each runs the same command and the study stops once
+``trials`` trials have finished in total.
+
+The teacher is trained (or loaded) once and shared by every trial. The search
+space is the ``tune.search`` section of the config (dotted config keys; plain
+data, never code); without it, :func:`default_search` is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdistill.config import ExperimentConfig, SearchParam, dump_config, parse_config
+from kdistill.data import DataSplits
+from kdistill.distiller import Supervised
+from kdistill.errors import ConfigError, TrainingError
+from kdistill.experiment import build_distiller, build_model, get_teacher, load_data, load_model
+from kdistill.train import fit
+from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
+from kdistill.train.loop import seed_everything
+
+log = logging.getLogger("kdistill")
+
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+@dataclass
+class TuneResult:
+    """The best trial, where its config and the plots went, and the Optuna study."""
+
+    best_params: dict[str, Any]
+    best_value: float
+    best_config: ExperimentConfig
+    best_config_path: Path
+    out_dir: Path
+    storage: str
+    study_name: str
+    finished_trials: int
+    plots: list[Path] = field(default_factory=list)
+    study: Any = None
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("kdistill tune needs Optuna: pip install 'kdistill[tune]'.") from None
+    return optuna
+
+
+def _method_entries(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    return [m.model_dump(mode="json") for m in cfg.distill.method_list()]
+
+
+def normalised_dump(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as plain data, with the ``method`` shorthand spelt out as ``methods``.
+
+    Method weights then have stable keys ``distill.methods.<i>.weight``.
+    """
+    data = cfg.model_dump(mode="json")
+    if cfg.teacher is not None:
+        data["distill"]["methods"] = _method_entries(cfg)
+        data["distill"]["method"] = "kd"
+    return data
+
+
+def default_search(cfg: ExperimentConfig) -> dict[str, SearchParam]:
+    """Temperature log-uniform in [1, 20], alpha in [0, 1], lr log-uniform around the configured
+    one (/10 .. x10), and each extra method's weight log-uniform in [0.01, 100] x its configured weight.
+    A config without a teacher searches the learning rate only."""
+    lr = cfg.train.optimizer.lr
+    search = {"train.optimizer.lr": SearchParam(low=lr / 10, high=lr * 10, log=True)}
+    if cfg.teacher is None:
+        return search
+    search["distill.temperature"] = SearchParam(low=1.0, high=20.0, log=True)
+    search["distill.alpha"] = SearchParam(low=0.0, high=1.0)
+    for i, method in enumerate(_method_entries(cfg)):
+        weight = method["weight"] or 1.0
+        search[f"distill.methods.{i}.weight"] = SearchParam(low=weight / 100, high=weight * 100, log=True)
+    return search
+
+
+def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``value`` at a dotted ``key`` that must already exist in ``data`` (list items by index)."""
+    node: Any = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, dict) and part in node:
+            if last:
+                node[part] = value
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            if last:
+                node[int(part)] = value
+            node = node[int(part)]
+        else:
+            raise ConfigError(
+                f"tune.search key '{key}' does not name a value of this config (stuck at "
+                f"'{part}'); use dotted keys such as distill.temperature, train.optimizer.lr or "
+                "distill.methods.0.weight.")
+
+
+def apply_params(base: dict[str, Any], params: dict[str, Any]) -> ExperimentConfig:
+    """A validated config: ``base`` (plain data) with each dotted key set to its value."""
+    data = json.loads(json.dumps(base))  # a deep copy of plain data
+    for key, value in params.items():
+        _set_path(data, key, value)
+    return parse_config(data, source="(tune trial)")
+
+
+def _suggest(trial: Any, key: str, spec: SearchParam) -> Any:
+    if spec.choices is not None:
+        return trial.suggest_categorical(key, spec.choices)
+    if spec.integer:
+        return trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log)
+    return trial.suggest_float(key, spec.low, spec.high, log=spec.log)
+
+
+def _study_storage(storage: str | None, out: Path) -> tuple[Any, str]:
+    optuna = _optuna()
+    url = storage or f"sqlite:///{(out / 'tune.db').resolve()}"
+    try:
+        # the heartbeat lets a later run mark trials of a killed worker as failed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    except ImportError as error:
+        raise ConfigError(f"Optuna storage '{_hide_password(url)}' needs a database driver: {error}.") from None
+    except Exception as error:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
+        raise ConfigError(f"Cannot open Optuna storage '{_hide_password(url)}': {error}") from None
+    return rdb, url
+
+
+def _hide_password(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def _count_finished(study: Any) -> int:
+    optuna = _optuna()
+    states = tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _get_teacher(cfg: ExperimentConfig, data: DataSplits, out: Path):
+    if cfg.teacher is None:
+        return None
+    trained = out / "teacher" / "best.safetensors"
+    if not cfg.teacher.checkpoint and trained.is_file():
+        log.info("reusing the teacher trained by an earlier run of this search: %s", trained)
+        return load_model(trained)[0]
+    return get_teacher(cfg, data, out)
+
+
+def run_tune(
+    cfg: ExperimentConfig,
+    trials: int,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    out_dir: str | Path | None = None,
+    timeout: float | None = None,
+    data: DataSplits | None = None,
+) -> TuneResult:
+    """Search the config's hyperparameters until ``trials`` trials have finished in the study.
+
+    Writes ``best.yaml`` (the config with the best values, ready for
+    ``kdistill distill``), ``tune.json`` (a summary) and the plots
+    ``history.png`` and ``importance.png`` into ``out_dir`` (default
+    ``<output_dir>/tune``).
+    """
+    optuna = _optuna()
+    # Optuna's per-trial lines only with --verbose, like kdistill's own progress log
+    optuna.logging.set_verbosity(optuna.logging.INFO if log.isEnabledFor(logging.INFO) else optuna.logging.WARNING)
+    if trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {trials}.")
+    if cfg.student is None:
+        raise ConfigError("Tuning needs a 'student' section with at least 'model: NAME'.")
+    out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir() / "tune"
+    out.mkdir(parents=True, exist_ok=True)
+    search = cfg.tune.search or default_search(cfg)
+    base = normalised_dump(cfg)
+    apply_params(base, {key: _midpoint(spec) for key, spec in search.items()})  # bad keys fail now
+    data = data if data is not None else load_data(cfg)
+    teacher = _get_teacher(cfg, data, out)
+
+    rdb, url = _study_storage(storage, out)
+    name = study_name or cfg.name
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials,
+                                          n_warmup_steps=cfg.tune.warmup_epochs)
+              if cfg.tune.pruner == "median" else optuna.pruners.NopPruner())
+    study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed), pruner=pruner)
+
+    def objective(trial: Any) -> float:
+        params = {key: _suggest(trial, key, spec) for key, spec in search.items()}
+        trial_cfg = apply_params(base, params)
+        trial_cfg.train.progress = False
+        seed_everything(trial_cfg.train.seed)  # every trial starts from the same initial weights
+        student = build_model(trial_cfg.student, data)
+        if teacher is None:
+            objective_module = Supervised(student, label_smoothing=trial_cfg.train.label_smoothing)
+        else:
+            objective_module = build_distiller(trial_cfg, teacher, student)
+
+        def report(epoch: int, record: dict[str, float]) -> None:
+            trial.report(record["val_score"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"val_score {record['val_score']:.4f} below the median at epoch {epoch}")
+
+        try:
+            history = fit(objective_module, data, trial_cfg.train, on_epoch_end=report,
+                          description=f"trial {trial.number}")
+        except TrainingError as error:
+            # a diverging learning rate is an outcome of the search, not a user mistake
+            trial.set_user_attr("diverged", str(error))
+            raise optuna.TrialPruned("the loss became NaN or infinite") from None
+        return history.best_score
+
+    remaining = trials - _count_finished(study)
+    if remaining > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            stop = optuna.study.MaxTrialsCallback(
+                trials, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED))
+        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop])
+    else:
+        log.info("study '%s' already has %d finished trials", name, trials)
+    return _write_results(study, base, out, url, name)
+
+
+def _midpoint(spec: SearchParam) -> Any:
+    if spec.choices is not None:
+        return spec.choices[0]
+    value = (spec.low + spec.high) / 2
+    return int(value) if spec.integer else value
+
+
+def _write_results(study: Any, base: dict[str, Any], out: Path, url: str, name: str) -> TuneResult:
+    optuna = _optuna()
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not completed:
+        raise TrainingError(
+            f"No trial of study '{name}' completed (all were pruned, diverged or failed), so there "
+            "is no best config yet. Widen or lower the learning-rate range, or run more trials.")
+    best = study.best_trial
+    best_cfg = apply_params(base, best.params)
+    best_path = out / "best.yaml"
+    atomic_write_text(best_path, dump_config(best_cfg))
+    states: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    summary = {"study_name": name, "storage": _hide_password(url), "best_trial": best.number,
+               "best_value": best.value, "best_params": best.params, "trials": states}
+    atomic_write_text(out / "tune.json", json.dumps(summary, indent=2))
+    plots = _write_plots(study, out)
+    return TuneResult(best_params=dict(best.params), best_value=float(best.value), best_config=best_cfg,
+                      best_config_path=best_path, out_dir=out, storage=_hide_password(url),
+                      study_name=name, finished_trials=_count_finished(study), plots=plots, study=study)
+
+
+def _write_plots(study: Any, out: Path) -> list[Path]:
+    """Optuna's optimisation history and parameter importances as PNG (importances need 2+ trials)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    written = []
+    for filename, plot in (("history.png", ovm.plot_optimization_history),
+                           ("importance.png", ovm.plot_param_importances)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            figure.set_size_inches(7, 4.5)
+            figure.tight_layout()
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=110)
+            plt.close(figure)
+        except (RuntimeError, ValueError, ZeroDivisionError) as error:
+            # parameter importance is undefined with fewer than two completed trials
+            log.warning("could not draw %s: %s", filename, error)
+            continue
+        atomic_write_bytes(out / filename, buffer.getvalue())
+        written.append(out / filename)
+    return written
+

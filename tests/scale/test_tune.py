@@ -1,0 +1,81 @@
+"""Optuna search: a 3-trial study on digits, and resuming an interrupted one."""
+
+import pytest
+import yaml
+
+pytest.importorskip("optuna")
+
+from kdistill.config import parse_config  # noqa: E402
+from kdistill.errors import ConfigError  # noqa: E402
+from kdistill.experiment import load_data, train_model  # noqa: E402
+from kdistill.tune import run_tune  # noqa: E402
+
+BASE = {
+    "name": "tune-test",
+    "data": {"dataset": "digits", "limit_train": 240, "limit_test": 40},
+    "teacher": {"model": "mlp-simple"},
+    "student": {"model": "mlp-simple"},
+    "train": {"epochs": 2, "batch_size": 64, "progress": False, "device": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    # one teacher for every search in this module, through teacher.checkpoint
+    data = load_data(parse_config(BASE))
+    out = tmp_path_factory.mktemp("teacher")
+    train_model(parse_config(BASE), "teacher", data=data, out_dir=out)
+    BASE["teacher"] = {"model": "mlp-simple", "checkpoint": str(out / "best.safetensors")}
+    return data
+
+
+def test_three_trial_search_writes_best_config_and_plots(tmp_path, digits):
+    cfg = parse_config(BASE)
+    result = run_tune(cfg, 3, out_dir=tmp_path, data=digits)
+    assert result.finished_trials == 3
+    assert set(result.best_params) == {"distill.temperature", "distill.alpha", "train.optimizer.lr"}
+    assert 1.0 <= result.best_params["distill.temperature"] <= 20.0
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["distill"]["temperature"] == result.best_params["distill.temperature"]
+    assert best["train"]["optimizer"]["lr"] == result.best_params["train.optimizer.lr"]
+    parse_config(best)  # the written config is valid as it stands
+    assert (tmp_path / "tune.db").is_file()
+    for plot in ("history.png", "importance.png"):
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the search space is overridable from the config, and bad keys are refused
+    custom = parse_config(dict(BASE, tune={"search": {"distill.temperature": {"choices": [2.0]}}}))
+    again = run_tune(custom, 1, out_dir=tmp_path / "custom", data=digits)
+    assert again.best_params == {"distill.temperature": 2.0}
+    with pytest.raises(ConfigError, match="distill.temprature"):
+        run_tune(parse_config(dict(BASE, tune={"search": {"distill.temprature": {"low": 1, "high": 2}}})),
+                 1, out_dir=tmp_path / "bad", data=digits)
+
+
+def test_interrupted_search_resumes_from_its_storage(tmp_path, digits, monkeypatch):
+    import kdistill.tune as tune
+
+    cfg = parse_config(BASE)
+    real_fit, calls = tune.fit, []
+
+    def interrupted_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second trial
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(tune, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(cfg, 3, out_dir=tmp_path, data=digits)
+    monkeypatch.setattr(tune, "fit", real_fit)
+
+    import optuna
+
+    study = optuna.load_study(study_name="tune-test", storage=f"sqlite:///{tmp_path / 'tune.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+    first = study.trials[0].params
+
+    result = run_tune(cfg, 3, out_dir=tmp_path, data=digits)
+    assert result.finished_trials == 3
+    states = [t.state.name for t in result.study.trials]
+    assert states[:2] == ["COMPLETE", "FAIL"] and len(states) == 4  # two new trials, not three
+    assert result.study.trials[0].params == first  # the earlier trial was kept
