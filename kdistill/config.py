@@ -58,6 +58,7 @@ SchedulerName = Literal["constant", "cosine", "onecycle", "step"]
 AmpMode = Literal["auto", "bf16", "off"]
 BatchScope = Literal["global", "per_rank"]
 LrScaling = Literal["none", "linear", "sqrt"]
+TeacherCache = Literal["auto", "device", "memmap", "off"]
 
 
 class OptimizerConfig(Strict):
@@ -92,6 +93,16 @@ class TrainConfig(Strict):
         "global", description="under torchrun: batch_size is the global batch, or per process")
     lr_scaling: LrScaling = Field("none", description="under torchrun: scale lr by world size")
     keep_epochs: bool = Field(False, description="also keep every epoch's checkpoint as epoch-XXX.safetensors")
+    compile: bool = Field(False, description="torch.compile the student and teacher")
+    cuda_graphs: bool = Field(False, description="CUDA only: compile with CUDA graphs (reduce-overhead)")
+    base_batch_size: int | None = Field(
+        None, gt=0, description="batch size the lr was tuned for; if set, lr *= batch_size / base_batch_size")
+
+    def scaled_lr(self) -> float:
+        """The base learning rate after the linear scaling rule (Goyal et al. 2017) for large batches."""
+        if self.base_batch_size:
+            return self.optimizer.lr * self.batch_size / self.base_batch_size
+        return self.optimizer.lr
 
     @field_validator("device")
     @classmethod
@@ -121,6 +132,8 @@ class DistillConfig(Strict):
     method: str = Field("kd", description="shorthand for methods: [{name: METHOD}]")
     methods: list[MethodConfig] = Field(default_factory=list)
     scheme: SchemeConfig | None = Field(None, description="e.g. {name: born-again, options: {generations: 3}}")
+    cache: TeacherCache = Field(
+        "auto", description="teacher outputs without augmentation: auto (device), device, memmap, off")
 
     def method_list(self) -> list[MethodConfig]:
         """The extra loss terms, beyond the built-in Hinton KD term."""
@@ -173,6 +186,8 @@ class ExperimentConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     teacher_train: TrainConfig | None = Field(None, description="schedule for the teacher; default: train")
+    teacher_augment: AugmentConfig | None = Field(
+        None, description="augmentation while training the teacher; default: data.augment")
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
     def resolved_output_dir(self) -> Path:

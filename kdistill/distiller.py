@@ -22,6 +22,7 @@ from kdistill.errors import ConfigError, ModelError
 from kdistill.methods.base import DistillationMethod, StepContext
 from kdistill.methods.hooks import FeatureHooks
 from kdistill.registry import METHODS
+from kdistill.teacher_cache import Storage, TeacherCache
 
 
 class Supervised(nn.Module):
@@ -67,7 +68,7 @@ class Distiller(nn.Module):
         self.temperature = float(temperature)
         self.methods = nn.ModuleList([m for m, _ in methods])
         self.weights = [float(w) for _, w in methods]
-        self.teacher_cache: Tensor | None = None
+        self.teacher_cache: TeacherCache | None = None
         self.epoch = 0
         self._student_hooks: FeatureHooks | None = None
         self._teacher_hooks: FeatureHooks | None = None
@@ -124,14 +125,21 @@ class Distiller(nn.Module):
 
     @property
     def needs_live_teacher(self) -> bool:
-        return self._teacher_hooks is not None
+        """True when a method must see the teacher run on every batch (its outputs cannot be cached)."""
+        return any(getattr(m, "needs_teacher_features", False) for m in self.methods)
 
     @torch.no_grad()
-    def cache_teacher(self, inputs: Tensor, batch_size: int = 1024) -> Tensor:
-        """Compute teacher logits for the whole (un-augmented) training set once."""
-        outputs = [self.teacher(inputs[i:i + batch_size]).float() for i in range(0, len(inputs), batch_size)]
-        self.teacher_cache = torch.cat(outputs)
-        return self.teacher_cache
+    def cache_teacher(self, inputs: Tensor, batch_size: int = 1024, storage: Storage = "device",
+                      directory: str | None = None) -> Tensor:
+        """Compute the teacher's logits and hooked features for the whole (un-augmented) training set.
+
+        Afterwards ``forward`` looks them up by ``indices`` instead of running
+        the teacher. Returns the cached logits (on the host for ``memmap``).
+        """
+        self.teacher_cache = TeacherCache.build(self.teacher, inputs, self._teacher_hooks,
+                                                batch_size=batch_size, storage=storage, directory=directory)
+        logits = self.teacher_cache.logits
+        return logits if isinstance(logits, Tensor) else torch.from_numpy(logits)
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         modules: dict[str, nn.Module] = {"model": self.student}
@@ -140,14 +148,19 @@ class Distiller(nn.Module):
         return modules
 
     # -- the loss ---------------------------------------------------------------
-    def teacher_logits(self, inputs: Tensor, indices: Tensor | None) -> Tensor:
+    def teacher_outputs(self, inputs: Tensor, indices: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Teacher logits and hooked features: from the cache when there is one, else a live forward pass."""
         if self.teacher_cache is not None and indices is not None and not self.needs_live_teacher:
-            return self.teacher_cache[indices]
+            return self.teacher_cache.lookup(indices)
         with torch.no_grad():
-            return self.teacher(inputs)
+            logits = self.teacher(inputs)
+        return logits, self._teacher_hooks.pop() if self._teacher_hooks else {}
+
+    def teacher_logits(self, inputs: Tensor, indices: Tensor | None) -> Tensor:
+        return self.teacher_outputs(inputs, indices)[0]
 
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
-        teacher_logits = self.teacher_logits(inputs, indices)
+        teacher_logits, teacher_features = self.teacher_outputs(inputs, indices)
         student_logits = self.student(inputs)
         t = self.temperature
         losses: dict[str, Tensor] = {}
@@ -165,7 +178,7 @@ class Distiller(nn.Module):
                 inputs=inputs, labels=labels, student_logits=student_logits,
                 teacher_logits=teacher_logits, indices=indices, epoch=self.epoch,
                 student_features=self._student_hooks.pop() if self._student_hooks else {},
-                teacher_features=self._teacher_hooks.pop() if self._teacher_hooks else {},
+                teacher_features=teacher_features,
             )
             exclusive = any(m.exclusive(self.epoch) for m in self.methods)
             if exclusive:  # e.g. FitNets stage 1: only the hint loss trains the student

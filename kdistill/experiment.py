@@ -118,8 +118,9 @@ def train_model(
     if data.num_classes == 0:
         objective = Supervised(model, loss_fn=lambda out, y: nn.functional.mse_loss(out.squeeze(-1), y))
     meta = {"role": role, "model_spec": model_spec(model_cfg, data)}
+    augment = cfg.teacher_augment if role == "teacher" and cfg.teacher_augment else cfg.data.augment
     history = fit(objective, data, train_cfg, out_dir=out, resume=resume,
-                  augment_jitter=cfg.data.augment.jitter, metadata=meta, description=f"train {role}")
+                  augment_jitter=augment.jitter, metadata=meta, description=f"train {role}")
     _load_best(model, history.best_path)
     metrics = evaluate_model(model, data, device=None)
     _write_metrics(out, metrics)
@@ -182,7 +183,8 @@ def run_distill(
     meta = {"role": "student", "model_spec": model_spec(cfg.student, data),
             "distill": cfg.distill.model_dump(mode="json")}
     history = fit(distiller, data, cfg.train, out_dir=out / "student", resume=resume,
-                  augment_jitter=cfg.data.augment.jitter, metadata=meta, description="distil student")
+                  augment_jitter=cfg.data.augment.jitter, cache_teacher=cfg.distill.cache,
+                  metadata=meta, description="distil student")
     _load_best(student, history.best_path)
     teacher_logits = predict(teacher, data.x_test)
     metrics = evaluate_model(student, data, teacher_logits=teacher_logits)

@@ -5,6 +5,15 @@ distilled student (:class:`~kdistill.distiller.Distiller`) alike. The whole
 data set lives on the training device and batches are tensor slices, so there
 is no DataLoader and no per-step host synchronisation: losses are summed on
 the device and read once per epoch.
+
+What makes distillation cost no more than ordinary training:
+
+* without augmentation the frozen teacher's outputs are computed once
+  (:mod:`kdistill.teacher_cache`) and looked up by sample index, so the loop
+  never runs the teacher; with augmentation it runs live on the same batch;
+* augmentation is batched on the device;
+* on CUDA: TF32 matmuls, bf16 autocast, fused optimisers, and optionally
+  ``torch.compile`` (``train.compile``) with CUDA graphs (``train.cuda_graphs``).
 """
 
 from __future__ import annotations
@@ -98,6 +107,55 @@ def autocast_context(device: torch.device, amp: str):
     return contextlib.nullcontext()
 
 
+def enable_tf32(device: torch.device) -> None:
+    """TF32 tensor-core matmuls and convolutions on CUDA (10-bit mantissa inputs, fp32 accumulate)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def compile_models(objective: nn.Module, device: torch.device, cfg: TrainConfig) -> bool:
+    """``torch.compile`` the student and teacher in place (state-dict names stay unchanged).
+
+    ``cuda_graphs`` uses the ``reduce-overhead`` mode, which replays whole
+    steps as CUDA graphs; it only exists on CUDA and is ignored elsewhere.
+    Returns whether CUDA graphs are in use.
+    """
+    cuda_graphs = cfg.cuda_graphs and device.type == "cuda"
+    if cfg.cuda_graphs and not cuda_graphs:
+        log.info("train.cuda_graphs needs a CUDA device; ignored on %s", device.type)
+    if not (cfg.compile or cuda_graphs):
+        return False
+    mode = "reduce-overhead" if cuda_graphs else None
+    for name in ("student", "teacher"):
+        model = getattr(objective, name, None)
+        if model is not None:
+            model.compile(mode=mode)
+    log.info("models compiled with torch.compile (mode=%s)", mode or "default")
+    return cuda_graphs
+
+
+def prepare_teacher(objective: Distiller, x_train: Tensor, augment_jitter: int, cache: bool | str,
+                    out: Path | None) -> None:
+    """Cache the teacher's outputs when the transfer set is fixed; otherwise say why it runs live."""
+    mode = ("auto" if cache else "off") if isinstance(cache, bool) else cache
+    if mode not in {"auto", "device", "memmap", "off"}:
+        raise ConfigError(f"teacher cache must be auto, device, memmap or off; got {cache!r}.")
+    objective.teacher_cache = None
+    if augment_jitter:
+        log.info("augmentation is on: the teacher runs live on every augmented batch (no cache)")
+    elif mode == "off":
+        log.info("teacher cache is off: the teacher runs live on every batch")
+    elif objective.needs_live_teacher:
+        log.info("a distillation method needs the live teacher: the teacher runs on every batch")
+    else:
+        storage = "memmap" if mode == "memmap" else "device"
+        directory = str(out / "teacher-cache") if storage == "memmap" and out is not None else None
+        objective.cache_teacher(x_train, storage=storage, directory=directory)
+        log.info("teacher outputs cached for %d training samples (%s); the loop skips the teacher",
+                 len(x_train), storage)
+
+
 def _progress(enabled: bool):
     if not enabled:
         return None
@@ -121,7 +179,7 @@ def fit(
     out_dir: str | Path | None = None,
     resume: str | Path | None = None,
     augment_jitter: int = 0,
-    cache_teacher: bool = True,
+    cache_teacher: bool | str = True,
     metadata: dict[str, Any] | None = None,
     description: str = "train",
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
@@ -133,6 +191,8 @@ def fit(
     With ``out_dir``, ``last.safetensors`` is written every epoch and
     ``best.safetensors`` whenever the validation score improves. ``resume``
     continues from such a checkpoint with its optimiser and RNG state.
+    ``cache_teacher`` is ``True``/``"auto"``/``"device"``, ``"memmap"``, or
+    ``False``/``"off"``; the cache is only used without augmentation.
     ``on_epoch_end(epoch, record)`` is called after each epoch (it may raise,
     e.g. ``optuna.TrialPruned``). Under ``torchrun`` training is data-parallel
     (see :mod:`kdistill.train.distributed`).
@@ -140,6 +200,7 @@ def fit(
     device = resolve_device(cfg.device)
     dist_ctx, device = distributed.init_distributed(device)  # [ddp]
     cfg = distributed.effective_config(cfg, dist_ctx)  # [ddp] batch_scope / lr_scaling
+    enable_tf32(device)
     seed_everything(cfg.seed)
     x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
     x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
@@ -151,17 +212,16 @@ def fit(
         objective.check_compatible(x_train[:2])
         objective.setup_methods(x_train[:2], len(x_train))
         objective.to(device)  # adapters built by setup_methods
-        if augment_jitter == 0 and cache_teacher and not objective.needs_live_teacher:
-            objective.cache_teacher(x_train)
-            log.info("teacher outputs cached for %d training samples", len(x_train))
-        elif augment_jitter:
-            objective.teacher_cache = None
-            log.info("augmentation is on: the teacher runs live on every augmented batch")
+        with autocast_context(device, cfg.amp):  # cached logits match the live teacher's precision
+            prepare_teacher(objective, x_train, augment_jitter, cache_teacher,
+                            Path(out_dir) if out_dir is not None else None)
+    cuda_graphs = compile_models(objective, device, cfg)
 
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = build_optimizer(params, cfg.optimizer, fused=device.type == "cuda")
     steps_per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
+    base_lr = cfg.scaled_lr()  # linear scaling rule for large batches, if configured
     history = History()
     start_epoch = 0
     meta_base = dict(metadata or {}, train=cfg.model_dump(mode="json"), world_size=dist_ctx.world_size)  # [ddp]
@@ -194,7 +254,9 @@ def fit(
             step = epoch * steps_per_epoch
             for xb, yb, idx in iterate_batches(x_train, y_train, cfg.batch_size, shuffle=True,
                                                generator=generator):
-                set_lr(optimizer, cfg.optimizer.lr, lr_factor(cfg.scheduler, step, total_steps, steps_per_epoch))
+                set_lr(optimizer, base_lr, lr_factor(cfg.scheduler, step, total_steps, steps_per_epoch))
+                if cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
                 if augment_jitter:
                     xb = jitter(xb, augment_jitter, generator=generator, fill=data.fill_value)
                 xb, yb, idx, weight = distributed.shard_batch(xb, yb, idx, dist_ctx)  # [ddp]
