@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from kdistill.models import cnn, hinton, mlp, resnet  # noqa: F401  (registers the zoo)
+from kdistill.models import cnn, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
 from kdistill.models.cnn import ConvNet
 from kdistill.models.mlp import MLP
 from kdistill.models.resnet import BasicBlock, ResNet
