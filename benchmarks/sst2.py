@@ -90,6 +90,7 @@ def measure(name: str, model: torch.nn.Module, dev, test, teacher_dev, teacher_t
         row["onnx_path"] = str(export_onnx(model, out / "onnx" / f"{slug(name)}.onnx", MAX_LENGTH))
     except Exception as error:  # an exporter gap must not lose the other numbers
         row["onnx_error"] = f"{type(error).__name__}: {str(error)[:200]}"
+    measure_latency([(row, model)], threads, rounds=1)  # refined at the end, interleaved
     print(json.dumps(row), flush=True)
     return (row, dev_logits, test_logits)
 
@@ -103,7 +104,8 @@ def measure_latency(models: list[tuple[dict[str, Any], torch.nn.Module]], thread
     """Batch 1, length 64, PyTorch and ONNX Runtime; the minimum over interleaved rounds of
     medians, because other jobs on a shared machine only ever add time."""
     for row, _ in models:
-        row["torch_ms"], row["onnx_ms"] = float("inf"), float("inf") if row.get("onnx_path") else None
+        row.setdefault("torch_ms", float("inf"))
+        row.setdefault("onnx_ms", float("inf") if row.get("onnx_path") else None)
     for _ in range(rounds):
         for row, model in models:
             ms = cpu_latency(model, (MAX_LENGTH,), batch_size=1, warmup=3, repeats=15,
@@ -190,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             metadata=checkpoint_meta("hf-classifier", {"pretrained": "minilm"}, teacher_data, teacher),
             description="teacher")
         timings["teacher_train_s"] = time.perf_counter() - t0
+    else:  # the fine-tuning time recorded in the reused checkpoint
+        from kdistill.train import read_checkpoint
+
+        history = read_checkpoint(teacher_ckpt)[1].get("history", [])
+        timings["teacher_train_s"] = sum(epoch.get("seconds", 0.0) for epoch in history)
     from kdistill.experiment import _load_best
 
     _load_best(teacher, teacher_ckpt)
@@ -197,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     row, teacher_dev, teacher_test = measure("teacher", teacher, dev, test, None, None, out, args.threads)
     rows.append(row)
     timed = [(row, teacher)]
+    save_partial(out, rows, timings)
     t0 = time.perf_counter()
     teacher_transfer = predict_by_length(teacher, transfer.x_train)
     timings["teacher_label_transfer_s"] = time.perf_counter() - t0

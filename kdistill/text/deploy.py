@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,7 +38,10 @@ def export_onnx(model: nn.Module, path: str | Path, length: int | None = None) -
     ids = model.example_input(2, length).to("cpu")
     mask = torch.ones_like(ids)
     tmp = path.with_name(f".{path.name}.tmp")
-    with torch.no_grad():
+    # the TorchScript exporter traces fixed-size attention-mask checks and warns about each;
+    # the graph stays correct for any (batch, length) and an explicit mask (tested)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             cpu_model, (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
             output_names=["logits"], opset_version=17, dynamo=False,
