@@ -11,6 +11,7 @@ documented Python call::
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from kdistill.distiller import Distiller, Supervised, build_method
 from kdistill.errors import CheckpointError, ConfigError
 from kdistill.eval import evaluate_model, predict
 from kdistill.models import create_model
+from kdistill.registry import MODELS
 from kdistill.train import fit, read_checkpoint, seed_everything
 from kdistill.train.checkpoint import (
     atomic_write_text,
@@ -58,18 +60,25 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
     return data
 
 
-def model_spec(model_cfg: ModelConfig, data: DataSplits) -> dict[str, Any]:
+def model_spec(model_cfg: ModelConfig, data: DataSplits, model: nn.Module | None = None) -> dict[str, Any]:
+    # a model may resolve its options (e.g. a pretrained folder into the config it read) so a
+    # checkpoint rebuilds the architecture without the files it was first built from
+    options = getattr(model, "rebuild_options", None) or model_cfg.options
     return {
         "model": model_cfg.model,
-        "options": model_cfg.options,
+        "options": options,
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
         "dataset": data.name,
     }
 
 
-def build_model(model_cfg: ModelConfig, data: DataSplits) -> nn.Module:
-    return create_model(model_cfg.model, tuple(data.input_shape), data.num_classes, **model_cfg.options)
+def build_model(model_cfg: ModelConfig, data: DataSplits, teacher: nn.Module | None = None) -> nn.Module:
+    """Build a model; a student factory with a ``teacher_model`` parameter receives the teacher."""
+    options = dict(model_cfg.options)
+    if teacher is not None and "teacher_model" in inspect.signature(MODELS.get(model_cfg.model)).parameters:
+        options["teacher_model"] = teacher
+    return create_model(model_cfg.model, tuple(data.input_shape), data.num_classes, **options)
 
 
 def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -117,7 +126,7 @@ def train_model(
     objective = Supervised(model, label_smoothing=train_cfg.label_smoothing)
     if data.num_classes == 0:
         objective = Supervised(model, loss_fn=lambda out, y: nn.functional.mse_loss(out.squeeze(-1), y))
-    meta = {"role": role, "model_spec": model_spec(model_cfg, data)}
+    meta = {"role": role, "model_spec": model_spec(model_cfg, data, model)}
     augment = cfg.teacher_augment if role == "teacher" and cfg.teacher_augment else cfg.data.augment
     history = fit(objective, data, train_cfg, out_dir=out, resume=resume,
                   augment_jitter=augment.jitter, metadata=meta, description=f"train {role}")
@@ -178,9 +187,9 @@ def run_distill(
     teacher = teacher if teacher is not None else get_teacher(cfg, data, out)
     if student is None:
         seed_everything(cfg.train.seed)  # the initial weights follow train.seed too
-        student = build_model(cfg.student, data)
+        student = build_model(cfg.student, data, teacher)
     distiller = build_distiller(cfg, teacher, student, regression=data.num_classes == 0)
-    meta = {"role": "student", "model_spec": model_spec(cfg.student, data),
+    meta = {"role": "student", "model_spec": model_spec(cfg.student, data, student),
             "distill": cfg.distill.model_dump(mode="json")}
     history = fit(distiller, data, cfg.train, out_dir=out / "student", resume=resume,
                   augment_jitter=cfg.data.augment.jitter, cache_teacher=cfg.distill.cache,

@@ -67,7 +67,9 @@ def cpu_latency(
     if threads is not None and threads <= 0:
         raise ValueError(f"threads must be positive, got {threads}")
     cpu_model = copy.deepcopy(model).to("cpu").eval()
-    x = torch.randn(batch_size, *input_shape)
+    # models whose input is not a float tensor (token ids) say what a valid input looks like
+    make_input = getattr(cpu_model, "example_input", None)
+    x = make_input(batch_size) if callable(make_input) else torch.randn(batch_size, *input_shape)
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

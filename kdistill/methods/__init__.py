@@ -13,9 +13,25 @@ rkd        Park et al. 2019 (distance + angle)             yes
 sp         Tung & Mori 2019 (similarity-preserving)        yes
 crd        Tian et al. 2020 (contrastive, memory bank)     yes
 ========== =============================================== =====================
+
+For transformers, ``hidden-states`` (hidden-state matching through a learned
+projection) and ``attention-maps`` (attention-probability matching, TinyBERT,
+Jiao et al. 2020) take a teacher-to-student layer map.
 """
 
-from kdistill.methods import attention, crd, dkd, fitnets, kd, pkt, regression, rkd, sp  # noqa: F401
+from kdistill.methods import (  # noqa: F401  (registers the methods)
+    attention,
+    attention_maps,
+    crd,
+    dkd,
+    fitnets,
+    hidden_states,
+    kd,
+    pkt,
+    regression,
+    rkd,
+    sp,
+)
 from kdistill.methods.base import DistillationMethod, StepContext, soft_kl
 from kdistill.methods.features import FeaturePairMethod, default_feature_layer, make_adapter
 from kdistill.methods.hooks import FeatureHooks, module_paths, resolve_module

@@ -8,6 +8,9 @@ registers the built-in families:
 * ``cnn-simple`` / ``cnn-medium`` / ``cnn-deep`` (:mod:`kdistill.models.cnn`)
 * ``resnet-simple`` / ``resnet-medium`` / ``resnet-deep`` (:mod:`kdistill.models.resnet`)
 * ``hinton-teacher`` / ``hinton-student`` (:mod:`kdistill.models.hinton`)
+* text, on token ids (needs ``kdistill[nlp]``): ``hf-classifier``, ``hf-distil``,
+  ``tiny-transformer`` (:mod:`kdistill.models.text`), ``bilstm``, ``text-cnn``
+  (:mod:`kdistill.models.text_rnn`)
 
 Every model maps a batch to logits of shape ``(batch, num_classes)``, or
 ``(batch, 1)`` for regression (``num_classes == 0``).
@@ -20,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from kdistill.models import cnn, hinton, mlp, resnet  # noqa: F401  (registers the zoo)
+from kdistill.models import cnn, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
 from kdistill.models.cnn import ConvNet
 from kdistill.models.mlp import MLP
 from kdistill.models.resnet import BasicBlock, ResNet

@@ -1,0 +1,131 @@
+"""What every text classifier shares: token-id input, dynamic padding, embeddings.
+
+Text models take a ``(batch, length)`` int64 tensor of token ids, right-padded
+with ``pad_id`` (see :mod:`kdistill.data.datasets.text`). ``forward`` first
+drops the columns that are padding in every row (*dynamic padding*): a batch
+of five-token phrases runs at length five although the data set is stored at
+``max_length``. ``logits(ids, mask)`` is the trace- and export-friendly core
+without that data-dependent slice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kdistill.errors import ConfigError
+
+
+class TextModel(nn.Module):
+    """Base class: ids -> (trim padding) -> :meth:`logits`.
+
+    Subclasses set ``rebuild_options``: JSON-safe keyword arguments that
+    rebuild the architecture (no weights, no files) through the registry,
+    which is what checkpoints record.
+    """
+
+    def __init__(self, vocab_size: int, pad_id: int, max_length: int) -> None:
+        super().__init__()
+        self.vocab_size = int(vocab_size)
+        self.pad_id = int(pad_id)
+        self.max_length = int(max_length)
+        self.trim_padding = True
+        self.rebuild_options: dict[str, Any] = {}
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if ids.is_floating_point():
+            raise ConfigError("Text models take int64 token ids, not float features; load a text data set.")
+        mask = ids != self.pad_id
+        if self.trim_padding and ids.shape[1] > 1:
+            # one host sync per batch buys the dynamic padding
+            keep = max(1, int(mask.sum(dim=1).max()))
+            ids, mask = ids[:, :keep], mask[:, :keep]
+        return self.logits(ids, mask)
+
+    def logits(self, ids: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def example_input(self, batch_size: int = 1, length: int | None = None) -> Tensor:
+        """Random non-padding ids of full length: what latency is measured on."""
+        length = length or self.max_length
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(1, max(2, self.vocab_size), (batch_size, length), generator=gen)
+        return torch.where(ids == self.pad_id, (ids + 1) % self.vocab_size, ids)
+
+
+def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the non-padding positions of ``hidden`` (N, L, D)."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class FactorizedEmbedding(nn.Module):
+    """Token embeddings of width ``dim`` projected to ``out_dim`` (Lan et al. 2020, ALBERT).
+
+    A small student cannot afford ``vocab x hidden`` parameters for a 30k
+    vocabulary; ``vocab x dim + dim x hidden`` with a small ``dim`` keeps the
+    teacher's tokenizer at a fraction of the cost.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, out_dim: int, pad_id: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        self.project = nn.Linear(dim, out_dim, bias=False) if dim != out_dim else nn.Identity()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.project(self.embed(ids))
+
+    @torch.no_grad()
+    def init_from(self, weight: Tensor) -> None:
+        """Initialise with the top principal directions of a pretrained embedding matrix."""
+        if weight.shape[0] != self.embed.num_embeddings:
+            raise ConfigError(
+                f"The pretrained embeddings have {weight.shape[0]} rows but the tokenizer "
+                f"vocabulary has {self.embed.num_embeddings}; use the same tokenizer for both.")
+        centred = weight.float() - weight.float().mean(0, keepdim=True)
+        u, s, _ = torch.linalg.svd(centred, full_matrices=False)
+        k = min(self.embed.embedding_dim, s.numel())
+        reduced = u[:, :k] * s[:k]
+        out = torch.zeros_like(self.embed.weight)
+        out[:, :k] = reduced / reduced.std().clamp(min=1e-6)  # unit scale, like nn.Embedding's init
+        if self.embed.padding_idx is not None:
+            out[self.embed.padding_idx] = 0.0
+        self.embed.weight.copy_(out)
+
+def pretrained_word_embeddings(source: str | Path) -> Tensor:
+    """The word-embedding matrix of a pretrained model folder or package, read directly."""
+    from safetensors import safe_open
+
+    from kdistill.text.hf import resolve_source
+
+    folder = resolve_source(source)
+    files = sorted(folder.glob("*.safetensors"))
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                if key.endswith("word_embeddings.weight"):
+                    return handle.get_tensor(key)
+    raise ConfigError(f"No word_embeddings.weight tensor in the safetensors files of {folder}.")
+
+
+def text_input_length(model: str, input_shape: Any) -> int:
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 1 or shape[0] < 1:
+        raise ConfigError(
+            f"Model '{model}' reads token ids of shape (max_length,), got input_shape {shape}; "
+            "load a text data set (sst2, text-csv).")
+    return shape[0]
+
+
+def vocabulary(model: str, tokenizer: str | None, vocab_size: int | None,
+               pad_id: int | None) -> tuple[int, int]:
+    """``(vocab_size, pad_id)`` given explicitly, or read from the tokenizer."""
+    if vocab_size is not None and pad_id is not None:
+        return int(vocab_size), int(pad_id)
+    from kdistill.text.hf import load_tokenizer, tokenizer_info
+
+    info = tokenizer_info(load_tokenizer(tokenizer))
+    return int(vocab_size or info["vocab_size"]), int(info["pad_id"] if pad_id is None else pad_id)
