@@ -63,6 +63,13 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _feeds(session, ids: Tensor, mask: Tensor) -> dict:
+    # an exporter drops inputs the graph never reads (the BiLSTM ignores the mask)
+    names = {i.name for i in session.get_inputs()}
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    return {k: v for k, v in feeds.items() if k in names}
+
+
 def onnx_logits(path: str | Path, ids: Tensor, pad_id: int, batch_size: int = 256) -> Tensor:
     """Logits from the ONNX model for every row of ``ids`` (checks the export)."""
     session = onnx_session(path)
@@ -70,8 +77,8 @@ def onnx_logits(path: str | Path, ids: Tensor, pad_id: int, batch_size: int = 25
     for i in range(0, len(ids), batch_size):
         chunk = ids[i:i + batch_size]
         mask = (chunk != pad_id).long()
-        out.append(torch.from_numpy(session.run(["logits"], {
-            "input_ids": chunk.numpy(), "attention_mask": mask.numpy()})[0]))
+        feeds = _feeds(session, chunk, mask)
+        out.append(torch.from_numpy(session.run(["logits"], feeds)[0]))
     return torch.cat(out)
 
 
@@ -79,7 +86,7 @@ def onnx_latency(path: str | Path, ids: Tensor, *, warmup: int = 10, repeats: in
                  threads: int | None = None) -> float:
     """Median milliseconds of one ONNX Runtime call on ``ids`` (all tokens real)."""
     session = onnx_session(path, threads)
-    feeds = {"input_ids": ids.numpy(), "attention_mask": torch.ones_like(ids).numpy()}
+    feeds = _feeds(session, ids, torch.ones_like(ids))
     for _ in range(warmup):
         session.run(["logits"], feeds)
     times = []

@@ -98,3 +98,15 @@ def test_packaged_minilm_loads_offline():
     with torch.no_grad():
         assert model(ids).shape == (1, 2)
     assert "model_type" in model.rebuild_options["config"]
+
+
+def test_bilstm_exports_without_a_mask_input(tiny_hf_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from kdistill.text.deploy import export_onnx, onnx_logits
+
+    model = create_model("bilstm", (16,), 2, tokenizer=str(tiny_hf_dir), hidden=8, embedding_dim=8).eval()
+    path = export_onnx(model, tmp_path / "lstm.onnx")
+    ids = model.example_input(2)  # unpadded rows: the exported LSTM reads every position
+    with torch.no_grad():
+        expected = model(ids)
+    torch.testing.assert_close(onnx_logits(path, ids, pad_id=0), expected, atol=1e-4, rtol=1e-4)
