@@ -90,7 +90,15 @@ def _zoom(ax, data: list[Row]) -> None:
     accs = sorted(100 * r["accuracy"] for r in data)
     if accs:
         low = accs[len(accs) // 10]
-        ax.set_ylim(max(0.0, low - 8), min(100.0, accs[-1] + 2))
+        bottom = max(0.0, low - 8)
+        ax.set_ylim(bottom, min(100.0, accs[-1] + 2))
+        # a bar below the visible band would vanish: label it at the bottom edge instead
+        for bar in ax.patches:
+            height = bar.get_height()
+            if height < bottom:
+                ax.annotate(f"{height:.0f}%\u2193", (bar.get_x() + bar.get_width() / 2, bottom),
+                            xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                            fontsize=7, color="#b00000")
 
 
 def _empty(title: str, what: str) -> bytes:
