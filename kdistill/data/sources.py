@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -196,16 +195,11 @@ def download_idx(name: str, dest: Path | None = None) -> Path:
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from kdistill.train.checkpoint import (
+        atomic_write_bytes,  # here, not at the top: kdistill.train imports kdistill.data
+    )
+
+    atomic_write_bytes(target, data)
 
 
 def locate_idx(name: str, data_dir: str | Path | None = None, download: bool = True) -> Path:

@@ -48,17 +48,8 @@ def token_mask(inputs: Tensor, length: int, pad_id: int | None) -> Tensor:
     return (inputs[:, :length] != pad_id)
 
 
-@torch.no_grad()
 def probe_outputs(model: nn.Module, paths: list[str], sample: Tensor) -> dict[str, Tensor]:
     """Run ``sample`` once in eval mode and return the outputs of ``paths`` (for shapes)."""
-    from kdistill.methods.hooks import FeatureHooks
+    from kdistill.methods.features import probe_features
 
-    hooks = FeatureHooks(model, paths, "model")
-    was_training = model.training
-    model.eval()
-    try:
-        model(sample)
-    finally:
-        model.train(was_training)
-        hooks.remove()
-    return hooks.pop()
+    return probe_features(model, paths, sample)

@@ -225,14 +225,17 @@ def _first_line(error: BaseException) -> str:
 
 def load_state_dict_into(module: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
     """``module.load_state_dict(state)`` with a :class:`CheckpointError` when it does not fit."""
+    _load_strict(module, state, f"Checkpoint '{source}' does not fit the configured model ({{}}). "
+                 "Check the teacher's model name and options in the config.")
+
+
+def _load_strict(module: nn.Module, state: dict[str, Tensor], message: str) -> None:
+    """``load_state_dict(strict=True)``; a mismatch becomes a CheckpointError (``{}`` = the reason)."""
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise CheckpointError(
-            f"Checkpoint '{source}' does not fit the configured model ({first}). Check the "
-            "teacher's model name and options in the config."
-        ) from None
+        head, _, tail = message.rpartition("{}")
+        raise CheckpointError(head + str(error).splitlines()[0] + tail) from None
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -269,15 +272,9 @@ def module_state(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 
 def load_into(module: nn.Module, tensors: dict[str, Tensor], prefix: str, source: str = "") -> None:
-    state = module_state(tensors, prefix)
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise CheckpointError(
-            f"Checkpoint {source} does not fit this model ({first}). Was it saved for another "
-            "architecture or number of classes?"
-        ) from None
+    _load_strict(module, module_state(tensors, prefix),
+                 f"Checkpoint {source} does not fit this model ({{}}). Was it saved for another "
+                 "architecture or number of classes?")
 
 
 def restore_training_state(
