@@ -13,7 +13,7 @@ from kdistill.schemes import run_experiment, scheme_names, validate_options
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "methods").glob("*.yaml"))
-DATA = Path(os.environ.get("KDISTILL_DATA", ROOT / "../../shared/data")).resolve()
+DATA = Path(os.environ.get("KDISTILL_DATA", ROOT.parent / "shared" / "data")).resolve()
 FAST = ["data.limit_train=120", "data.limit_test=40", "train.epochs=1", "train.progress=false",
         "teacher_train.epochs=1", "teacher.model=cnn-simple", "teacher.options={widths: [4, 8, 16]}"]
 
