@@ -1,6 +1,6 @@
 """Run every distillation method and scheme on Fashion-MNIST and write a results table.
 
-    nice -n 10 .venv/bin/python benchmarks/methods_fashion_mnist.py --data-dir /work/shared/data
+    nice -n 10 .venv/bin/python benchmarks/methods_fashion_mnist.py --data-dir ../shared/data
 
 One teacher (trained once, shared by every row and seed) and one student
 architecture; each row is run with 3 seeds. Writes docs/METHODS_BENCHMARK.md
