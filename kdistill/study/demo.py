@@ -18,7 +18,7 @@ from typing import Any
 
 from kdistill.config import ExperimentConfig, parse_config
 from kdistill.errors import ConfigError
-from kdistill.eval import predict
+from kdistill.eval import predict, predictive_kl, top1_agreement
 from kdistill.experiment import load_data, run_distill, seeded, train_model
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
 
@@ -102,8 +102,10 @@ def run_demo(
     alone, distilled = [], []
     for seed in range(seeds):
         cfg_s = seeded(cfg, seed)
-        alone.append(train_model(cfg_s, "student", data=data, out_dir=out / f"student-alone-seed{seed}").metrics)
-        _add_fidelity(alone[-1], out / f"student-alone-seed{seed}", teacher_logits, data)
+        solo = train_model(cfg_s, "student", data=data, out_dir=out / f"student-alone-seed{seed}")
+        logits = predict(solo.model, data.x_test)
+        alone.append(dict(solo.metrics, agreement=top1_agreement(logits, teacher_logits),
+                          kl=predictive_kl(teacher_logits, logits)))
         run = run_distill(cfg_s, data=data, teacher=teacher, out_dir=out / f"distilled-seed{seed}")
         distilled.append(run.metrics)
     rows = [
@@ -114,16 +116,6 @@ def run_demo(
     result = DemoResult(rows=rows, out_dir=out)
     result.files = write_outputs(rows, out, title=f"kdistill demo on {dataset} ({seeds} seeds)")
     return result
-
-
-def _add_fidelity(metrics: dict[str, Any], run_dir: Path, teacher_logits, data) -> None:
-    from kdistill.eval import predictive_kl, top1_agreement
-    from kdistill.experiment import load_model
-
-    model, _ = load_model(run_dir / "best.safetensors")
-    logits = predict(model, data.x_test)
-    metrics["agreement"] = top1_agreement(logits, teacher_logits)
-    metrics["kl"] = predictive_kl(teacher_logits, logits)
 
 
 COLUMNS = ["role", "model", "seeds", "accuracy", "accuracy_std", "errors", "n_test", "params",
