@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from kdistill.errors import CheckpointError
@@ -121,17 +121,7 @@ def save_checkpoint(
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     header = {META_KEY: json.dumps(meta, default=_json_default)}
     remove_stale_temp_files(path)
-    fd, tmp = tempfile.mkstemp(dir=_ensure_dir(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    atomic_write_bytes(path, save(tensors, metadata=header))
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=_json_default))
     return path
 
@@ -149,11 +139,6 @@ def remove_stale_temp_files(path: str | Path) -> list[Path]:
             stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
-
-
-def _ensure_dir(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _json_default(value: Any) -> Any:
