@@ -123,9 +123,8 @@ def train_model(
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir() / role
     seed_everything(train_cfg.seed)  # the initial weights follow train.seed too
     model = build_model(model_cfg, data)
-    objective = Supervised(model, label_smoothing=train_cfg.label_smoothing)
-    if data.num_classes == 0:
-        objective = Supervised(model, loss_fn=lambda out, y: nn.functional.mse_loss(out.squeeze(-1), y))
+    loss_fn = _regression_loss if data.num_classes == 0 else None
+    objective = Supervised(model, loss_fn=loss_fn, label_smoothing=train_cfg.label_smoothing)
     meta = {"role": role, "model_spec": model_spec(model_cfg, data, model)}
     augment = cfg.teacher_augment if role == "teacher" and cfg.teacher_augment else cfg.data.augment
     history = fit(objective, data, train_cfg, out_dir=out, resume=resume,
