@@ -8,6 +8,7 @@ dkd        Zhao et al. 2022 (decoupled KD)                 no
 regression MSE / Huber to the teacher's outputs            no
 fitnets    Romero et al. 2015 (hints + regressor)          yes
 at         Zagoruyko & Komodakis 2017 (attention transfer) yes (conv maps)
+nst        Huang & Wang 2017 (neuron selectivity, MMD)     yes (conv maps)
 pkt        Passalis & Tefas 2018                           yes
 rkd        Park et al. 2019 (distance + angle)             yes
 sp         Tung & Mori 2019 (similarity-preserving)        yes
@@ -27,6 +28,7 @@ from kdistill.methods import (  # noqa: F401  (registers the methods)
     fitnets,
     hidden_states,
     kd,
+    nst,
     pkt,
     regression,
     rkd,

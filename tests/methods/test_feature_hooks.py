@@ -13,7 +13,7 @@ from kdistill.methods import default_feature_layer, make_adapter
 from kdistill.models import create_model
 from kdistill.train import fit, read_checkpoint
 
-FEATURE_METHODS = ["fitnets", "at", "pkt", "rkd", "sp", "crd"]
+FEATURE_METHODS = ["fitnets", "at", "nst", "pkt", "rkd", "sp", "crd"]
 
 
 @pytest.mark.parametrize("name, expected", [("resnet-simple", "layer3"), ("cnn-simple", "features"),

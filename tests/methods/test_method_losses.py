@@ -13,6 +13,7 @@ from kdistill.methods.crd import CRD, nce_loss
 from kdistill.methods.dkd import dkd_loss
 from kdistill.methods.features import make_adapter
 from kdistill.methods.fitnets import FitNets
+from kdistill.methods.nst import NeuronSelectivityTransfer, nst_loss
 from kdistill.methods.pkt import pkt_loss
 from kdistill.methods.regression import RegressionKD
 from kdistill.methods.rkd import RKD
@@ -85,6 +86,24 @@ def test_pkt():
     expected = 2 / 3 * math.log(4 / 3) + 1 / 3 * math.log(2 / 3)
     loss = pkt_loss(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_nst_mmd_by_hand():
+    # 1x2 maps, kernel (x.y)^2. Student channels [1, 0], [0, 1]; teacher channels [3, 0], [1, 0] (both
+    # [1, 0] once normalised). Mean kernels: teacher-teacher 1, student-student (1 + 0 + 0 + 1) / 4 = 1/2,
+    # teacher-student 1/2. MMD^2 = 1 + 1/2 - 2 * 1/2 = 1/2.
+    s = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])
+    t = torch.tensor([[[[3.0, 0.0]], [[1.0, 0.0]]]])
+    assert nst_loss(s, t).item() == pytest.approx(0.5, abs=1e-6)
+    # channels are samples: a one-channel teacher [1, 0] gives the same value, identical sets give 0
+    assert nst_loss(s, t[:, :1]).item() == pytest.approx(0.5, abs=1e-6)
+    assert nst_loss(s, s * 2).item() == pytest.approx(0.0, abs=1e-6)
+    # maps of other sizes are pooled to the smaller one: a 2x2 constant map pools to 1x1
+    method = NeuronSelectivityTransfer("s", "t")
+    loss = method(ctx(s_feat=torch.ones(1, 2, 2, 2), t_feat=torch.ones(1, 3, 1, 1)))["nst"]
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="conv feature maps"):
+        method(ctx(s_feat=torch.ones(1, 4), t_feat=torch.ones(1, 4)))
 
 
 def test_sp():
