@@ -2,6 +2,9 @@
 
     (a) student alone            kdistill fit(), Supervised
     (b) KD, live teacher         kdistill fit(), teacher run on every batch
+    (b') live teacher in bf16    (b) with ``distill.teacher_precision: bf16``: only the
+                                 frozen teacher runs under bf16 autocast, the student
+                                 trains in fp32
     (c) KD, cached teacher       kdistill fit(), teacher outputs computed once
     (c') the same with bf16      (c) with ``train.amp: bf16`` (mixed precision; on CPUs
                                  with AVX512-BF16 the matmuls run in bf16)
@@ -75,7 +78,8 @@ def run_kdistill(kind: str, data: DataSplits, device: torch.device, epochs: int,
         objective: nn.Module = Supervised(student)
         cache = False
     else:
-        objective = Distiller(teacher, student, alpha=ALPHA, temperature=TEMPERATURE)
+        precision = "bf16" if kind == "kd-live-bf16-teacher" else "same"
+        objective = Distiller(teacher, student, alpha=ALPHA, temperature=TEMPERATURE, teacher_precision=precision)
         cache = kind.startswith("kd-cached")
     amp = "bf16" if kind.endswith("bf16") else "auto"
     started = time.perf_counter()
@@ -147,6 +151,7 @@ def build_table(results: dict[str, list[dict]], n: int, batch_size: int) -> list
     labels = {
         "student": "(a) student alone (kdistill)",
         "kd-live": "(b) KD, live teacher (kdistill)",
+        "kd-live-bf16-teacher": "(b') KD, live teacher in bf16, student fp32 (kdistill)",
         "kd-cached": "(c) KD, cached teacher (kdistill)",
         "kd-cached-bf16": "(c') KD, cached teacher, bf16 autocast (kdistill)",
         "plain": "(d) KD, plain PyTorch DataLoader loop",
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--limit-train", type=int, help="first N training images only (smoke tests)")
-    parser.add_argument("--variants", default="student,kd-live,kd-cached,kd-cached-bf16,plain,torchdistill")
+    parser.add_argument("--variants", default="student,kd-live,kd-live-bf16-teacher,kd-cached,kd-cached-bf16,plain,torchdistill")
     parser.add_argument("--torchdistill-python", help="python of a venv with torchdistill installed")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--write", type=Path, help="put the table into this Markdown file")

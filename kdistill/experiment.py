@@ -158,7 +158,7 @@ def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Modul
     methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in d.method_list()]
     student_loss = _regression_loss if regression else None
     return Distiller(teacher, student, student_loss_fn=student_loss, alpha=d.alpha, temperature=d.temperature,
-                     methods=methods)
+                     methods=methods, teacher_precision=d.teacher_precision)
 
 
 def _regression_loss(outputs, targets):

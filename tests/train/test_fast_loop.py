@@ -49,11 +49,11 @@ def make_data(n: int = 192, seed: int = 0) -> DataSplits:
     return DataSplits("toy", x[:n], y[:n], x[n:], y[n:], 5, (1, 6, 6))
 
 
-def make_pair(methods=(), seed: int = 0) -> Distiller:
+def make_pair(methods=(), seed: int = 0, **kw) -> Distiller:
     torch.manual_seed(seed)
     teacher = MLP(36, (24, 24), 5, dropout=0.5)  # dropout: the cache relies on the teacher's eval mode
     student = MLP(36, (24,), 5)
-    return Distiller(teacher, student, alpha=0.7, temperature=3.0, methods=methods)
+    return Distiller(teacher, student, alpha=0.7, temperature=3.0, methods=methods, **kw)
 
 
 def train_cfg(**kw) -> TrainConfig:
@@ -110,6 +110,29 @@ def test_fit_with_cached_teacher_matches_live_teacher(features):
         torch.testing.assert_close(p, q, **TOL)
     assert not torch.equal(cached.student.features[0][0].weight,
                            make_pair(methods()).student.features[0][0].weight), "training changed nothing"
+
+
+def test_bf16_teacher_precision_runs_only_the_teacher_in_bf16_and_caches_the_same():
+    data = make_data()
+    idx = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6])
+    x, y = data.x_train[idx], data.y_train[idx]
+    fp32, live = make_pair(), make_pair(teacher_precision="bf16")
+    cached = make_pair(teacher_precision="bf16")
+    cached.cache_teacher(data.x_train)
+    t_fp32, _ = fp32.teacher_outputs(x, None)
+    t_bf16, _ = live.teacher_outputs(x, None)
+    assert t_fp32.dtype == torch.float32 and t_bf16.dtype == torch.bfloat16
+    assert not torch.equal(t_bf16.float(), t_fp32)
+    torch.testing.assert_close(t_bf16.float(), t_fp32, rtol=0.05, atol=0.05)  # bf16 keeps ~3 digits
+    assert live.student(x).dtype == torch.float32  # the student is left in the loop's precision
+    a, b, c = live(x, y, idx), cached(x, y, idx), fp32(x, y, idx)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], **TOL)  # cache built under the same autocast
+        torch.testing.assert_close(a[name], c[name], rtol=0.05, atol=0.02)
+    with pytest.raises(ConfigError, match="teacher_precision"):
+        make_pair(teacher_precision="fp8")
+    cfg = parse_config({"distill": {"teacher_precision": "bf16"}})
+    assert cfg.distill.teacher_precision == "bf16"
 
 
 def reference_kd_loop(distiller: Distiller, data: DataSplits, cfg: TrainConfig) -> None:
