@@ -233,26 +233,27 @@ def write_report(args: argparse.Namespace, results: list[dict[str, Any]], teache
     command = "nice -n 10 .venv/bin/python benchmarks/methods_fashion_mnist.py " + " ".join(argv)
     total_seconds = sum(r["seconds"] for r in results)
     lines = [
-        "# Distillation methods on Fashion-MNIST (CPU smoke benchmark)",
+        "# Distillation methods on Fashion-MNIST",
         "",
         f"Command: `{command.strip()}` ({total_seconds / 60:.0f} min of runs in the table).",
         "",
-        f"Device: CPU: 2 cores ({cpu_name()}), torch {torch.__version__}, shared with other jobs, so wall "
-        "times are only comparable within this table.",
+        f"Device: CPU: 2 cores ({cpu_name()}), torch {torch.__version__}, {args.threads} torch thread(s); "
+        "another benchmark shared the machine, so wall times are only comparable within this table.",
         "",
         f"Data: a fixed random {args.train}-image subset of the Fashion-MNIST training set (10% of it held "
-        f"out for picking the best epoch) and a fixed random {args.test}-image subset of the test set. Teacher: `cnn-medium` trained once for "
-        f"{args.teacher_epochs} epochs, batch 64 (test accuracy {100 * teacher['accuracy']:.2f}%), shared by every row. "
+        f"out for picking the best epoch) and a fixed random {args.test}-image subset of the test set. "
+        f"Teacher: `cnn-medium` (94k parameters) trained once for {args.teacher_epochs} epochs, batch 64 "
+        f"(test accuracy {100 * teacher['accuracy']:.2f}%), shared by every row. "
         f"Student: `cnn-simple` (5,178 parameters) unless the row says otherwise. Schedule: {args.epochs} epochs, "
         f"batch {args.batch_size}, AdamW lr 0.003, cosine decay, no augmentation; seeds "
-        f"{', '.join(map(str, args.seeds))} (the seeds column counts those finished per row). Output methods use alpha = 0.9, T = 4; feature methods are "
-        "CE + weight x loss (weights: FitNets 100 with 1 hint-only epoch, AT 1000, PKT 30000, RKD 1 "
-        "(distance 25, angle 50), SP 3000, CRD 0.8 with 1024 negatives; the penultimate feature module "
-        "`features` of both nets). Agreement and KL are measured against the shared teacher on the test set.",
+        f"{', '.join(map(str, args.seeds))} (the seeds column counts those finished per row). Output methods "
+        "use alpha = 0.9, T = 4; feature methods are CE + weight x loss (weights: FitNets 100 with 1 hint-only "
+        "epoch, AT 1000, NST 50, PKT 30000, RKD 1 (distance 25, angle 50), SP 3000, CRD 0.8 with 1024 "
+        "negatives; the penultimate feature module `features` of both nets). Agreement and KL are measured "
+        "against the shared teacher on the test set.",
         "",
         "Values are mean ± standard deviation over the finished seeds (a single value where only one "
-        "seed finished). With this short schedule the numbers show that "
-        "every method runs end to end and how it behaves early in training; they are not converged results.",
+        "seed finished). The weights are the papers' (or RepDistiller's) defaults, not tuned for this pair.",
         "",
         "| method | seeds | accuracy (%) | agreement (%) | KL(teacher‖student) | wall time (s) |",
         "|---|---|---|---|---|---|",
