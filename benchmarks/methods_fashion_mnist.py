@@ -50,6 +50,7 @@ def rows(teacher_ckpt: str, teacher2_ckpt: str, teacher_dir: str) -> list[tuple[
     return [
         ("student alone (CE)", {"baseline": True}),
         ("kd", {"distill": {"alpha": 0.9, "method": "kd"}}),
+        ("kd (T = 1, alpha = 0.5)", {"distill": {"alpha": 0.5, "temperature": 1.0, "method": "kd"}}),
         ("dkd", method("dkd", 1.0)),
         ("regression (logit MSE)", method("regression", 1.0)),
         ("fitnets", method("fitnets", 100.0, stage1_epochs=1)),

@@ -159,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-train", type=int, default=2000, help="phrases the teacher is fine-tuned on")
     parser.add_argument("--half-train", type=int, default=2000, help="phrases for the half-depth student")
     parser.add_argument("--transfer", type=int, default=5000, help="phrases for the tiny students")
+    parser.add_argument("--half-epochs", type=int, default=1)
     parser.add_argument("--tiny-epochs", type=int, default=2)
+    parser.add_argument("--stages", default="half,tiny,bilstm",
+                        help="which students to train after the teacher (comma list of half, tiny, bilstm)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/sst2-bench")
@@ -210,26 +213,31 @@ def main(argv: list[str] | None = None) -> int:
     timed = [(row, teacher)]
     save_partial(out, rows, timings)
     t0 = time.perf_counter()
-    teacher_transfer = predict_by_length(teacher, transfer.x_train)
-    timings["teacher_label_transfer_s"] = time.perf_counter() - t0
+    stages = set(args.stages.split(","))
+    teacher_transfer = None
+    if stages & {"tiny", "bilstm"}:
+        teacher_transfer = predict_by_length(teacher, transfer.x_train)
+        timings["teacher_label_transfer_s"] = time.perf_counter() - t0
 
-    stage("half-depth student")
-    # 2. half-depth student: every other layer, KD + cosine hidden-state loss ------------------
-    t0 = time.perf_counter()
-    hidden = HiddenStateMatching(layers={"teacher": [1, 3, 5], "student": [0, 1, 2]}, loss="cosine")
-    half = train_student("hf-distil", half_data, schedule(1, 32, 5e-5), out / "half", teacher=teacher,
-                         alpha=0.5, temperature=2.0, methods=[(hidden, 1.0)], init_teacher=teacher)
-    timings["half_train_s"] = time.perf_counter() - t0
-    rows.append(measure("half-depth (hf-distil, KD+hidden)", half, dev, test, teacher_dev, teacher_test,
-                        out, args.threads)[0])
-    timed.append((rows[-1], half))
-    save_partial(out, rows, timings)
+    if "half" in stages:
+        stage("half-depth student")
+        # 2. half-depth student: every other layer, KD + cosine hidden-state loss --------------
+        t0 = time.perf_counter()
+        hidden = HiddenStateMatching(layers={"teacher": [1, 3, 5], "student": [0, 1, 2]}, loss="cosine")
+        half = train_student("hf-distil", half_data, schedule(args.half_epochs, 32, 5e-5), out / "half",
+                             teacher=teacher, alpha=0.5, temperature=2.0, methods=[(hidden, 1.0)],
+                             init_teacher=teacher)
+        timings["half_train_s"] = time.perf_counter() - t0
+        rows.append(measure("half-depth (hf-distil, KD+hidden)", half, dev, test, teacher_dev, teacher_test,
+                            out, args.threads)[0])
+        timed.append((rows[-1], half))
+        save_partial(out, rows, timings)
 
     # 3. tiny students, with and without distillation ------------------------------------------
     tiny_opts = {"layers": 4, "hidden": 128, "heads": 4, "embedding_dim": 32, "embeddings_from": "minilm"}
     tiny_rows: dict[str, list[dict[str, Any]]] = {"kd": [], "no-kd": []}
     t0 = time.perf_counter()
-    for seed in range(args.seeds):
+    for seed in range(args.seeds if "tiny" in stages else 0):
         stage(f"tiny students, seed {seed}")
         cfg = schedule(args.tiny_epochs, 64, 1e-3, seed)
         torch.manual_seed(seed)
@@ -247,15 +255,16 @@ def main(argv: list[str] | None = None) -> int:
         save_partial(out, rows + tiny_rows["kd"] + tiny_rows["no-kd"], timings)
     timings["tiny_all_s"] = time.perf_counter() - t0
 
-    stage("bilstm")
-    # 4. BiLSTM baseline (Tang et al. 2019), distilled ------------------------------------------
-    t0 = time.perf_counter()
-    lstm = train_student("bilstm", transfer, schedule(args.tiny_epochs, 64, 2e-3), out / "bilstm-kd",
-                         teacher=teacher, teacher_logits=teacher_transfer, alpha=0.9, temperature=2.0,
-                         options={"hidden": 150, "embedding_dim": 64, "embeddings_from": "minilm"})
-    timings["bilstm_train_s"] = time.perf_counter() - t0
-    rows.append(measure("BiLSTM (KD)", lstm, dev, test, teacher_dev, teacher_test, out, args.threads)[0])
-    timed.append((rows[-1], lstm))
+    if "bilstm" in stages:
+        stage("bilstm")
+        # 4. BiLSTM baseline (Tang et al. 2019), distilled --------------------------------------
+        t0 = time.perf_counter()
+        lstm = train_student("bilstm", transfer, schedule(args.tiny_epochs, 64, 2e-3), out / "bilstm-kd",
+                             teacher=teacher, teacher_logits=teacher_transfer, alpha=0.9, temperature=2.0,
+                             options={"hidden": 150, "embedding_dim": 64, "embeddings_from": "minilm"})
+        timings["bilstm_train_s"] = time.perf_counter() - t0
+        rows.append(measure("BiLSTM (KD)", lstm, dev, test, teacher_dev, teacher_test, out, args.threads)[0])
+        timed.append((rows[-1], lstm))
     t0 = time.perf_counter()
     stage("latency")
     measure_latency(timed, args.threads)
@@ -267,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": f"CPU: {args.threads} threads on a shared 2-core machine ({cpu_name()})",
         "torch": torch.__version__,
         "schedule": {"teacher_train": args.teacher_train, "half_train": args.half_train,
+                     "half_epochs": args.half_epochs, "stages": args.stages,
                      "transfer": args.transfer, "tiny_epochs": args.tiny_epochs, "seeds": args.seeds,
                      "max_length": MAX_LENGTH},
         "rows": rows, "tiny": tiny_rows, "timings": timings,
