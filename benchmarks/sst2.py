@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transfer", type=int, default=5000, help="phrases for the tiny students")
     parser.add_argument("--half-epochs", type=int, default=1)
     parser.add_argument("--tiny-epochs", type=int, default=2)
+    parser.add_argument("--tiny-layers", type=int, default=4)
     parser.add_argument("--stages", default="half,tiny,bilstm",
                         help="which students to train after the teacher (comma list of half, tiny, bilstm)")
     parser.add_argument("--seeds", type=int, default=3)
@@ -234,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         save_partial(out, rows, timings)
 
     # 3. tiny students, with and without distillation ------------------------------------------
-    tiny_opts = {"layers": 4, "hidden": 128, "heads": 4, "embedding_dim": 32, "embeddings_from": "minilm"}
+    tiny_opts = {"layers": args.tiny_layers, "hidden": 128, "heads": 4, "embedding_dim": 32,
+                 "embeddings_from": "minilm"}
     tiny_rows: dict[str, list[dict[str, Any]]] = {"kd": [], "no-kd": []}
     t0 = time.perf_counter()
     for seed in range(args.seeds if "tiny" in stages else 0):
@@ -277,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "schedule": {"teacher_train": args.teacher_train, "half_train": args.half_train,
                      "half_epochs": args.half_epochs, "stages": args.stages,
-                     "transfer": args.transfer, "tiny_epochs": args.tiny_epochs, "seeds": args.seeds,
+                     "transfer": args.transfer, "tiny_epochs": args.tiny_epochs,
+                     "tiny_layers": args.tiny_layers, "seeds": args.seeds,
                      "max_length": MAX_LENGTH},
         "rows": rows, "tiny": tiny_rows, "timings": timings,
     }
