@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from torch import Tensor
 
 from kdistill.errors import CheckpointError
-from kdistill.train.checkpoint import META_KEY, atomic_write_bytes
+from kdistill.train.checkpoint import META_KEY, atomic_write_bytes, read_kdistill_file
 
 _DTYPES = {str(d): d for d in (torch.qint8, torch.quint8, torch.qint32, torch.float32,
                                torch.float16, torch.float64, torch.int8, torch.uint8)}
@@ -39,15 +37,7 @@ def write_artifact(path: str | Path, tensors: dict[str, Tensor], metadata: dict[
 def read_artifact(path: str | Path, expected_format: str | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Tensors and metadata of an artifact, with a clear error for the wrong kind of file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Model file '{path}' does not exist.")
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        meta = json.loads(header.get(META_KEY, "{}"))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"'{path}' is not a readable kdistill model file ({error}).") from None
+    tensors, meta = read_kdistill_file(path, f"Model file '{path}'")
     found = meta.get("format", "checkpoint")
     if expected_format is not None and found != expected_format:
         raise CheckpointError(f"'{path}' holds a '{found}' model, expected '{expected_format}'.")

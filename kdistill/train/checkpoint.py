@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
@@ -223,32 +223,58 @@ def _load_strict(module: nn.Module, state: dict[str, Tensor], message: str) -> N
         raise CheckpointError(head + str(error).splitlines()[0] + tail) from None
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Load tensors and metadata, with a clear error for missing or damaged files."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors", "model.safetensors"):
-            if (path / name).is_file():
-                path = path / name
-                break
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
-    try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
+def read_kdistill_file(path: str | Path, label: str, *,
+                       load_tensors: bool = True) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and kdistill metadata of any safetensors file kdistill wrote (checkpoint or artifact).
 
+    The one place that opens such files, so every reader reports a missing,
+    damaged or foreign file the same way. ``label`` starts each error message
+    (e.g. ``"Checkpoint 'best.safetensors'"``); ``load_tensors=False`` reads
+    the header alone, which is cheap for large models.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{label} does not exist.")
+    try:
+        tensors = load_file(str(path)) if load_tensors else {}
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(
-            f"Checkpoint '{path}' is not a readable safetensors file ({error}). kdistill writes "
-            "checkpoints atomically, so this file was damaged or made by another tool."
+            f"{label} is not a readable safetensors file ({error}). kdistill writes its files "
+            "atomically, so this file was damaged or made by another tool."
         ) from None
     try:
         meta = json.loads(header.get(META_KEY, "{}"))
     except json.JSONDecodeError:
-        raise CheckpointError(f"Checkpoint '{path}' has unreadable kdistill metadata.") from None
+        raise CheckpointError(f"{label} has unreadable kdistill metadata.") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{label} has unreadable kdistill metadata.")
     return tensors, meta
+
+
+def _checkpoint_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors", "model.safetensors"):
+            if (path / name).is_file():
+                return path / name
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Load tensors and metadata, with a clear error for missing or damaged files.
+
+    ``path`` may be a run folder: its ``best``, ``last`` or ``model.safetensors`` is read.
+    """
+    path = _checkpoint_file(path)
+    return read_kdistill_file(path, f"Checkpoint '{path}'")
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata alone (no tensors loaded); same errors as :func:`read_checkpoint`."""
+    path = _checkpoint_file(path)
+    return read_kdistill_file(path, f"Checkpoint '{path}'", load_tensors=False)[1]
 
 
 def module_state(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
