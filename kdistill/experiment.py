@@ -20,10 +20,10 @@ from typing import Any
 
 from torch import nn
 
-from kdistill.config import ExperimentConfig, ModelConfig, TrainConfig
-from kdistill.data import DataSplits, load_dataset
+from kdistill.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from kdistill.data import DataSplits, available_datasets, load_dataset
 from kdistill.distiller import Distiller, Supervised, build_method
-from kdistill.errors import CheckpointError, ConfigError
+from kdistill.errors import CheckpointError, ConfigError, DataError
 from kdistill.eval import evaluate_model, predict
 from kdistill.models import create_model
 from kdistill.registry import MODELS
@@ -34,6 +34,7 @@ from kdistill.train.checkpoint import (
     load_into,
     load_state_dict_into,
     load_torch_weights,
+    read_checkpoint_metadata,
 )
 from kdistill.train.distributed import is_main_process
 
@@ -57,7 +58,89 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
     data = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, **d.options)
     if d.limit_train or d.limit_test:
         data = data.subset(d.limit_train, d.limit_test)
+    data.source = data_record(d)
     return data
+
+
+# option names that hold a file or folder: only these are made absolute, so a value
+# such as test_split="dev" is never mistaken for a path that happens to exist
+_PATH_WORDS = ("path", "dir", "file", "folder", "root", "tokenizer")
+
+
+def _is_path_option(key: str) -> bool:
+    return any(key == word or key.endswith(f"_{word}") for word in _PATH_WORDS)
+
+
+def data_record(d: DataConfig) -> dict[str, Any]:
+    """What reloads a config's data set later: its name, loader options and ``data_dir``.
+
+    Relative paths become absolute (resolved as the loader resolves them: under
+    ``data_dir`` first, then from the working folder), and the options naming
+    local files are listed under ``files`` so a reader can tell a moved file
+    from a bad option. Checkpoints store this record under ``data``.
+    """
+    data_dir = str(Path(d.data_dir).expanduser().resolve()) if d.data_dir else None
+    options: dict[str, Any] = {}
+    files: list[str] = []
+    for key, value in d.options.items():
+        if isinstance(value, str) and value and _is_path_option(key):
+            path = Path(value).expanduser()
+            under = Path(data_dir) / path if data_dir and not path.is_absolute() else None
+            local = under if under is not None and under.exists() else path
+            if local.exists():
+                value = str(local.resolve())
+                files.append(key)
+        options[key] = value
+    return {"dataset": d.dataset, "options": options, "data_dir": data_dir,
+            "download": d.download, "files": files}
+
+
+def evaluation_data(
+    checkpoint: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+) -> DataSplits:
+    """The data to evaluate a saved model on: by default the data set it was trained on.
+
+    A checkpoint records its config's data set and loader options (see
+    :func:`data_record`); they are reused, with ``options`` overriding single
+    options (e.g. ``{"path": "moved/reviews.csv"}``) and ``data_dir`` replacing
+    the recorded folder. ``dataset`` ignores the record and loads that data set
+    with ``options`` alone. Checkpoints written before the record existed fall
+    back to the data set name in their ``model_spec``. A recorded file that no
+    longer exists, or an old checkpoint whose data set cannot be reloaded by
+    name, raises :class:`~kdistill.errors.DataError` saying what to pass.
+    """
+    options = dict(options or {})
+    if dataset is not None:
+        return load_dataset(dataset, data_dir=data_dir, **options)
+    meta = read_checkpoint_metadata(checkpoint)
+    record = meta.get("data")
+    if isinstance(record, dict) and record.get("dataset"):
+        merged = {**record.get("options", {}), **options}
+        gone = [f"{key}={merged[key]}" for key in record.get("files", [])
+                if key not in options and not Path(str(merged[key])).exists()]
+        if gone:
+            raise DataError(
+                f"Checkpoint '{checkpoint}' was trained on data set '{record['dataset']}' read from "
+                f"{', '.join(gone)}, which no longer exists. Point to the file's new place with "
+                f"--data-option {gone[0].split('=', 1)[0]}=NEW_PATH (options={{...}} in Python), or "
+                "evaluate on another data set with --dataset NAME and --data-dir DIR."
+            )
+        folder = data_dir if data_dir is not None else record.get("data_dir")
+        return load_dataset(record["dataset"], data_dir=folder, download=record.get("download", True),
+                            **merged)
+    name = meta.get("model_spec", {}).get("dataset", "digits")
+    if name not in available_datasets():
+        raise DataError(
+            f"Checkpoint '{checkpoint}' does not record how to reload its data set (it names only "
+            f"'{name}', which is no registered data set; checkpoints from older kdistill versions "
+            "keep just this name). Pass --dataset NAME and, if its files are elsewhere, --data-dir "
+            "DIR (and --data-option KEY=VALUE for loader options such as path)."
+        )
+    return load_dataset(name, data_dir=data_dir, **options)
 
 
 def model_spec(model_cfg: ModelConfig, data: DataSplits, model: nn.Module | None = None) -> dict[str, Any]:
@@ -71,6 +154,11 @@ def model_spec(model_cfg: ModelConfig, data: DataSplits, model: nn.Module | None
         "num_classes": data.num_classes,
         "dataset": data.name,
     }
+
+
+def _data_meta(data: DataSplits) -> dict[str, Any]:
+    # only data loaded from a config knows how to reload itself; other data adds no record
+    return {"data": data.source} if data.source is not None else {}
 
 
 def build_model(model_cfg: ModelConfig, data: DataSplits, teacher: nn.Module | None = None) -> nn.Module:
@@ -125,7 +213,7 @@ def train_model(
     model = build_model(model_cfg, data)
     loss_fn = _regression_loss if data.num_classes == 0 else None
     objective = Supervised(model, loss_fn=loss_fn, label_smoothing=train_cfg.label_smoothing)
-    meta = {"role": role, "model_spec": model_spec(model_cfg, data, model)}
+    meta = {"role": role, "model_spec": model_spec(model_cfg, data, model), **_data_meta(data)}
     augment = cfg.teacher_augment if role == "teacher" and cfg.teacher_augment else cfg.data.augment
     history = fit(objective, data, train_cfg, out_dir=out, resume=resume,
                   augment_jitter=augment.jitter, metadata=meta, description=f"train {role}")
@@ -189,7 +277,7 @@ def run_distill(
         student = build_model(cfg.student, data, teacher)
     distiller = build_distiller(cfg, teacher, student, regression=data.num_classes == 0)
     meta = {"role": "student", "model_spec": model_spec(cfg.student, data, student),
-            "distill": cfg.distill.model_dump(mode="json")}
+            "distill": cfg.distill.model_dump(mode="json"), **_data_meta(data)}
     history = fit(distiller, data, cfg.train, out_dir=out / "student", resume=resume,
                   augment_jitter=cfg.data.augment.jitter, cache_teacher=cfg.distill.cache,
                   metadata=meta, description="distil student")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from kdistill.cli.render import print_metrics
-from kdistill.data import load_dataset
-from kdistill.experiment import evaluate_checkpoint
-from kdistill.train import read_checkpoint
+from kdistill.config import parse_override
+from kdistill.errors import ConfigError
+from kdistill.experiment import evaluate_checkpoint, evaluation_data
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,19 +18,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a kdistill checkpoint on its data set's test split.")
     parser.add_argument("checkpoint", help="a .safetensors checkpoint written by kdistill")
     parser.add_argument("--teacher", metavar="CHECKPOINT", help="also report agreement and KL to this teacher")
-    parser.add_argument("--dataset", help="data set to evaluate on (default: the one it was trained on)")
+    parser.add_argument("--dataset", help="data set to evaluate on (default: the one it was trained on, "
+                        "with the loader options its checkpoint records)")
     parser.add_argument("--data-dir", help="folder holding the data set files")
+    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="set one data set loader option, e.g. path=reviews.csv (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.set_defaults(run=run)
 
 
+def _options(pairs: list[str]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs:
+        key, value = parse_override(pair)
+        if len(key) != 1:
+            raise ConfigError(f"--data-option '{pair}' must look like KEY=VALUE, e.g. path=reviews.csv.")
+        options[key[0]] = value
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
-    _, meta = read_checkpoint(args.checkpoint)
-    dataset = args.dataset or meta.get("model_spec", {}).get("dataset", "digits")
-    data = load_dataset(dataset, data_dir=args.data_dir)
+    data = evaluation_data(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
+                           options=_options(args.data_option))
     metrics = evaluate_checkpoint(args.checkpoint, data, teacher_checkpoint=args.teacher)
     if args.json:
         print(json.dumps(metrics, indent=2, default=float))
     else:
-        print_metrics(f"{args.checkpoint} on {dataset}", metrics)
+        print_metrics(f"{args.checkpoint} on {data.name}", metrics)
     return 0

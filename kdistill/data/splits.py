@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,6 +24,11 @@ class DataSplits:
     subtracted and divided by (``None`` when images were not standardised, and
     for tables); :attr:`fill_value` uses them so augmentation can pad with the
     true background colour instead of a standardised zero.
+
+    ``source`` records how the data was loaded (data set name, loader options
+    with absolute paths, ``data_dir``) when it came from a config's ``data``
+    section; checkpoints store it so ``kdistill evaluate`` can reload the test
+    split. ``None`` for data built any other way.
     """
 
     name: str
@@ -35,6 +41,7 @@ class DataSplits:
     class_names: list[str] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    source: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(d) for d in self.input_shape)
