@@ -107,7 +107,8 @@ def evaluation_data(
     A checkpoint records its config's data set and loader options (see
     :func:`data_record`); they are reused, with ``options`` overriding single
     options (e.g. ``{"path": "moved/reviews.csv"}``) and ``data_dir`` replacing
-    the recorded folder. ``dataset`` ignores the record and loads that data set
+    the recorded folder (a recorded file that has gone is also looked for by
+    name there). ``dataset`` ignores the record and loads that data set
     with ``options`` alone. Checkpoints written before the record existed fall
     back to the data set name in their ``model_spec``. A recorded file that no
     longer exists, or an old checkpoint whose data set cannot be reloaded by
@@ -120,14 +121,23 @@ def evaluation_data(
     record = meta.get("data")
     if isinstance(record, dict) and record.get("dataset"):
         merged = {**record.get("options", {}), **options}
-        gone = [f"{key}={merged[key]}" for key in record.get("files", [])
-                if key not in options and not Path(str(merged[key])).exists()]
+        gone = []
+        for key in record.get("files", []):
+            if key in options or Path(str(merged[key])).exists():
+                continue
+            # a data folder that moved as a whole: its files are found by name under data_dir
+            moved = Path(data_dir) / Path(str(merged[key])).name if data_dir is not None else None
+            if moved is not None and moved.exists():
+                merged[key] = str(moved)
+            else:
+                gone.append(f"{key}={merged[key]}")
         if gone:
             raise DataError(
                 f"Checkpoint '{checkpoint}' was trained on data set '{record['dataset']}' read from "
-                f"{', '.join(gone)}, which no longer exists. Point to the file's new place with "
-                f"--data-option {gone[0].split('=', 1)[0]}=NEW_PATH (options={{...}} in Python), or "
-                "evaluate on another data set with --dataset NAME and --data-dir DIR."
+                f"{', '.join(gone)}, which no longer exist{'s' if len(gone) == 1 else ''}. Point to the file's new place with "
+                f"--data-option {gone[0].split('=', 1)[0]}=NEW_PATH (options={{...}} in Python) or, if "
+                "the whole folder moved, --data-dir NEW_FOLDER; or evaluate on another data set with "
+                "--dataset NAME and --data-dir DIR."
             )
         folder = data_dir if data_dir is not None else record.get("data_dir")
         return load_dataset(record["dataset"], data_dir=folder, download=record.get("download", True),

@@ -54,3 +54,9 @@ def test_evaluate_reloads_text_csv_then_reports_a_moved_file(tiny_hf_dir, tiny_t
     # the suggested fix works: point the recorded option at the file's new place
     assert main(["evaluate", str(checkpoint), "--json", "--data-option", f"path={moved}"]) == 0
     assert json.loads(capsys.readouterr().out)["n_test"] == 10
+
+    # or, when the whole folder moved, name the new folder: the file is found there by name
+    (tmp_path / "new").mkdir()
+    moved.rename(tmp_path / "new" / "reviews.csv")
+    assert main(["evaluate", str(checkpoint), "--json", "--data-dir", str(tmp_path / "new")]) == 0
+    assert json.loads(capsys.readouterr().out)["n_test"] == 10
