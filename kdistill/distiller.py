@@ -197,17 +197,22 @@ class Distiller(nn.Module):
                 student_features=self._student_hooks.pop() if self._student_hooks else {},
                 teacher_features=teacher_features,
             )
-            exclusive = any(m.exclusive(self.epoch) for m in self.methods)
+            exclusive = any(_unwrap(m).exclusive(self.epoch) for m in self.methods)
             if exclusive:  # e.g. FitNets stage 1: only the hint loss trains the student
                 total = total * 0.0
             for method, weight in zip(self.methods, self.weights):
-                if exclusive and not method.exclusive(self.epoch):
+                if exclusive and not _unwrap(method).exclusive(self.epoch):
                     continue
                 for name, value in method(ctx).items():
                     losses[name] = value
                     total = total + weight * value
         losses["loss"] = total
         return losses
+
+
+def _unwrap(method: nn.Module) -> nn.Module:
+    """The method itself, also while torchrun training has it wrapped in DDP."""
+    return method.module if isinstance(method, nn.parallel.DistributedDataParallel) else method
 
 
 def build_method(name: str, options: dict, temperature: float) -> DistillationMethod:

@@ -16,11 +16,17 @@ Z is estimated once, from the first batch, as N * mean(exp(s.t / tau)) (as in
 the authors' code). Memory: two banks of num_train x feat_dim float32, i.e.
 60,000 x 128 x 4 bytes x 2 = 61 MB for a 60k-sample set. The banks are buffers
 of this method, saved with it under ``methods.`` and never exported.
+
+Under ``torch.distributed`` (world size > 1) the banks are kept identical on
+every rank: rank 0's initial banks are broadcast, and each step's updated rows
+(indices and momentum-mixed embeddings, padded to the largest rank's batch) are
+all-gathered so every rank applies the whole global batch's update.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from kdistill.errors import TrainingError
@@ -37,6 +43,61 @@ def nce_loss(positive: Tensor, negatives: Tensor, num_data: int) -> Tensor:
     log_pos = torch.log(positive / (positive + noise + eps))
     log_neg = torch.log(noise / (negatives + noise + eps))
     return -(log_pos + log_neg.sum(1)).mean()
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _comm_device() -> torch.device:
+    # NCCL moves only CUDA tensors; gloo is given CPU ones (banks are built on CPU in setup)
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def broadcast_bank(bank: Tensor) -> Tensor:
+    """Rank 0's copy of ``bank`` on every rank (unchanged without a process group)."""
+    if not _distributed():
+        return bank
+    device = _comm_device()
+    buf = bank.to(device).contiguous()
+    dist.broadcast(buf, src=0)
+    return buf.to(bank.device)
+
+
+def gather_rows(indices: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """All ranks' ``(indices, rows)`` pairs, concatenated in rank order, each index once.
+
+    Ranks may hold different numbers of rows (an uneven last batch), so each
+    pads to the largest count and the true counts travel alongside. An index
+    seen by several ranks (the weight-0 stand-in sample of a rank with an empty
+    share) keeps the lowest rank's row, so every rank picks the same one.
+    """
+    if not _distributed():
+        return indices, rows
+    world = dist.get_world_size()
+    device = _comm_device()
+    count = torch.tensor([len(indices)], device=device, dtype=torch.long)
+    counts = [torch.empty_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    most = max(sizes)
+    idx = torch.zeros(most, dtype=torch.long, device=device)
+    idx[:len(indices)] = indices.to(device)
+    val = torch.zeros(most, *rows.shape[1:], dtype=rows.dtype, device=device)
+    val[:len(rows)] = rows.to(device)
+    all_idx = [torch.empty_like(idx) for _ in range(world)]
+    all_val = [torch.empty_like(val) for _ in range(world)]
+    dist.all_gather(all_idx, idx)
+    dist.all_gather(all_val, val)
+    idx = torch.cat([t[:n] for t, n in zip(all_idx, sizes)])
+    val = torch.cat([t[:n] for t, n in zip(all_val, sizes)])
+    unique, inverse = torch.unique(idx, return_inverse=True)
+    position = torch.arange(len(idx), device=device)
+    first = torch.full((len(unique),), len(idx), dtype=torch.long, device=device)
+    first = first.scatter_reduce(0, inverse, position, reduce="amin")
+    return idx[first].to(indices.device), val[first].to(rows.device)
 
 
 @register_method("crd")
@@ -66,6 +127,7 @@ class CRD(FeaturePairMethod):
         if self.student_bank.shape != (num_train, self.feat_dim):
             # uniform random unit vectors, as in the authors' memory initialisation
             bank = nn.functional.normalize(torch.randn(2, num_train, self.feat_dim), dim=2)
+            bank = broadcast_bank(bank)  # ranks may have drawn different random numbers
             self.student_bank, self.teacher_bank = bank[0].clone(), bank[1].clone()
         self.k = min(self.num_negatives, num_train - 1)
 
@@ -94,7 +156,12 @@ class CRD(FeaturePairMethod):
         pos_t, neg_t = self._critic(v_t, self.student_bank.detach(), idx, self.z_teacher)
         loss = nce_loss(pos_s, neg_s, n) + nce_loss(pos_t, neg_t, n)
         with torch.no_grad():
-            for bank, v in ((self.student_bank, v_s), (self.teacher_bank, v_t)):
-                mixed = self.momentum * bank[idx] + (1 - self.momentum) * v.detach()
-                bank[idx] = nn.functional.normalize(mixed, dim=1)
+            banks = (self.student_bank, self.teacher_bank)
+            new = [nn.functional.normalize(self.momentum * bank[idx] + (1 - self.momentum) * v.detach(), dim=1)
+                   .to(bank.dtype) for bank, v in zip(banks, (v_s, v_t))]
+            if _distributed():  # apply every rank's rows, so all ranks keep identical banks
+                idx, both = gather_rows(idx, torch.cat(new, 1))
+                new = list(both.split(self.feat_dim, 1))
+            for bank, rows in zip(banks, new):
+                bank[idx] = rows
         return {"crd": loss}

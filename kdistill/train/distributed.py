@@ -152,7 +152,8 @@ def wrap_trainable(objective: nn.Module, ctx: DistContext, device: torch.device)
         for i, method in enumerate(methods):
             if any(p.requires_grad for p in method.parameters()):
                 originals[i] = method
-                # per-sample memory banks are buffers each rank updates for its own samples
+                # per-sample memory banks are kept in step by the method (CRD all-gathers its
+                # row updates); broadcasting whole banks every step would be wasted traffic
                 methods[i] = DDP(method, device_ids=device_ids, broadcast_buffers=False)
 
     def unwrap() -> None:
