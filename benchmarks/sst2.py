@@ -354,7 +354,8 @@ def render(result: dict[str, Any]) -> str:
             mean = {k: _mean(group, k) for k in numeric}
             mean["model"] = f"{label}, mean of {len(group)}"
             mean["dev_std"] = _std(group, "dev_acc")
-            rows.insert(-1, mean)
+            at = len(rows) - 1 if rows[-1]["model"].startswith("BiLSTM") else len(rows)
+            rows.insert(at, mean)
     teacher = rows[0]
     lines = [
         "| model | params | size | dev acc | test acc | agree (dev) | KL (dev) | torch ms | ORT ms "
