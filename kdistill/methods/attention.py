@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from kdistill.methods.base import StepContext
-from kdistill.methods.features import FeaturePairMethod
+from kdistill.methods.features import FeaturePairMethod, require_conv_maps
 from kdistill.registry import register_method
 
 
@@ -34,9 +34,7 @@ class AttentionTransfer(FeaturePairMethod):
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         s, t = self.features(ctx)
-        if s.dim() != 4 or t.dim() != 4:
-            raise ValueError("attention transfer needs conv feature maps (batch, channels, height, width); "
-                             f"got shapes {tuple(s.shape)} and {tuple(t.shape)}")
+        require_conv_maps("attention transfer", s, t)
         if s.shape[2:] != t.shape[2:]:
             s = nn.functional.adaptive_avg_pool2d(s, t.shape[2:])
         return {"at": (attention_map(s, self.p) - attention_map(t, self.p)).pow(2).mean()}

@@ -66,6 +66,13 @@ def embedding(feature: Tensor) -> Tensor:
     return feature.flatten(1)
 
 
+def require_conv_maps(method: str, student: Tensor, teacher: Tensor) -> None:
+    """Raise a clear error unless both hooked features are (batch, channels, height, width) maps."""
+    if student.dim() != 4 or teacher.dim() != 4:
+        raise ValueError(f"{method} needs conv feature maps (batch, channels, height, width); "
+                         f"got shapes {tuple(student.shape)} and {tuple(teacher.shape)}")
+
+
 def make_adapter(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Module:
     """A regressor from the student's feature shape to the teacher's (FitNets' ``r``).
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from kdistill.methods.base import StepContext
-from kdistill.methods.features import FeaturePairMethod
+from kdistill.methods.features import FeaturePairMethod, require_conv_maps
 from kdistill.registry import register_method
 
 
@@ -51,9 +51,7 @@ class NeuronSelectivityTransfer(FeaturePairMethod):
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         s, t = self.features(ctx)
-        if s.dim() != 4 or t.dim() != 4:
-            raise ValueError("neuron selectivity transfer needs conv feature maps (batch, channels, height, "
-                             f"width); got shapes {tuple(s.shape)} and {tuple(t.shape)}")
+        require_conv_maps("neuron selectivity transfer", s, t)
         if s.shape[2:] != t.shape[2:]:
             size = min(s.shape[2:], t.shape[2:], key=lambda hw: hw[0] * hw[1])
             s = nn.functional.adaptive_avg_pool2d(s, size)
