@@ -41,7 +41,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 8, "batch_size": 128, "optimizer": {"name": "adamw", "lr": 2e-3}},
     },
 }
-PRESETS["fashion-mnist"] = {**PRESETS["mnist"], "data": {"dataset": "fashion-mnist", "limit_train": 20000}}
+# Fashion-MNIST is harder: a longer teacher and student schedule, and a milder temperature for the small
+# MLP student (at T = 4, alpha = 0.9 it lost 1-2 points to the same MLP trained alone).
+PRESETS["fashion-mnist"] = {
+    **PRESETS["mnist"],
+    "data": {"dataset": "fashion-mnist", "limit_train": 20000},
+    "distill": {"alpha": 0.5, "temperature": 2.0},
+    "teacher_train": {**PRESETS["mnist"]["teacher_train"], "epochs": 8},
+    "train": {**PRESETS["mnist"]["train"], "epochs": 20},
+}
 
 
 @dataclass
