@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--half-epochs", type=int, default=1)
     parser.add_argument("--tiny-epochs", type=int, default=2)
     parser.add_argument("--tiny-layers", type=int, default=4)
+    parser.add_argument("--no-baseline", action="store_true", help="tiny students with KD only (no labels-only twin)")
     parser.add_argument("--stages", default="half,tiny,bilstm",
                         help="which students to train after the teacher (comma list of half, tiny, bilstm)")
     parser.add_argument("--seeds", type=int, default=3)
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         tiny_rows["kd"].append(measure(f"tiny KD seed {seed}", kd_model, dev, test, teacher_dev,
                                        teacher_test, out, args.threads)[0])
         timed.append((tiny_rows["kd"][-1], kd_model))
+        if args.no_baseline:
+            continue
         torch.manual_seed(seed)
         plain = train_student("tiny-transformer", transfer, cfg, out / f"tiny-plain-{seed}", options=tiny_opts)
         tiny_rows["no-kd"].append(measure(f"tiny no-KD seed {seed}", plain, dev, test, teacher_dev,
