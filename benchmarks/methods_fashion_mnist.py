@@ -251,7 +251,7 @@ def write_report(args: argparse.Namespace, results: list[dict[str, Any]], teache
         f"Student: `cnn-simple` (5,178 parameters) unless the row says otherwise. Schedule: {args.epochs} epochs, "
         f"batch {args.batch_size}, AdamW lr 0.003, cosine decay, no augmentation; seeds "
         f"{', '.join(map(str, args.seeds))} (the seeds column counts those finished per row). Output methods "
-        "use alpha = 0.9, T = 4; feature methods are CE + weight x loss (weights: FitNets 100 with 1 hint-only "
+        "use alpha = 0.9, T = 4 unless the row says otherwise; feature methods are CE + weight x loss (weights: FitNets 100 with 1 hint-only "
         "epoch, AT 1000, NST 50, PKT 30000, RKD 1 (distance 25, angle 50), SP 3000, CRD 0.8 with 1024 "
         "negatives; the penultimate feature module `features` of both nets). Agreement and KL are measured "
         "against the shared teacher on the test set.",

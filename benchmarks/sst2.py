@@ -250,13 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         tiny_rows["kd"].append(measure(f"tiny KD seed {seed}", kd_model, dev, test, teacher_dev,
                                        teacher_test, out, args.threads)[0])
         timed.append((tiny_rows["kd"][-1], kd_model))
-        if args.no_baseline:
-            continue
-        torch.manual_seed(seed)
-        plain = train_student("tiny-transformer", transfer, cfg, out / f"tiny-plain-{seed}", options=tiny_opts)
-        tiny_rows["no-kd"].append(measure(f"tiny no-KD seed {seed}", plain, dev, test, teacher_dev,
-                                          teacher_test, out, args.threads)[0])
-        timed.append((tiny_rows["no-kd"][-1], plain))
+        if not args.no_baseline:
+            torch.manual_seed(seed)
+            plain = train_student("tiny-transformer", transfer, cfg, out / f"tiny-plain-{seed}",
+                                  options=tiny_opts)
+            tiny_rows["no-kd"].append(measure(f"tiny no-KD seed {seed}", plain, dev, test, teacher_dev,
+                                              teacher_test, out, args.threads)[0])
+            timed.append((tiny_rows["no-kd"][-1], plain))
         save_partial(out, rows + tiny_rows["kd"] + tiny_rows["no-kd"], timings)
     timings["tiny_all_s"] = time.perf_counter() - t0
 
