@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from kdistill.errors import TrainingError
+from kdistill.errors import ConfigError, TrainingError
 from kdistill.methods.base import DistillationMethod, StepContext
 from kdistill.methods.hooks import resolve_module
 
@@ -69,8 +69,10 @@ def embedding(feature: Tensor) -> Tensor:
 def require_conv_maps(method: str, student: Tensor, teacher: Tensor) -> None:
     """Raise a clear error unless both hooked features are (batch, channels, height, width) maps."""
     if student.dim() != 4 or teacher.dim() != 4:
-        raise ValueError(f"{method} needs conv feature maps (batch, channels, height, width); "
-                         f"got shapes {tuple(student.shape)} and {tuple(teacher.shape)}")
+        raise ConfigError(f"{method} needs conv feature maps (batch, channels, height, width); "
+                          f"got shapes {tuple(student.shape)} and {tuple(teacher.shape)}. Choose conv "
+                          "layers of both models with the method's student_layer / teacher_layer options, "
+                          "or a method that compares any features (e.g. fitnets, pkt, rkd, sp, crd).")
 
 
 def make_adapter(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Module:

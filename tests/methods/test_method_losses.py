@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from kdistill.distiller import Distiller, build_method
+from kdistill.errors import ConfigError
 from kdistill.methods.attention import AttentionTransfer
 from kdistill.methods.base import StepContext
 from kdistill.methods.crd import CRD, nce_loss
@@ -102,7 +103,7 @@ def test_nst_mmd_by_hand():
     method = NeuronSelectivityTransfer("s", "t")
     loss = method(ctx(s_feat=torch.ones(1, 2, 2, 2), t_feat=torch.ones(1, 3, 1, 1)))["nst"]
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(ValueError, match="conv feature maps"):
+    with pytest.raises(ConfigError, match="conv feature maps"):
         method(ctx(s_feat=torch.ones(1, 4), t_feat=torch.ones(1, 4)))
 
 

@@ -117,3 +117,13 @@ def test_cli_unknown_method_is_a_user_error(tmp_path, capsys):
                  "data.limit_train=50", "-o", str(tmp_path), "--no-progress", "--set", "teacher.model=mlp-simple"])
     assert code == 2
     assert "crd" in capsys.readouterr().err
+
+
+def test_cli_conv_map_method_on_an_mlp_student_is_a_user_error(tmp_path, capsys):
+    from kdistill.cli.main import main
+
+    sets = [arg for o in FAST + ["student.model=mlp-simple"] for arg in ("--set", o)]
+    code = main(["distill", str(ROOT / "examples/methods/nst.yaml"), "--no-progress", "-o", str(tmp_path), *sets])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "conv feature maps" in err and "student_layer" in err and "Traceback" not in err
