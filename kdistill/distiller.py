@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
@@ -24,9 +25,13 @@ from kdistill.methods.base import DistillationMethod, StepContext
 from kdistill.methods.hooks import FeatureHooks
 from kdistill.registry import METHODS
 from kdistill.teacher_cache import Storage, TeacherCache
+from kdistill.train.objective import FitContext, TrainingObjective
+from kdistill.train.precision import autocast_context
+
+log = logging.getLogger("kdistill")
 
 
-class Supervised(nn.Module):
+class Supervised(TrainingObjective):
     """Plain training objective (cross-entropy, or MSE for regression) with the Distiller's interface."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
@@ -39,11 +44,8 @@ class Supervised(nn.Module):
         loss = self.loss_fn(self.student(inputs), labels)
         return {"loss": loss, "student": loss}
 
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"model": self.student}
 
-
-class Distiller(nn.Module):
+class Distiller(TrainingObjective):
     """Teach ``student`` from a frozen ``teacher`` (any modules that output logits)."""
 
     def __init__(
@@ -127,6 +129,36 @@ class Distiller(nn.Module):
     def setup_methods(self, sample: Tensor, num_train: int) -> None:
         for method in self.methods:
             method.setup(self.student, self.teacher, sample, num_train)
+
+    def prepare(self, x_train: Tensor, context: FitContext) -> None:
+        """Check the pair, build method adapters, and cache the teacher when its inputs never change."""
+        self.check_compatible(x_train[:2])
+        self.setup_methods(x_train[:2], len(x_train))
+        self.to(context.device)  # adapters built by setup_methods
+        with autocast_context(context.device, context.amp):  # cached logits match the live teacher's precision
+            self._prepare_cache(x_train, context)
+
+    def _prepare_cache(self, x_train: Tensor, context: FitContext) -> None:
+        mode = context.cache
+        if mode not in {"auto", "device", "memmap", "off"}:
+            raise ConfigError(f"teacher cache must be auto, device, memmap or off; got {mode!r}.")
+        self.teacher_cache = None
+        if context.augment_jitter:
+            log.info("augmentation is on: the teacher runs live on every augmented batch (no cache)")
+        elif mode == "off":
+            log.info("teacher cache is off: the teacher runs live on every batch")
+        elif self.needs_live_teacher:
+            log.info("a distillation method needs the live teacher: the teacher runs on every batch")
+        else:
+            storage = "memmap" if mode == "memmap" else "device"
+            out = context.out_dir
+            directory = str(out / "teacher-cache") if storage == "memmap" and out is not None else None
+            self.cache_teacher(x_train, storage=storage, directory=directory)
+            log.info("teacher outputs cached for %d training samples (%s); the loop skips the teacher",
+                     len(x_train), storage)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     @property
     def needs_live_teacher(self) -> bool:

@@ -27,9 +27,10 @@ from kdistill.methods.base import soft_kl
 from kdistill.schemes import register_scheme
 from kdistill.schemes._common import as_model_config, prepare, write_summary
 from kdistill.train import fit
+from kdistill.train.objective import TrainingObjective
 
 
-class MutualLearning(nn.Module):
+class MutualLearning(TrainingObjective):
     """A training objective for :func:`kdistill.train.fit`: K peers teaching each other."""
 
     def __init__(self, student: nn.Module, peers: Sequence[nn.Module], temperature: float = 1.0) -> None:

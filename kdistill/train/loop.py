@@ -1,19 +1,24 @@
 """The training loop: read it top to bottom.
 
-One loop trains a plain model (:class:`~kdistill.distiller.Supervised`) and a
-distilled student (:class:`~kdistill.distiller.Distiller`) alike. The whole
-data set lives on the training device and batches are tensor slices, so there
-is no DataLoader and no per-step host synchronisation: losses are summed on
-the device and read once per epoch.
+One loop trains every objective (:class:`~kdistill.train.objective.TrainingObjective`):
+a plain model, a distilled student, mutual-learning peers. The whole data set
+lives on the training device and batches are tensor slices, so there is no
+DataLoader and no per-step host synchronisation: losses are summed on the
+device and read once per epoch.
 
 What makes distillation cost no more than ordinary training:
 
 * without augmentation the frozen teacher's outputs are computed once
-  (:mod:`kdistill.teacher_cache`) and looked up by sample index, so the loop
-  never runs the teacher; with augmentation it runs live on the same batch;
+  (:mod:`kdistill.teacher_cache`, in the objective's ``prepare``) and looked
+  up by sample index, so the loop never runs the teacher; with augmentation
+  it runs live on the same batch;
 * augmentation is batched on the device;
 * on CUDA: TF32 matmuls, bf16 autocast, fused optimisers, and optionally
   ``torch.compile`` (``train.compile``) with CUDA graphs (``train.cuda_graphs``).
+
+Checkpoints are written in an order that survives a kill at any point: the
+per-epoch copy, then ``best``, then ``last``. ``last`` is the commit point of
+an epoch, so a resume from it re-runs (and re-writes) anything after it.
 """
 
 from __future__ import annotations
@@ -34,13 +39,25 @@ from torch import Tensor, nn
 
 from kdistill.config import TrainConfig
 from kdistill.data import DataSplits, iterate_batches, jitter
-from kdistill.distiller import Distiller
-from kdistill.errors import ConfigError, TrainingError
+from kdistill.errors import CheckpointError, ConfigError, TrainingError
 from kdistill.train import distributed
-from kdistill.train.checkpoint import restore_training_state, save_checkpoint
+from kdistill.train.checkpoint import (
+    read_checkpoint_metadata,
+    remove_stale_temp_files,
+    restore_training_state,
+    save_checkpoint,
+)
+from kdistill.train.objective import FitContext, TrainingObjective, score
 from kdistill.train.optim import build_optimizer, lr_factor, set_lr
+from kdistill.train.precision import autocast_context, enable_tf32
 
 log = logging.getLogger("kdistill")
+
+#: an epoch whose mean loss exceeds this many times the run's first-step loss has diverged
+DIVERGENCE_FACTOR = 1000.0
+
+__all__ = ["History", "autocast_context", "fit", "resolve_device", "score", "seed_everything",
+           "split_validation"]
 
 
 @dataclass
@@ -53,6 +70,7 @@ class History:
     best_path: Path | None = None
     last_path: Path | None = None
     seconds: float = 0.0
+    initial_loss: float | None = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -60,9 +78,18 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device '{name}' is not a device name; use auto, cpu, cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' was requested but no CUDA GPU is available; use 'auto' or 'cpu'.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} "
+                          "CUDA device(s), numbered from 0.")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"device '{name}' was requested but Apple's MPS backend is not available here; "
+                          "use 'auto' or 'cpu'.")
     return device
 
 
@@ -81,37 +108,6 @@ def split_validation(x: Tensor, y: Tensor, fraction: float, seed: int) -> tuple[
         raise ConfigError(f"val_fraction {fraction} leaves no training samples out of {len(x)}.")
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
     return x[order[n_val:]], y[order[n_val:]], x[order[:n_val]], y[order[:n_val]]
-
-
-@torch.no_grad()
-def score(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
-    """Accuracy for classifiers, negative mean squared error for regressors (higher is better)."""
-    was_training = model.training
-    model.eval()
-    try:
-        outputs = torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
-    if y.dtype.is_floating_point:
-        return -torch.mean((outputs.squeeze(-1) - y) ** 2).item()
-    return (outputs.argmax(-1) == y).float().mean().item()
-
-
-def autocast_context(device: torch.device, amp: str):
-    if amp == "off":
-        return contextlib.nullcontext()
-    if device.type == "cuda" and amp in {"auto", "bf16"}:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def enable_tf32(device: torch.device) -> None:
-    """TF32 tensor-core matmuls and convolutions on CUDA (10-bit mantissa inputs, fp32 accumulate)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
 
 def compile_models(objective: nn.Module, device: torch.device, cfg: TrainConfig) -> bool:
@@ -135,27 +131,6 @@ def compile_models(objective: nn.Module, device: torch.device, cfg: TrainConfig)
     return cuda_graphs
 
 
-def prepare_teacher(objective: Distiller, x_train: Tensor, augment_jitter: int, cache: bool | str,
-                    out: Path | None) -> None:
-    """Cache the teacher's outputs when the transfer set is fixed; otherwise say why it runs live."""
-    mode = ("auto" if cache else "off") if isinstance(cache, bool) else cache
-    if mode not in {"auto", "device", "memmap", "off"}:
-        raise ConfigError(f"teacher cache must be auto, device, memmap or off; got {cache!r}.")
-    objective.teacher_cache = None
-    if augment_jitter:
-        log.info("augmentation is on: the teacher runs live on every augmented batch (no cache)")
-    elif mode == "off":
-        log.info("teacher cache is off: the teacher runs live on every batch")
-    elif objective.needs_live_teacher:
-        log.info("a distillation method needs the live teacher: the teacher runs on every batch")
-    else:
-        storage = "memmap" if mode == "memmap" else "device"
-        directory = str(out / "teacher-cache") if storage == "memmap" and out is not None else None
-        objective.cache_teacher(x_train, storage=storage, directory=directory)
-        log.info("teacher outputs cached for %d training samples (%s); the loop skips the teacher",
-                 len(x_train), storage)
-
-
 def _progress(enabled: bool):
     if not enabled:
         return None
@@ -171,8 +146,172 @@ def _progress(enabled: bool):
                     TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=False)
 
 
+def unwrapped_modules(objective: TrainingObjective) -> dict[str, nn.Module]:
+    """The objective's trainable modules, held so that DDP wrapping cannot rename their state.
+
+    Wrapping replaces the student attribute and the items of a method list in
+    place; a ModuleList copy keeps the original items, so checkpoints always
+    hold ``model.*`` / ``methods.0.*`` names, never ``.module.`` ones.
+    """
+    return {name: nn.ModuleList(list(m)) if isinstance(m, nn.ModuleList) else m
+            for name, m in objective.trainable_modules().items()}
+
+
+@dataclass
+class _Setup:
+    """Everything fixed for the whole run, built once by :func:`_set_up`."""
+
+    device: torch.device
+    dist_ctx: distributed.DistContext
+    cfg: TrainConfig
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    modules: dict[str, nn.Module]
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    steps_per_epoch: int
+    total_steps: int
+    base_lr: float
+    cuda_graphs: bool
+
+
+def _set_up(objective: TrainingObjective, data: DataSplits, cfg: TrainConfig, augment_jitter: int,
+            cache: str, out: Path | None) -> _Setup:
+    device = resolve_device(cfg.device)
+    dist_ctx, device = distributed.init_distributed(device)  # [ddp]
+    cfg = distributed.effective_config(cfg, dist_ctx)  # [ddp] batch_scope / lr_scaling
+    enable_tf32(device)
+    seed_everything(cfg.seed)
+    if len(data.x_train) == 0:
+        raise ConfigError(f"Data set '{data.name}' has no training samples.")
+    x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
+    x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
+    objective.to(device)
+    objective.prepare(x_train, FitContext(device=device, amp=cfg.amp, augment_jitter=augment_jitter,
+                                          cache=cache, out_dir=out, num_train=len(x_train)))
+    objective.to(device)
+    cuda_graphs = compile_models(objective, device, cfg)
+    modules = unwrapped_modules(objective)
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = build_optimizer(params, cfg.optimizer, fused=device.type == "cuda")
+    steps_per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
+    return _Setup(device, dist_ctx, cfg, x_train, y_train, x_val, y_val, modules, params, optimizer,
+                  steps_per_epoch, steps_per_epoch * cfg.epochs, cfg.scaled_lr(), cuda_graphs)
+
+
+def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, Any]) -> int:
+    """Restore modules, optimiser, RNG and history from ``path``; return the next epoch."""
+    meta = read_checkpoint_metadata(path)
+    expected, found = metadata.get("role"), meta.get("role")
+    if expected and found and expected != found:
+        raise CheckpointError(f"Checkpoint '{path}' was written while training the {found}, but this run "
+                              f"trains the {expected}; resume it with the command that wrote it.")
+    saved_optimizer = (meta.get("train") or {}).get("optimizer", {}).get("name")
+    if saved_optimizer and saved_optimizer != s.cfg.optimizer.name:
+        raise CheckpointError(f"Checkpoint '{path}' holds {saved_optimizer} optimiser state but this run "
+                              f"uses {s.cfg.optimizer.name}; resume with train.optimizer.name: "
+                              f"{saved_optimizer}, or start a fresh run without --resume.")
+    meta = restore_training_state(path, s.modules, s.optimizer)
+    _report_changed_settings(path, meta.get("train") or {}, s.cfg.model_dump(mode="json"))
+    history.epochs = list(meta.get("history", []))
+    history.best_epoch = int(meta.get("best_epoch", -1))
+    history.best_score = float(meta.get("best_score", -math.inf))
+    history.initial_loss = meta.get("initial_loss")
+    history.last_path = Path(path)
+    next_epoch = int(meta["epoch"]) + 1
+    log.info("resumed from %s after epoch %d", path, next_epoch - 1)
+    return next_epoch
+
+
+def _report_changed_settings(path: str | Path, saved: dict[str, Any], now: dict[str, Any], prefix: str = "train"):
+    changed = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{prefix}.{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}"
+                        for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b and key not in {"progress"}:
+            changed.append(f"{prefix}.{key}: {a!r} -> {b!r}")
+    if changed:
+        log.warning("resuming %s with changed settings: %s", path, "; ".join(changed))
+
+
+def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_jitter: int,
+                 fill: float | tuple[float, ...], progress: Any, task: Any) -> tuple[dict[str, Tensor], Tensor,
+                                                                                     Tensor | None]:
+    """One pass over the shuffled training set; returns loss sums, first bad step, first loss."""
+    cfg, device = s.cfg, s.device
+    objective.set_epoch(epoch)
+    objective.train()
+    # a fresh generator per epoch makes shuffles reproducible after a resume
+    gen_device = device if device.type == "cuda" else torch.device("cpu")
+    generator = torch.Generator(gen_device).manual_seed(cfg.seed * 100_003 + epoch)
+    sums: dict[str, Tensor] = {}
+    first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    first_loss = None
+    step = epoch * s.steps_per_epoch
+    for xb, yb, idx in iterate_batches(s.x_train, s.y_train, cfg.batch_size, shuffle=True, generator=generator):
+        set_lr(s.optimizer, s.base_lr, lr_factor(cfg.scheduler, step, s.total_steps, s.steps_per_epoch))
+        if s.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
+        if augment_jitter:
+            xb = jitter(xb, augment_jitter, generator=generator, fill=fill)
+        xb, yb, idx, weight = distributed.shard_batch(xb, yb, idx, s.dist_ctx)  # [ddp]
+        with autocast_context(device, cfg.amp):
+            losses = distributed.scale_losses(objective(xb, yb, idx), weight)  # [ddp]
+        loss = losses["loss"]
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(s.params, cfg.grad_clip)
+        s.optimizer.step()
+        # record the first non-finite step without a host sync
+        bad = ~torch.isfinite(loss.detach())
+        first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
+        if first_loss is None:
+            first_loss = loss.detach().float()
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0) + value.detach().float()
+        step += 1
+        if progress:
+            progress.advance(task)
+    return sums, first_bad_step, first_loss
+
+
+def _check_loss(history: History, record: dict[str, float], bad_step: int, epoch: int) -> None:
+    """Stop on a non-finite step or a finite loss that exploded, naming a checkpoint of this run."""
+    last_good = history.last_path
+    where = (f"the last good checkpoint of this run is '{last_good}' (epoch {history.epochs[-1]['epoch']})"
+             if last_good is not None and history.epochs else "no checkpoint of this run was written yet")
+    if bad_step >= 0:
+        raise TrainingError(
+            f"The training loss became NaN or infinite at step {bad_step} (epoch {epoch}); training "
+            f"stopped and no model was saved for this epoch; {where}. Lower the learning rate, set "
+            "train.grad_clip, or check the inputs for NaN values."
+        )
+    initial = history.initial_loss
+    if initial is not None and math.isfinite(initial) and record["loss"] > DIVERGENCE_FACTOR * max(abs(initial), 1.0):
+        raise TrainingError(
+            f"Training diverged: the mean loss of epoch {epoch} is {record['loss']:.4g}, more than "
+            f"{DIVERGENCE_FACTOR:g} times the first step's {initial:.4g}; training stopped and no model "
+            f"was saved for this epoch; {where}. Lower the learning rate (train.optimizer.lr) or set "
+            "train.grad_clip."
+        )
+
+
+def _save_epoch(out: Path, s: _Setup, history: History, meta: dict[str, Any], epoch: int, improved: bool) -> None:
+    """Write this epoch's checkpoints; ``last`` goes last, so it only ever points at a complete epoch."""
+    if s.cfg.keep_epochs:  # e.g. to distil from an early-stopped teacher later
+        save_checkpoint(out / f"epoch-{epoch:03d}.safetensors", s.modules, meta)
+    if improved:
+        history.best_path = save_checkpoint(out / "best.safetensors", s.modules, meta)
+    history.last_path = save_checkpoint(out / "last.safetensors", s.modules, meta, s.optimizer)
+
+
 def fit(
-    objective: nn.Module,
+    objective: TrainingObjective,
     data: DataSplits,
     cfg: TrainConfig,
     *,
@@ -184,11 +323,12 @@ def fit(
     description: str = "train",
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> History:
-    """Train ``objective.student`` (and any method adapters) on ``data``.
+    """Train ``objective.student`` (and any other trainable modules of the objective) on ``data``.
 
-    ``objective`` returns a dict of losses with ``"loss"``; see
-    :class:`~kdistill.distiller.Supervised` and :class:`~kdistill.distiller.Distiller`.
-    With ``out_dir``, ``last.safetensors`` is written every epoch and
+    ``objective`` is a :class:`~kdistill.train.objective.TrainingObjective`:
+    :class:`~kdistill.distiller.Supervised`, :class:`~kdistill.distiller.Distiller`,
+    :class:`~kdistill.schemes.dml.MutualLearning`, or your own. With
+    ``out_dir``, ``last.safetensors`` is written every epoch and
     ``best.safetensors`` whenever the validation score improves. ``resume``
     continues from such a checkpoint with its optimiser and RNG state.
     ``cache_teacher`` is ``True``/``"auto"``/``"device"``, ``"memmap"``, or
@@ -197,125 +337,62 @@ def fit(
     e.g. ``optuna.TrialPruned``). Under ``torchrun`` training is data-parallel
     (see :mod:`kdistill.train.distributed`).
     """
-    device = resolve_device(cfg.device)
-    dist_ctx, device = distributed.init_distributed(device)  # [ddp]
-    cfg = distributed.effective_config(cfg, dist_ctx)  # [ddp] batch_scope / lr_scaling
-    enable_tf32(device)
-    seed_everything(cfg.seed)
-    x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
-    x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
-    objective.to(device)
-    student = objective.student
-    modules = objective.trainable_modules()
-
-    if isinstance(objective, Distiller):
-        objective.check_compatible(x_train[:2])
-        objective.setup_methods(x_train[:2], len(x_train))
-        objective.to(device)  # adapters built by setup_methods
-        with autocast_context(device, cfg.amp):  # cached logits match the live teacher's precision
-            prepare_teacher(objective, x_train, augment_jitter, cache_teacher,
-                            Path(out_dir) if out_dir is not None else None)
-    cuda_graphs = compile_models(objective, device, cfg)
-
-    params = [p for m in modules.values() for p in m.parameters()]
-    optimizer = build_optimizer(params, cfg.optimizer, fused=device.type == "cuda")
-    steps_per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
-    total_steps = steps_per_epoch * cfg.epochs
-    base_lr = cfg.scaled_lr()  # linear scaling rule for large batches, if configured
-    history = History()
-    start_epoch = 0
-    meta_base = dict(metadata or {}, train=cfg.model_dump(mode="json"), world_size=dist_ctx.world_size)  # [ddp]
-
-    if resume is not None:
-        meta = restore_training_state(resume, modules, optimizer)
-        start_epoch = int(meta["epoch"]) + 1
-        history.epochs = list(meta.get("history", []))
-        history.best_epoch = int(meta.get("best_epoch", -1))
-        history.best_score = float(meta.get("best_score", -math.inf))
-        log.info("resumed from %s after epoch %d", resume, start_epoch)
-
+    cache = ("auto" if cache_teacher else "off") if isinstance(cache_teacher, bool) else cache_teacher
     out = Path(out_dir) if out_dir is not None else None
-    progress = _progress(cfg.progress and dist_ctx.is_main)  # [ddp]
-    unwrap_ddp = distributed.wrap_trainable(objective, dist_ctx, device)  # [ddp] never the teacher
-    task = progress.add_task(description, total=total_steps, completed=start_epoch * steps_per_epoch,
-                             status="") if progress else None
-    started = time.perf_counter()
-    with progress or contextlib.nullcontext():
-        for epoch in range(start_epoch, cfg.epochs):
-            epoch_start = time.perf_counter()
-            objective.train()
-            if isinstance(objective, Distiller):
-                objective.epoch = epoch
-            # a fresh generator per epoch makes shuffles reproducible after a resume
-            gen_device = device if device.type == "cuda" else torch.device("cpu")
-            generator = torch.Generator(gen_device).manual_seed(cfg.seed * 100_003 + epoch)
-            sums: dict[str, Tensor] = {}
-            first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
-            step = epoch * steps_per_epoch
-            for xb, yb, idx in iterate_batches(x_train, y_train, cfg.batch_size, shuffle=True,
-                                               generator=generator):
-                set_lr(optimizer, base_lr, lr_factor(cfg.scheduler, step, total_steps, steps_per_epoch))
-                if cuda_graphs:
-                    torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
-                if augment_jitter:
-                    xb = jitter(xb, augment_jitter, generator=generator, fill=data.fill_value)
-                xb, yb, idx, weight = distributed.shard_batch(xb, yb, idx, dist_ctx)  # [ddp]
-                with autocast_context(device, cfg.amp):
-                    losses = distributed.scale_losses(objective(xb, yb, idx), weight)  # [ddp]
-                loss = losses["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                # record the first non-finite step without a host sync
-                bad = ~torch.isfinite(loss.detach())
-                first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0) + value.detach().float()
-                step += 1
-                if progress:
-                    progress.advance(task)
+    s = _set_up(objective, data, cfg, augment_jitter, cache, out)
+    cfg = s.cfg
+    history = History()
+    metadata = dict(metadata or {})
+    start_epoch = _resume(resume, s, history, metadata) if resume is not None else 0
+    meta_base = dict(metadata, train=cfg.model_dump(mode="json"), world_size=s.dist_ctx.world_size)  # [ddp]
+    if out is not None and s.dist_ctx.is_main:
+        for name in ("best.safetensors", "last.safetensors"):
+            remove_stale_temp_files(out / name)  # orphans of a killed earlier writer
 
-            bad_step = int(distributed.first_bad_step(first_bad_step, dist_ctx).item())  # [ddp]
-            sums = distributed.average_sums(sums, dist_ctx)  # [ddp]
-            if bad_step >= 0:
-                last_good = history.last_path or (out / "last.safetensors" if out else None)
-                where = f"the last good checkpoint is '{last_good}'" if last_good and Path(last_good).exists() \
-                    else "no checkpoint was written yet"
-                raise TrainingError(
-                    f"The training loss became NaN or infinite at step {bad_step} (epoch {epoch}); "
-                    f"training stopped and no model was saved for this epoch; {where}. Lower the "
-                    "learning rate, set train.grad_clip, or check the inputs for NaN values."
-                )
-            n = steps_per_epoch
-            record: dict[str, float] = {"epoch": epoch, **{k: (v / n).item() for k, v in sums.items()}}
-            record["lr"] = optimizer.param_groups[0]["lr"]
-            val_score = score(student, x_val, y_val) if len(x_val) else -record["loss"]
-            record["val_score"] = val_score
-            record["seconds"] = time.perf_counter() - epoch_start
-            history.epochs.append(record)
-            improved = val_score > history.best_score
-            if improved:
-                history.best_score, history.best_epoch = val_score, epoch
-            if out is not None and dist_ctx.is_main:  # [ddp] rank 0 writes
-                meta = dict(meta_base, epoch=epoch, step=step, history=history.epochs,
-                            best_epoch=history.best_epoch, best_score=history.best_score)
-                history.last_path = save_checkpoint(out / "last.safetensors", modules, meta, optimizer)
+    progress = _progress(cfg.progress and s.dist_ctx.is_main)  # [ddp]
+    task = progress.add_task(description, total=s.total_steps, completed=start_epoch * s.steps_per_epoch,
+                             status="") if progress else None
+    unwrap_ddp = distributed.wrap_trainable(objective, s.dist_ctx, s.device)  # [ddp] never the teacher
+    started = time.perf_counter()
+    try:
+        with progress or contextlib.nullcontext():
+            for epoch in range(start_epoch, cfg.epochs):
+                epoch_start = time.perf_counter()
+                sums, first_bad, first_loss = _train_epoch(objective, s, epoch, augment_jitter,
+                                                           data.fill_value, progress, task)
+                bad_step = int(distributed.first_bad_step(first_bad, s.dist_ctx).item())  # [ddp]
+                sums = distributed.average_sums(sums, s.dist_ctx)  # [ddp]
+                if history.initial_loss is None and first_loss is not None:
+                    history.initial_loss = float(first_loss.item())
+                record: dict[str, float] = {"epoch": epoch,
+                                            **{k: (v / s.steps_per_epoch).item() for k, v in sums.items()}}
+                _check_loss(history, record, bad_step, epoch)
+                record["lr"] = s.optimizer.param_groups[0]["lr"]
+                val_score = objective.validation_score(s.x_val, s.y_val) if len(s.x_val) else -record["loss"]
+                record["val_score"] = val_score
+                record["seconds"] = time.perf_counter() - epoch_start
+                history.epochs.append(record)
+                improved = val_score > history.best_score
                 if improved:
-                    history.best_path = save_checkpoint(out / "best.safetensors", modules, meta)
-                if cfg.keep_epochs:  # e.g. to distil from an early-stopped teacher later
-                    save_checkpoint(out / f"epoch-{epoch:03d}.safetensors", modules, meta)
-            if progress:
-                progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} loss {record['loss']:.4f} "
-                                             f"val {val_score:.4f}")
-            log.info("epoch %d loss %.4f val %.4f (%.1fs)", epoch, record["loss"], val_score, record["seconds"])
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
-    unwrap_ddp()  # [ddp]
-    distributed.barrier(dist_ctx)  # [ddp] checkpoints are on disk before any rank reads them
+                    history.best_score, history.best_epoch = val_score, epoch
+                if out is not None and s.dist_ctx.is_main:  # [ddp] rank 0 writes
+                    meta = dict(meta_base, epoch=epoch, step=(epoch + 1) * s.steps_per_epoch,
+                                history=history.epochs, best_epoch=history.best_epoch,
+                                best_score=history.best_score, initial_loss=history.initial_loss)
+                    _save_epoch(out, s, history, meta, epoch, improved)
+                if progress:
+                    progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} loss {record['loss']:.4f} "
+                                                 f"val {val_score:.4f}")
+                log.info("epoch %d loss %.4f val %.4f (%.1fs)", epoch, record["loss"], val_score,
+                         record["seconds"])
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, record)
+    finally:
+        unwrap_ddp()  # [ddp] the objective leaves fit() as it came, also after an error
+    distributed.barrier(s.dist_ctx)  # [ddp] checkpoints are on disk before any rank reads them
     history.seconds = time.perf_counter() - started
     if out is not None:
-        history.best_path = out / "best.safetensors" if (out / "best.safetensors").exists() else None
+        best = out / "best.safetensors"
+        history.best_path = best if history.best_epoch >= 0 and best.exists() else None
         history.last_path = out / "last.safetensors"
     return history

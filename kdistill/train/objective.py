@@ -1,0 +1,90 @@
+"""What the training loop trains: a small protocol between :func:`~kdistill.train.fit` and an objective.
+
+An objective is an ``nn.Module`` that owns the model being trained
+(``self.student``) and whatever else the loss needs (a frozen teacher, method
+adapters, mutual-learning peers). The loop only ever calls these five things,
+in this order::
+
+    objective.prepare(x_train, context)        # once, data and modules on the device
+    for epoch ...:
+        objective.set_epoch(epoch)
+        objective.train()
+        losses = objective(x, y, indices)      # dict of named losses with "loss"
+        ...
+        objective.validation_score(x_val, y_val)
+    objective.trainable_modules()              # what the optimiser steps and checkpoints hold
+
+so a new kind of training (detection heads, a variational student, peers
+teaching each other) plugs in by subclassing :class:`TrainingObjective`,
+without the loop knowing its type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What :meth:`TrainingObjective.prepare` may need to know about the run.
+
+    ``amp`` is the loop's autocast mode (``train.amp``), ``augment_jitter`` the
+    pixel shift applied to every batch (0: inputs never change between
+    epochs), ``cache`` the teacher-cache mode (``distill.cache``) and
+    ``out_dir`` the run folder (``None``: nothing is written).
+    """
+
+    device: torch.device
+    amp: str = "auto"
+    augment_jitter: int = 0
+    cache: str = "auto"
+    out_dir: Path | None = None
+    num_train: int = 0
+
+
+@torch.no_grad()
+def score(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+    """Accuracy for classifiers, negative mean squared error for regressors (higher is better)."""
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+    if y.dtype.is_floating_point:
+        return -torch.mean((outputs.squeeze(-1) - y) ** 2).item()
+    return (outputs.argmax(-1) == y).float().mean().item()
+
+
+class TrainingObjective(nn.Module):
+    """Base class of everything :func:`~kdistill.train.fit` trains.
+
+    Subclasses set ``self.student`` (the model that is saved under ``model.``
+    and exported) and implement ``forward(inputs, labels, indices)``
+    returning a dict of named scalar losses that includes ``"loss"``, the
+    one that is back-propagated. The defaults below suit a plain model.
+    """
+
+    student: nn.Module
+
+    def prepare(self, x_train: Tensor, context: FitContext) -> None:
+        """Called once before the first epoch, with the (un-augmented) training inputs on the device.
+
+        Shape-dependent set-up goes here: method adapters, teacher caches,
+        compatibility checks. Modules created here must be on ``context.device``.
+        """
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called at the start of every epoch (0-based), also after a resume."""
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """Modules whose parameters the optimiser steps, by checkpoint prefix (``model`` first)."""
+        return {"model": self.student}
+
+    def validation_score(self, x: Tensor, y: Tensor) -> float:
+        """Higher is better; picks ``best.safetensors``. Default: accuracy, or -MSE for regression."""
+        return score(self.student, x, y)
