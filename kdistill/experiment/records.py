@@ -1,0 +1,72 @@
+"""What a checkpoint records about its run: how the data was loaded and which model it holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kdistill.config import DataConfig, ExperimentConfig, ModelConfig
+from kdistill.data import DataSplits, load_dataset
+
+
+def load_data(cfg: ExperimentConfig) -> DataSplits:
+    """Load the configured data set, cut to ``limit_train`` / ``limit_test`` if set."""
+    d = cfg.data
+    data = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, **d.options)
+    if d.limit_train or d.limit_test:
+        data = data.subset(d.limit_train, d.limit_test)
+    data.source = data_record(d)
+    return data
+
+
+# option names that hold a file or folder: only these are made absolute, so a value
+# such as test_split="dev" is never mistaken for a path that happens to exist
+_PATH_WORDS = ("path", "dir", "file", "folder", "root", "tokenizer")
+
+
+def _is_path_option(key: str) -> bool:
+    return any(key == word or key.endswith(f"_{word}") for word in _PATH_WORDS)
+
+
+def data_record(d: DataConfig) -> dict[str, Any]:
+    """What reloads a config's data set later: its name, loader options and ``data_dir``.
+
+    Relative paths become absolute (resolved as the loader resolves them: under
+    ``data_dir`` first, then from the working folder), and the options naming
+    local files are listed under ``files`` so a reader can tell a moved file
+    from a bad option. Checkpoints store this record under ``data``.
+    """
+    data_dir = str(Path(d.data_dir).expanduser().resolve()) if d.data_dir else None
+    options: dict[str, Any] = {}
+    files: list[str] = []
+    for key, value in d.options.items():
+        if isinstance(value, str) and value and _is_path_option(key):
+            path = Path(value).expanduser()
+            under = Path(data_dir) / path if data_dir and not path.is_absolute() else None
+            local = under if under is not None and under.exists() else path
+            if local.exists():
+                value = str(local.resolve())
+                files.append(key)
+        options[key] = value
+    return {"dataset": d.dataset, "options": options, "data_dir": data_dir,
+            "download": d.download, "files": files}
+
+
+def model_spec(model_cfg: ModelConfig, data: DataSplits, model: nn.Module | None = None) -> dict[str, Any]:
+    # a model may resolve its options (e.g. a pretrained folder into the config it read) so a
+    # checkpoint rebuilds the architecture without the files it was first built from
+    options = getattr(model, "rebuild_options", None) or model_cfg.options
+    return {
+        "model": model_cfg.model,
+        "options": options,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "dataset": data.name,
+    }
+
+
+def _data_meta(data: DataSplits) -> dict[str, Any]:
+    # only data loaded from a config knows how to reload itself; other data adds no record
+    return {"data": data.source} if data.source is not None else {}

@@ -1,0 +1,115 @@
+"""Saved models: rebuild one from its checkpoint, reload the data it was trained on, evaluate it.
+
+A kdistill checkpoint records the model's name, options, input shape and
+number of classes (``model_spec``) and how its data set was loaded
+(``data``, see :func:`kdistill.experiment.records.data_record`), so
+``kdistill evaluate CHECKPOINT`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kdistill.data import DataSplits, available_datasets, load_dataset
+from kdistill.errors import CheckpointError, ConfigError, DataError
+from kdistill.eval import evaluate_model, predict
+from kdistill.models import create_model
+from kdistill.train import read_checkpoint
+from kdistill.train.checkpoint import load_into, read_checkpoint_metadata
+
+
+def evaluation_data(
+    checkpoint: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+) -> DataSplits:
+    """The data to evaluate a saved model on: by default the data set it was trained on.
+
+    A checkpoint records its config's data set and loader options (see
+    :func:`data_record`); they are reused, with ``options`` overriding single
+    options (e.g. ``{"path": "moved/reviews.csv"}``) and ``data_dir`` replacing
+    the recorded folder (a recorded file that has gone is also looked for by
+    name there). ``dataset`` ignores the record and loads that data set
+    with ``options`` alone. Checkpoints written before the record existed fall
+    back to the data set name in their ``model_spec``. A recorded file that no
+    longer exists, or an old checkpoint whose data set cannot be reloaded by
+    name, raises :class:`~kdistill.errors.DataError` saying what to pass.
+    """
+    options = dict(options or {})
+    if dataset is not None:
+        return load_dataset(dataset, data_dir=data_dir, **options)
+    meta = read_checkpoint_metadata(checkpoint)
+    record = meta.get("data")
+    if isinstance(record, dict) and record.get("dataset"):
+        merged = {**record.get("options", {}), **options}
+        gone = []
+        for key in record.get("files", []):
+            if key in options or Path(str(merged[key])).exists():
+                continue
+            # a data folder that moved as a whole: its files are found by name under data_dir
+            moved = Path(data_dir) / Path(str(merged[key])).name if data_dir is not None else None
+            if moved is not None and moved.exists():
+                merged[key] = str(moved)
+            else:
+                gone.append(f"{key}={merged[key]}")
+        if gone:
+            raise DataError(
+                f"Checkpoint '{checkpoint}' was trained on data set '{record['dataset']}' read from "
+                f"{', '.join(gone)}, which no longer exist{'s' if len(gone) == 1 else ''}. Point to the file's new place with "
+                f"--data-option {gone[0].split('=', 1)[0]}=NEW_PATH (options={{...}} in Python) or, if "
+                "the whole folder moved, --data-dir NEW_FOLDER; or evaluate on another data set with "
+                "--dataset NAME and --data-dir DIR."
+            )
+        folder = data_dir if data_dir is not None else record.get("data_dir")
+        return load_dataset(record["dataset"], data_dir=folder, download=record.get("download", True),
+                            **merged)
+    name = meta.get("model_spec", {}).get("dataset", "digits")
+    if name not in available_datasets():
+        raise DataError(
+            f"Checkpoint '{checkpoint}' does not record how to reload its data set (it names only "
+            f"'{name}', which is no registered data set; checkpoints from older kdistill versions "
+            "keep just this name). Pass --dataset NAME and, if its files are elsewhere, --data-dir "
+            "DIR (and --data-option KEY=VALUE for loader options such as path)."
+        )
+    return load_dataset(name, data_dir=data_dir, **options)
+
+
+def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a kdistill checkpoint (architecture from its metadata)."""
+    tensors, meta = read_checkpoint(checkpoint)
+    spec = meta.get("model_spec")
+    if not spec:
+        raise CheckpointError(
+            f"Checkpoint '{checkpoint}' does not record which model it holds; load it into your "
+            "own module with kdistill.train.checkpoint.load_into()."
+        )
+    model = create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("options", {}))
+    load_into(model, tensors, "model", f"'{checkpoint}'")
+    model.eval()
+    return model, meta
+
+def check_checkpoint_fits(meta: dict[str, Any], data: DataSplits, path: str | Path) -> None:
+    spec = meta.get("model_spec", {})
+    if spec and spec.get("num_classes") != data.num_classes:
+        raise ConfigError(
+            f"Checkpoint '{path}' predicts {spec.get('num_classes')} classes but data set "
+            f"'{data.name}' has {data.num_classes}."
+        )
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: DataSplits,
+                        teacher_checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Test-set metrics of a saved model, with fidelity to a teacher if one is given."""
+    model, meta = load_model(checkpoint)
+    check_checkpoint_fits(meta, data, checkpoint)
+    teacher_logits = None
+    if teacher_checkpoint is not None:
+        teacher, teacher_meta = load_model(teacher_checkpoint)
+        check_checkpoint_fits(teacher_meta, data, teacher_checkpoint)
+        teacher_logits = predict(teacher, data.x_test)
+    return evaluate_model(model, data, teacher_logits=teacher_logits)
