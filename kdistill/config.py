@@ -138,8 +138,23 @@ class DistillConfig(Strict):
         "same", description="bf16: run the frozen teacher under bf16 autocast while the student keeps "
         "train.amp (a cheaper live teacher on CPUs with AVX512-BF16)")
 
+    @model_validator(mode="after")
+    def _one_way_to_say_it(self) -> DistillConfig:
+        if self.methods and self.method != "kd":
+            raise ValueError(
+                f"distill.method ({self.method!r}) and distill.methods (a list) are two ways to choose the "
+                "loss terms; give one: method: NAME for a single method, or methods: [{name: NAME, weight: W}, "
+                "...] to combine several")
+        for m in self.methods:
+            if m.name == "kd" and (m.weight != 1.0 or m.options):
+                raise ValueError(
+                    "distill.methods: 'kd' names the built-in soft-target term, which is weighted by "
+                    "distill.alpha at distill.temperature; set those instead of a weight or options on the "
+                    "kd entry (or drop the entry: the term is always there while alpha > 0)")
+        return self
+
     def method_list(self) -> list[MethodConfig]:
-        """The extra loss terms, beyond the built-in Hinton KD term."""
+        """The extra loss terms, beyond the built-in Hinton KD term (weighted by ``alpha``)."""
         if self.methods:
             return [m for m in self.methods if m.name != "kd"]
         return [] if self.method == "kd" else [MethodConfig(name=self.method)]

@@ -33,6 +33,10 @@ class CheckpointError(KDistillError):
     """A checkpoint is missing, corrupt or of the wrong kind."""
 
 
+class OutputError(KDistillError):
+    """A result cannot be written where it should go (read-only, not a folder, disk full)."""
+
+
 class TrainingError(KDistillError):
     """Training cannot continue (e.g. the loss became NaN)."""
 

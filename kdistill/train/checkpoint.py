@@ -38,7 +38,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid in the name: only temp files of dead writers are ever cleaned up
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -129,16 +130,32 @@ def save_checkpoint(
 def remove_stale_temp_files(path: str | Path) -> list[Path]:
     """Delete temp files a killed writer of ``path`` (and its JSON sidecar) left behind.
 
-    Only one process writes a given checkpoint (rank 0), so any temp file with
-    its name is an orphan of a crash; the checkpoint itself was never touched.
+    A temp file carries its writer's pid; it is an orphan when that process
+    no longer runs (the checkpoint itself was never touched by the crash).
+    Temp files of a live process, e.g. a concurrent writer, are left alone.
     """
     path = Path(path)
     removed = []
     for name in (path.name, path.with_suffix(".json").name):
         for stale in path.parent.glob(f".{name}.*.tmp"):
+            if _writer_alive(stale.name[len(name) + 2:]):
+                continue
             stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
+
+
+def _writer_alive(rest: str) -> bool:
+    pid_text = rest.split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False  # an older name without a pid, or this process's own killed write
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 def _json_default(value: Any) -> Any:

@@ -55,18 +55,18 @@ def test_interrupted_search_resumes_from_its_storage(tmp_path, digits, monkeypat
     import kdistill.tune as tune
 
     cfg = parse_config(BASE)
-    real_fit, calls = tune.fit, []
+    real_execute, calls = tune.execute, []
 
-    def interrupted_fit(*args, **kwargs):
+    def interrupted_execute(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt  # Ctrl-C during the second trial
-        return real_fit(*args, **kwargs)
+        return real_execute(*args, **kwargs)
 
-    monkeypatch.setattr(tune, "fit", interrupted_fit)
+    monkeypatch.setattr(tune, "execute", interrupted_execute)
     with pytest.raises(KeyboardInterrupt):
         run_tune(cfg, 3, out_dir=tmp_path, data=digits)
-    monkeypatch.setattr(tune, "fit", real_fit)
+    monkeypatch.setattr(tune, "execute", real_execute)
 
     import optuna
 
