@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,16 +138,25 @@ def _suggest(trial: Any, key: str, spec: SearchParam) -> Any:
 def _study_storage(storage: str | None, out: Path) -> tuple[Any, str]:
     optuna = _optuna()
     url = storage or f"sqlite:///{(out / 'tune.db').resolve()}"
-    try:
-        # the heartbeat lets a later run mark trials of a killed worker as failed
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    except ImportError as error:
-        raise ConfigError(f"Optuna storage '{_hide_password(url)}' needs a database driver: {error}.") from None
-    except Exception as error:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
-        raise ConfigError(f"Cannot open Optuna storage '{_hide_password(url)}': {error}") from None
-    return rdb, url
+    for attempt in range(3):
+        try:
+            # the heartbeat lets a later run mark trials of a killed worker as failed
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180), url
+        except Exception as error:
+            # machines creating one shared database at once race on its schema: the loser retries
+            if type(error).__name__ != "IntegrityError" or attempt == 2:
+                raise _storage_error(url, error) from None
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _storage_error(url: str, error: Exception) -> ConfigError:
+    if isinstance(error, ImportError):
+        return ConfigError(f"Optuna storage '{_hide_password(url)}' needs a database driver: {error}.")
+    # SQLAlchemy raises many kinds for a bad URL or an unreachable server
+    return ConfigError(f"Cannot open Optuna storage '{_hide_password(url)}': {error}")
 
 
 def _hide_password(url: str) -> str:
@@ -218,13 +228,15 @@ def run_tune(
     out.mkdir(parents=True, exist_ok=True)
     teacher = _get_teacher(cfg, data, out)
 
-    rdb, url = _study_storage(storage, out)
     name = study_name or cfg.name
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials,
                                           n_warmup_steps=cfg.tune.warmup_epochs)
               if cfg.tune.pruner == "median" else optuna.pruners.NopPruner())
-    study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed), pruner=pruner)
+    # processes sharing the folder create the storage and the study one at a time
+    with folder_lock(out, "opening the search's storage", wait=True):
+        rdb, url = _study_storage(storage, out)
+        study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True,
+                                    sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed), pruner=pruner)
 
     def objective(trial: Any) -> float:
         params = {key: _suggest(trial, key, spec) for key, spec in search.items()}

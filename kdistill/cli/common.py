@@ -143,7 +143,10 @@ def _set_method(raw: dict[str, Any], method: str) -> None:
 
 
 def configure_logging(verbose: bool) -> None:
+    """Warnings (and with ``-v`` progress notes) on stderr, so stdout holds only results."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, show_time=False)], force=True)
+                        handlers=[handler], force=True)

@@ -127,6 +127,22 @@ def save_checkpoint(
     return path
 
 
+def refresh_sidecar(path: str | Path) -> None:
+    """Rewrite the JSON copy of ``path``'s metadata if it differs (e.g. after a kill between the two)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    meta = read_checkpoint_metadata(path)
+    text = json.dumps(meta, indent=2, default=_json_default)
+    sidecar = path.with_suffix(".json")
+    try:
+        current = sidecar.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != text:
+        atomic_write_text(sidecar, text)
+
+
 def remove_stale_temp_files(path: str | Path) -> list[Path]:
     """Delete temp files a killed writer of ``path`` (and its JSON sidecar) left behind.
 

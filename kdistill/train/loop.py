@@ -43,6 +43,7 @@ from kdistill.errors import CheckpointError, ConfigError, TrainingError
 from kdistill.train import distributed
 from kdistill.train.checkpoint import (
     read_checkpoint_metadata,
+    refresh_sidecar,
     remove_stale_temp_files,
     restore_training_state,
     save_checkpoint,
@@ -348,6 +349,8 @@ def fit(
     if out is not None and s.dist_ctx.is_main:
         for name in ("best.safetensors", "last.safetensors"):
             remove_stale_temp_files(out / name)  # orphans of a killed earlier writer
+            if resume is not None:
+                refresh_sidecar(out / name)  # a kill between a checkpoint and its JSON copy
 
     progress = _progress(cfg.progress and s.dist_ctx.is_main)  # [ddp]
     task = progress.add_task(description, total=s.total_steps, completed=start_epoch * s.steps_per_epoch,
