@@ -34,7 +34,15 @@ class Strict(BaseModel):
 
 
 class AugmentConfig(Strict):
-    jitter: int = Field(0, ge=0, le=8, description="max random translation in pixels (Hinton: 2)")
+    jitter: int = Field(0, ge=0, le=8, description="max random translation in pixels (Hinton: 2); "
+                        "a random crop of the image padded by this many pixels")
+    flip: bool = Field(False, description="random left-right mirror of each image (garments, natural "
+                       "images; not digits)")
+
+    @property
+    def active(self) -> bool:
+        """Whether inputs change from epoch to epoch (then a teacher cannot be cached)."""
+        return bool(self.jitter or self.flip)
 
 
 class DataConfig(Strict):

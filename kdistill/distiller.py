@@ -149,7 +149,7 @@ class Distiller(TrainingObjective):
         if mode not in {"auto", "device", "memmap", "off"}:
             raise ConfigError(f"teacher cache must be auto, device, memmap or off; got {mode!r}.")
         self.teacher_cache = None
-        if context.augment_jitter:
+        if context.augmenting:
             log.info("augmentation is on: the teacher runs live on every augmented batch (no cache)")
         elif mode == "off":
             log.info("teacher cache is off: the teacher runs live on every batch")

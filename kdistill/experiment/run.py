@@ -215,7 +215,8 @@ def execute(
     out = run.out_dir
     with folder_lock(out, "training") if out is not None and is_main_process() else _nothing():
         history = fit(run.objective, run.data, run.train, out_dir=out, resume=resume,
-                      augment_jitter=run.augment.jitter, cache_teacher=run.cache, metadata=run.metadata,
+                      augment_jitter=run.augment.jitter, augment_flip=run.augment.flip,
+                      cache_teacher=run.cache, metadata=run.metadata,
                       description=run.description, on_epoch_end=on_epoch_end)
         _load_best(run.model, history.best_path)
         if run.target_scale is not None:

@@ -143,3 +143,27 @@ def test_a_second_process_on_the_same_folder_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_schemes_honour_teacher_or_refuse_it_in_words(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    assert main(["train", str(cfg), "--no-progress", "-o", str(tmp_path / "t"), "--epochs", "2",
+                 "--set", "teacher_train.keep_epochs=true"]) == 0
+    kept = tmp_path / "t" / "teacher" / "best.safetensors"
+    # early-stop takes the kept epochs beside the given checkpoint instead of training a new teacher
+    assert main(["distill", str(cfg), "--no-progress", "-o", str(tmp_path / "es"), "--teacher", str(kept),
+                 "--method", "early-stop"]) == 0
+    assert not (tmp_path / "es" / "teacher").exists()
+    lone = tmp_path / "lone" / "best.safetensors"
+    lone.parent.mkdir()
+    lone.write_bytes(kept.read_bytes())
+    assert main(["distill", str(cfg), "--no-progress", "-o", str(tmp_path / "x"), "--teacher", str(lone),
+                 "--method", "early-stop"]) == 2
+    assert "no kept epochs beside it" in err_text(capsys)
+    assert main(["distill", str(cfg), "--no-progress", "-o", str(tmp_path / "x"), "--teacher", str(kept),
+                 "--method", "multi-teacher"]) == 2
+    assert "two copies of the same model" in err_text(capsys)
+    assert main(["distill", str(cfg), "--no-progress", "-o", str(tmp_path / "x"), "--teacher", str(kept),
+                 "--method", "dml"]) == 2
+    assert "without a teacher" in err_text(capsys)
+    assert not (tmp_path / "x").exists()
