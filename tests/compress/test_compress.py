@@ -124,10 +124,17 @@ def test_onnx_export_round_trip(tmp_path):
         assert torch.allclose(torch.from_numpy(got), student(x), atol=1e-4)
 
 
-def test_torchscript_and_safetensors_export_strip_adapters(tmp_path):
+def test_exported_program_and_safetensors_export_strip_adapters(tmp_path):
     student, path = _student_checkpoint(tmp_path)
-    ts = export_model(path, "torchscript", tmp_path / "s.pt")
-    assert ts.max_abs_diff < 1e-5
+    ep = export_model(path, "exported-program", tmp_path / "s.pt2")
+    assert ep.max_abs_diff is not None and ep.max_abs_diff < 1e-5
+    assert ep.size_bytes == os.path.getsize(tmp_path / "s.pt2")
+    # the file runs with plain PyTorch, at a batch size the export never saw
+    program = torch.export.load(str(tmp_path / "s.pt2")).module()
+    x = torch.randn(5, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(program(x), student(x), atol=1e-5)
+    assert not any(k.startswith("methods") for k in program.state_dict())
     st = export_model(path, "safetensors", tmp_path / "s.safetensors")
     from safetensors.torch import load_file
 
@@ -136,6 +143,29 @@ def test_torchscript_and_safetensors_export_strip_adapters(tmp_path):
     assert same(student, load_artifact(st.path)[0])
     with pytest.raises(ConfigError):
         export_model(path, "tflite")
+
+
+def test_torchscript_is_refused_with_the_replacement(tmp_path, capsys):
+    from kdistill.cli.main import main
+
+    _, path = _student_checkpoint(tmp_path)
+    with pytest.raises(ConfigError, match="exported-program"):
+        export_model(path, "torchscript")
+    assert main(["export", str(path), "--format", "torchscript"]) == 2
+    assert "--format exported-program" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_cli_export_exported_program(tmp_path, capsys):
+    from kdistill.cli.main import main
+
+    student, path = _student_checkpoint(tmp_path)
+    assert main(["export", str(path), "-f", "exported-program"]) == 0
+    out = tmp_path / "best-export.pt2"
+    assert out.is_file() and "exported-program" in capsys.readouterr().out
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(torch.export.load(str(out)).module()(x), student(x), atol=1e-5)
 
 
 def test_cli_export_and_user_errors(tmp_path, capsys):
