@@ -56,7 +56,13 @@ class ExportResult:
 
 
 def onnx_bytes(model: nn.Module, input_shape: Sequence[int]) -> bytes:
-    """ONNX (opset 17) with a dynamic batch axis; input ``input``, output ``logits``."""
+    """ONNX (opset 17) with a dynamic batch axis; input ``input``, output ``logits``.
+
+    A model that already is an ONNX graph (an int8 :class:`~kdistill.compress.quantize.QuantizedModel`)
+    gives its own bytes.
+    """
+    if isinstance(getattr(model, "onnx_model", None), bytes):
+        return model.onnx_model  # type: ignore[return-value]
     model = model.to("cpu").eval()
     example = torch.randn(2, *input_shape)
     buffer = io.BytesIO()

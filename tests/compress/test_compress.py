@@ -14,7 +14,7 @@ from kdistill.compress.prune import (
     weight_sparsity,
 )
 from kdistill.compress.quantize import dynamic_quantize, save_quantized, static_quantize
-from kdistill.errors import CheckpointError, ConfigError
+from kdistill.errors import CheckpointError, ConfigError, ModelError
 from kdistill.eval import parameter_count
 from kdistill.models import create_model
 from kdistill.train.checkpoint import save_checkpoint
@@ -39,31 +39,64 @@ def model(name):
 X = torch.randn(32, *SHAPE, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.fixture
+def onnx():
+    """int8 quantization runs in ONNX Runtime (kdistill[deploy])."""
+    pytest.importorskip("onnxruntime", reason="int8 quantization needs kdistill[deploy]")
+    return pytest.importorskip("onnx", reason="int8 quantization needs kdistill[deploy]")
+
+
 @torch.no_grad()
 def same(a, b, x=X):
     return torch.allclose(a(x), b(x), atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "static"])
-def test_quantized_save_reload_and_size(tmp_path, kind):
+def test_quantized_save_reload_and_size(tmp_path, kind, onnx):
     m = model("mlp-medium")
-    q = dynamic_quantize(m) if kind == "dynamic" else static_quantize(m, X)
+    q = dynamic_quantize(m, SHAPE) if kind == "dynamic" else static_quantize(m, X)
     path = save_quantized(q, tmp_path / "q.safetensors", kind, {"model_spec": spec("mlp-medium")})
     dense = save_dense(m, tmp_path / "d.safetensors", {"model_spec": spec("mlp-medium")})
     back, meta = load_artifact(path)
-    assert meta["format"] == f"int8-{kind}"
+    assert meta["format"] == f"int8-{kind}" and meta["engine"] == "onnxruntime"
     assert same(q, back)
     with torch.no_grad():
-        assert (q(X) - m(X)).abs().max() < 0.1  # int8 is close to float, not equal
+        diff = (q(X) - m(X)).abs().max()
+    assert 0 < diff < 0.1  # int8 is close to float, not equal
     # int8 weights: about a quarter of the float32 file
     assert os.path.getsize(path) < 0.35 * os.path.getsize(dense)
+    ops = {node.op_type for node in onnx.load_from_string(back.onnx_model).graph.node}
+    assert ("MatMulInteger" in ops) if kind == "dynamic" else ("QuantizeLinear" in ops)
 
 
-def test_static_quantization_of_conv_nets(tmp_path):
+def test_static_quantization_of_conv_nets(tmp_path, onnx):
     for name in ("cnn-simple", "resnet-simple"):
-        q = static_quantize(model(name), X)
+        m = model(name)
+        q = static_quantize(m, X)
         path = save_quantized(q, tmp_path / f"{name}.safetensors", "static", {"model_spec": spec(name)})
-        assert same(q, load_artifact(path)[0])
+        back = load_artifact(path)[0]
+        assert same(q, back)
+        with torch.no_grad():  # the calibrated int8 net still predicts what the float one does
+            assert (back(X).argmax(1) == m(X).argmax(1)).float().mean() > 0.8
+    # dynamic quantization leaves convolutions in float32: only the classifier shrinks
+    q = dynamic_quantize(model("cnn-simple"), SHAPE)
+    ops = {node.op_type for node in onnx.load_from_string(q.onnx_model).graph.node}
+    assert "Conv" in ops and "ConvInteger" not in ops
+
+
+def test_quantized_model_copies_and_refuses_old_files(tmp_path, onnx):
+    import copy
+
+    q = dynamic_quantize(model("mlp-simple"), SHAPE)
+    assert same(q, copy.deepcopy(q))  # measuring latency deep-copies the model
+    with pytest.raises(ModelError):
+        save_quantized(q, tmp_path / "x.safetensors", "static", {"model_spec": spec("mlp-simple")})
+    from kdistill.compress.artifact import write_artifact
+
+    old = write_artifact(tmp_path / "old.safetensors", {"w.__int": torch.zeros(2, dtype=torch.int8)},
+                         {"model_spec": spec("mlp-simple"), "format": "int8-dynamic", "quant_state": {}})
+    with pytest.raises(CheckpointError, match="quantize the float model again"):
+        load_artifact(old)
 
 
 def test_unstructured_pruning_sparse_file(tmp_path):
