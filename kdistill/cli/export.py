@@ -30,4 +30,6 @@ def run(args: argparse.Namespace) -> int:
     check = f", max |logit difference| vs PyTorch {result.max_abs_diff:.2e}" \
         if result.max_abs_diff is not None else ""
     print(f"{result.format}: {result.path} ({format_bytes(result.size_bytes)}{check})")
+    if result.note:
+        print(f"note: {result.note}")
     return 0

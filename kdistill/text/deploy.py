@@ -72,7 +72,9 @@ def export_program(model: nn.Module) -> torch.export.ExportedProgram:
     length = torch.export.Dim("length", max=int(model.max_length))
     shapes = ({0: batch, 1: length}, {0: batch, 1: length})
     try:
-        with torch.no_grad():
+        # tracing notes (e.g. on LSTM weights) are for model authors, not for someone exporting
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return torch.export.export(cpu_model, (ids, torch.ones_like(ids)), dynamic_shapes=shapes)
     except Exception as error:  # torch.export raises many kinds on untraceable code
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
