@@ -101,6 +101,11 @@ def check_name(full_name: str) -> tuple[str, str]:
     return source, name
 
 
+def _on_meta() -> bool:
+    """Whether models are being built on the meta device (a config check before training)."""
+    return torch.empty(0).device.type == "meta"
+
+
 def _check_given(full_name: str, options: dict[str, Any], key: str, value: int, what: str) -> None:
     given = options.pop(key, None)
     if given is not None and given != value:
@@ -130,6 +135,8 @@ def _timm(full_name: str, name: str, shape: tuple[int, int, int], classes: int,
     except TypeError as error:
         raise ConfigError(f"Model '{full_name}' does not take these options: {error}.") from None
     except Exception as error:  # downloads fail with OSError, httpx or hub errors alike
+        if _on_meta() and not pretrained:
+            raise  # some constructors need real tensors; the real build reports real problems
         if pretrained:
             raise _pretrained_error(full_name, error) from None
         raise ModelError(f"timm could not build '{full_name}': {error}") from None
@@ -162,6 +169,8 @@ def _torchvision(full_name: str, name: str, shape: tuple[int, int, int], classes
     except TypeError as error:
         raise ConfigError(f"Model '{full_name}' does not take these options: {error}.") from None
     except Exception as error:  # a failed download: URLError, OSError, a torch.load error
+        if _on_meta() and enum is None:
+            raise  # some constructors need real tensors; the real build reports real problems
         if enum is not None:
             raise _pretrained_error(full_name, error) from None
         raise ModelError(f"torchvision could not build '{full_name}': {error}") from None
@@ -239,6 +248,8 @@ def _probe(full_name: str, model: nn.Module, shape: tuple[int, int, int], output
     try:
         out = model(torch.zeros(1, *shape))
     except Exception as error:  # the libraries raise many kinds on a too-small image
+        if _on_meta():
+            raise  # meta tensors lack some operations; the real build probes again
         first = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
         raise ModelError(
             f"Model '{full_name}' cannot run on images of shape {shape} ({type(error).__name__}: "
