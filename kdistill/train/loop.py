@@ -357,7 +357,7 @@ def fit(
     start_epoch = _resume(resume, s, history, metadata) if resume is not None else 0
     meta_base = dict(metadata, train=cfg.model_dump(mode="json"), world_size=s.dist_ctx.world_size)  # [ddp]
     if out is not None and s.dist_ctx.is_main:
-        for name in ("best.safetensors", "last.safetensors"):
+        for name in ("best.safetensors", "last.safetensors", "history.csv"):
             remove_stale_temp_files(out / name)  # orphans of a killed earlier writer
             if resume is not None:
                 refresh_sidecar(out / name)  # a kill between a checkpoint and its JSON copy
