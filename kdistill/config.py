@@ -203,6 +203,16 @@ class TuneConfig(Strict):
     seed: int = 0
 
 
+class TrackingConfig(Strict):
+    """Per-epoch metrics to TensorBoard / MLflow (``history.csv`` is always written)."""
+
+    tensorboard: bool = Field(False, description="event files under DIR/tensorboard (kdistill[tracking])")
+    mlflow: bool = Field(False, description="one MLflow run per training (kdistill[mlflow])")
+    dir: str | None = Field(None, description="where tensorboard/ and mlflow.db go; default: the output folder")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///DIR/mlflow.db")
+    experiment: str | None = Field(None, description="MLflow experiment name; default: kdistill")
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     output_dir: str | None = None
@@ -215,6 +225,7 @@ class ExperimentConfig(Strict):
     teacher_augment: AugmentConfig | None = Field(
         None, description="augmentation while training the teacher; default: data.augment")
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or os.path.join("runs", self.name))

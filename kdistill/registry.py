@@ -28,6 +28,8 @@ class Registry(Generic[F]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, F] = {}
+        # "source/NAME" lookups answered by a library (e.g. timm/resnet18), not by registration
+        self._prefixes: dict[str, Callable[[str], F]] = {}
 
     def register(self, name: str, *, overwrite: bool = False) -> Callable[[F], F]:
         """Decorator that adds ``fn`` under ``name``."""
@@ -40,11 +42,19 @@ class Registry(Generic[F]):
 
         return decorator
 
+    def register_prefix(self, prefix: str, resolve: Callable[[str], F]) -> None:
+        """Answer ``get("prefix/NAME")`` with ``resolve("NAME")`` (which raises for unknown names)."""
+        self._prefixes[prefix] = resolve
+
     def get(self, name: str) -> F:
-        try:
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            raise UnknownNameError(self.kind, name, self.names()) from None
+        prefix, slash, rest = name.partition("/")
+        if slash and prefix in self._prefixes:
+            return self._prefixes[prefix](rest)
+        # "resnet18" or "timmm/resnet18" is matched against "timm/resnet18" too
+        known = self.names() + [f"{p}/{rest if slash else name}" for p in sorted(self._prefixes)]
+        raise UnknownNameError(self.kind, name, known) from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

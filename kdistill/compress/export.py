@@ -1,9 +1,23 @@
-"""Export a trained student for deployment: ONNX, TorchScript or bare safetensors.
+"""Export a trained student for deployment: ONNX, a ``torch.export`` program, or bare safetensors.
 
 :func:`export_model` reads a kdistill checkpoint, keeps only the student
 (``model.*`` tensors: distillation adapters, optimiser and RNG state are
 dropped), writes the requested format and checks that the exported model's
-outputs match PyTorch's on random inputs within ``atol``.
+outputs match PyTorch's on random inputs within ``atol``. Image and tabular
+models take one float input (``input``); text models take ``input_ids`` and
+``attention_mask`` (see :mod:`kdistill.text.deploy`).
+
+``exported-program`` is a ``.pt2`` archive written by ``torch.export.save``:
+load it with ``torch.export.load(path).module()`` (no kdistill needed), or
+compile it ahead of time with AOTInductor. Like any PyTorch program file it
+may hold pickled data, so load only files you made. It replaces the
+TorchScript format (``torch.jit`` is deprecated in PyTorch); asking for
+``torchscript`` is refused with a pointer to it.
+
+ONNX files are still written by PyTorch's TorchScript-based ONNX exporter:
+its ``torch.export``-based successor cannot trace the BiLSTM text student and
+takes several times longer per model, which the compression study pays on
+every row. Its deprecation notice is silenced here, where it is issued.
 """
 
 from __future__ import annotations
@@ -23,8 +37,14 @@ from torch import nn
 from kdistill.errors import ConfigError, ModelError
 from kdistill.train.checkpoint import atomic_write_bytes
 
-FORMATS = ("onnx", "torchscript", "safetensors")
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
+FORMATS = ("onnx", "exported-program", "safetensors")
+SUFFIX = {"onnx": ".onnx", "exported-program": ".pt2", "safetensors": ".safetensors"}
+#: formats that were dropped, with what to use instead
+REMOVED = {
+    "torchscript": "TorchScript export was removed (torch.jit is deprecated in PyTorch). Use "
+                   "--format exported-program for a .pt2 file that torch.export.load(path).module() "
+                   "runs, or --format onnx for ONNX Runtime.",
+}
 
 
 @dataclass
@@ -33,10 +53,17 @@ class ExportResult:
     format: str
     size_bytes: int
     max_abs_diff: float | None
+    note: str | None = None
 
 
 def onnx_bytes(model: nn.Module, input_shape: Sequence[int]) -> bytes:
-    """ONNX (opset 17) with a dynamic batch axis; input ``input``, output ``logits``."""
+    """ONNX (opset 17) with a dynamic batch axis; input ``input``, output ``logits``.
+
+    A model that already is an ONNX graph (an int8 :class:`~kdistill.compress.quantize.QuantizedModel`)
+    gives its own bytes.
+    """
+    if isinstance(getattr(model, "onnx_model", None), bytes):
+        return model.onnx_model  # type: ignore[return-value]
     model = model.to("cpu").eval()
     example = torch.randn(2, *input_shape)
     buffer = io.BytesIO()
@@ -75,42 +102,110 @@ def onnx_max_diff(model: nn.Module, onnx_model: bytes | str | Path, input_shape:
     return float(np.abs(expected - got).max())
 
 
+def export_program(model: nn.Module, input_shape: Sequence[int]) -> torch.export.ExportedProgram:
+    """``model`` as a ``torch.export`` program with a dynamic batch axis."""
+    from kdistill.text.deploy import export_program as export_text_program
+    from kdistill.text.deploy import is_text_model
+
+    if is_text_model(model):
+        return export_text_program(model)
+    model = model.to("cpu").eval()
+    example = torch.randn(2, *input_shape)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracing notes are for model authors
+            return torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as error:  # torch.export raises many kinds on untraceable code
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ModelError(f"torch.export cannot trace {type(model).__name__} ({type(error).__name__}: "
+                         f"{first}); export it as ONNX or safetensors instead.") from None
+
+
+def program_bytes(program: torch.export.ExportedProgram) -> bytes:
+    """The ``.pt2`` archive of ``program`` (``torch.export.save``), in memory."""
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
+
+
+def load_program(path: str | Path) -> nn.Module:
+    """The callable module of a ``.pt2`` file written by :func:`export_model`; trusted files only."""
+    return torch.export.load(str(path)).module()
+
+
+@torch.no_grad()
+def max_diff(model: nn.Module, run: Any, input_shape: Sequence[int], n: int = 8, seed: int = 0) -> float:
+    """Largest absolute difference between ``model``'s logits and ``run(*inputs)``'s."""
+    from kdistill.text.deploy import is_text_model, padded_example, reference_logits
+
+    model = model.to("cpu").eval()
+    if is_text_model(model):
+        ids, mask = padded_example(model, n, seed)
+        if not getattr(run, "reads_mask", True):  # a graph without the mask expects unpadded rows
+            ids, mask = model.example_input(n), torch.ones_like(ids)
+        expected, got = reference_logits(model, ids, mask), run(ids, mask)
+    else:
+        x = torch.randn(n, *input_shape, generator=torch.Generator().manual_seed(seed))
+        expected, got = model(x), run(x)
+    return float((torch.as_tensor(np.asarray(got)) - expected).abs().max())
+
+
+def _onnx_runner(path: Path, text: bool) -> Any:
+    session = ort_session(path)
+    names = {i.name for i in session.get_inputs()}
+    if not text:
+        return lambda x: session.run(None, {"input": x.numpy()})[0]
+
+    def run(ids: torch.Tensor, mask: torch.Tensor) -> Any:
+        # an exporter drops inputs the graph never reads (the BiLSTM ignores the mask)
+        feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        return session.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0]
+
+    run.reads_mask = "attention_mask" in names  # type: ignore[attr-defined]
+    return run
+
+
 def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
                  *, atol: float = 1e-4) -> ExportResult:
-    """Export the student in ``checkpoint`` as ``fmt`` (onnx, torchscript or safetensors).
+    """Export the student in ``checkpoint`` as ``fmt`` (onnx, exported-program or safetensors).
 
     ``out`` defaults to the checkpoint's name with the format's suffix. The
-    ONNX and TorchScript files are checked against PyTorch; a difference above
-    ``atol`` raises :class:`ModelError`.
+    ONNX and exported-program files are loaded back and checked against
+    PyTorch (text models on padded token ids); a difference above ``atol``
+    raises :class:`ModelError`.
     """
     from kdistill.compress.artifact import save_dense
     from kdistill.experiment import load_model
+    from kdistill.text.deploy import export_onnx, is_text_model
 
+    if fmt in REMOVED:
+        raise ConfigError(REMOVED[fmt])
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
     model, meta = load_model(checkpoint)
     spec = meta["model_spec"]
     shape = tuple(spec["input_shape"])
+    text = is_text_model(model)
     src = Path(checkpoint)
     path = Path(out) if out is not None else src.with_name(src.stem + "-export" + SUFFIX[fmt])
     diff: float | None = None
+    note: str | None = None
     if fmt == "onnx":
-        data = onnx_bytes(model, shape)
-        atomic_write_bytes(path, data)
-        diff = onnx_max_diff(model, path, shape)
-    elif fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scripted = torch.jit.trace(model, torch.randn(2, *shape))
-            buffer = io.BytesIO()
-            torch.jit.save(scripted, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
-        x = torch.randn(8, *shape)
-        with torch.no_grad():
-            diff = float((torch.jit.load(str(path))(x) - model(x)).abs().max())
+        if text:
+            export_onnx(model, path)
+        else:
+            atomic_write_bytes(path, onnx_bytes(model, shape))
+        run = _onnx_runner(path, text)
+        diff = max_diff(model, run, shape)
+        if text and not run.reads_mask:
+            note = ("the graph has no attention_mask input and reads every position: feed it "
+                    "unpadded rows (one sentence per call, or rows of equal length)")
+    elif fmt == "exported-program":
+        atomic_write_bytes(path, program_bytes(export_program(model, shape)))
+        diff = max_diff(model, load_program(path), shape)
     else:
         save_dense(model, path, {"role": "export", "model_spec": spec})
     if diff is not None and diff > atol:
         raise ModelError(f"The {fmt} export differs from PyTorch by {diff:.2e} (> {atol:g}); "
                          f"the file was written to '{path}' but should not be trusted.")
-    return ExportResult(path, fmt, path.stat().st_size, diff)
+    return ExportResult(path, fmt, path.stat().st_size, diff, note)

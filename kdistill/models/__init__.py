@@ -8,6 +8,9 @@ registers the built-in families:
 * ``cnn-simple`` / ``cnn-medium`` / ``cnn-deep`` (:mod:`kdistill.models.cnn`)
 * ``resnet-simple`` / ``resnet-medium`` / ``resnet-deep`` (:mod:`kdistill.models.resnet`)
 * ``hinton-teacher`` / ``hinton-student`` (:mod:`kdistill.models.hinton`)
+* ``timm/<name>`` and ``torchvision/<name>``: any classification model of
+  those libraries (needs ``kdistill[vision]``; :mod:`kdistill.models.external`,
+  names and options in docs/MODELS.md)
 * text, on token ids (needs ``kdistill[nlp]``): ``hf-classifier``, ``hf-distil``,
   ``tiny-transformer`` (:mod:`kdistill.models.text`), ``bilstm``, ``text-cnn``
   (:mod:`kdistill.models.text_rnn`)
@@ -23,11 +26,15 @@ from typing import Any
 
 from torch import nn
 
-from kdistill.models import cnn, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
+from kdistill.errors import ConfigError
+from kdistill.models import cnn, external, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
 from kdistill.models.cnn import ConvNet
 from kdistill.models.mlp import MLP
 from kdistill.models.resnet import BasicBlock, ResNet
 from kdistill.registry import MODELS, register_model
+
+for _source in external.SOURCES:
+    MODELS.register_prefix(_source, external.resolver(_source))
 
 __all__ = [
     "MLP",
@@ -41,15 +48,21 @@ __all__ = [
 
 
 def create_model(
-    name: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any
+    name: str, input_shape: Sequence[int], num_classes: int, /, **kwargs: Any
 ) -> nn.Module:
-    """Build the model registered as ``name``.
+    """Build the model registered as ``name``, or a library's (``timm/resnet18``).
 
     Raises :class:`~kdistill.errors.UnknownNameError` (a ``ConfigError``) listing
     the registered names when ``name`` is unknown, and ``ConfigError`` naming the
     allowed options when a keyword is not understood.
     """
-    return MODELS.get(name)(tuple(input_shape), num_classes, **kwargs)
+    factory = MODELS.get(name)
+    clash = sorted({"input_shape", "num_classes"} & set(kwargs))
+    # library models check these against the data themselves; the zoo takes them from the data only
+    if clash and not getattr(factory, "checks_shape_options", False):
+        raise ConfigError(f"Model '{name}': {', '.join(clash)} come(s) from the data set and cannot be "
+                          "set as an option; remove it from the model's options.")
+    return factory(tuple(input_shape), num_classes, **kwargs)
 
 
 def list_models() -> list[str]:

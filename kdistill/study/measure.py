@@ -71,10 +71,11 @@ def measure_model(
     }
     small, large = min(cfg.batch_sizes), max(cfg.batch_sizes)
     row["latency_batch"] = large
-    row["torch_ms_b1"] = cpu_latency(model, data.input_shape, small, cfg.warmup, cfg.repeats,
-                                     threads=cfg.threads)["ms_per_sample"]
-    row["torch_samples_per_s"] = cpu_latency(model, data.input_shape, large, min(cfg.warmup, 1),
-                                             max(2, cfg.repeats // 4), threads=cfg.threads)["samples_per_s"]
+    if not getattr(model, "runs_in_onnxruntime", False):  # int8 models have only ORT columns
+        row["torch_ms_b1"] = cpu_latency(model, data.input_shape, small, cfg.warmup, cfg.repeats,
+                                         threads=cfg.threads)["ms_per_sample"]
+        row["torch_samples_per_s"] = cpu_latency(model, data.input_shape, large, min(cfg.warmup, 1),
+                                                 max(2, cfg.repeats // 4), threads=cfg.threads)["samples_per_s"]
     if onnx_model is not None:
         from kdistill.compress.export import ort_session
 

@@ -4,8 +4,8 @@
 (largest first), then for each baseline writes and measures:
 
 * ``dynamic-int8`` and ``static-int8`` post-training quantization
-  (:mod:`kdistill.compress.quantize`; static is skipped, with the reason, when
-  FX cannot trace the model),
+  (:mod:`kdistill.compress.quantize`, in ONNX Runtime; static is skipped,
+  with the reason, when the model does not export to ONNX),
 * ``prune-unstructured`` at each of ``prune.sparsities`` and
   ``prune-structured`` at each of ``prune.structured``
   (:mod:`kdistill.compress.prune`), each fine-tuned for
@@ -177,7 +177,7 @@ class Study:
             fields = dict(technique=f"{kind}-int8", model=name, source=name, setting="int8")
             try:
                 if kind == "dynamic":
-                    qmodel = dynamic_quantize(model)
+                    qmodel = dynamic_quantize(model, self.data.input_shape)
                 else:
                     qmodel = static_quantize(model, self.data.x_train[: q.calibration_samples])
             except ModelError as error:
@@ -186,8 +186,8 @@ class Study:
                 continue
             artifact = save_quantized(qmodel, self.models_dir / f"{kind}-int8-{name}.safetensors", kind,
                                       {"model_spec": spec, "technique": f"{kind}-int8"})
-            # torch's int8 kernels do not export to ONNX, so only PyTorch latency is measured
-            self.record(run, qmodel, artifact, params=self.sizes[name], reference=name, onnx=False, **fields)
+            # int8 models run in ONNX Runtime: only its latency columns are measured
+            self.record(run, qmodel, artifact, params=self.sizes[name], reference=name, **fields)
 
     def prune(self, name: str) -> None:
         model, spec, p = self.baselines[name], self.spec(name), self.cfg.prune
@@ -245,11 +245,11 @@ class Study:
                         technique="distilled", model=student, source=teacher, setting=f"from {teacher}",
                         train_seconds=result.seconds)
         if self.cfg.quantize.dynamic and not self.log.done(quant_run):
-            qmodel = dynamic_quantize(model)
+            qmodel = dynamic_quantize(model, self.data.input_shape)
             artifact = save_quantized(qmodel, self.models_dir / f"distilled-dynamic-int8-{tag}.safetensors",
                                       "dynamic", {"model_spec": self.spec(student),
                                                   "technique": "distilled+dynamic-int8", "teacher": teacher})
-            self.record(quant_run, qmodel, artifact, params=self.sizes[student], reference=teacher, onnx=False,
+            self.record(quant_run, qmodel, artifact, params=self.sizes[student], reference=teacher,
                         technique="distilled+dynamic-int8", model=student, source=teacher,
                         setting=f"from {teacher}, int8")
 

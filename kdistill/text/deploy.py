@@ -1,9 +1,11 @@
-"""Export text classifiers to ONNX and time them with ONNX Runtime (``kdistill[deploy]``).
+"""Export text classifiers (ONNX, ``torch.export`` programs) and time them with ONNX Runtime.
 
-The exported graph takes ``input_ids`` and ``attention_mask`` (both int64,
-``(batch, length)``, dynamic in both axes) and returns logits; it is
+Both exported graphs take ``input_ids`` and ``attention_mask`` (both int64,
+``(batch, length)``, dynamic in both axes, length at most the model's
+``max_length``) and return logits; they are
 :meth:`~kdistill.models.text_common.TextModel.logits`, without the
 data-dependent trimming of padding that ``forward`` does in PyTorch.
+ONNX needs ``kdistill[deploy]``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from kdistill.errors import ConfigError, ModelError
+
+
+def is_text_model(model: nn.Module) -> bool:
+    """Whether ``model`` reads token ids (a kdistill text model with ``logits(ids, mask)``)."""
+    return hasattr(model, "logits") and hasattr(model, "example_input")
 
 
 class _LogitsOnly(nn.Module):
@@ -38,17 +45,60 @@ def export_onnx(model: nn.Module, path: str | Path, length: int | None = None) -
     ids = model.example_input(2, length).to("cpu")
     mask = torch.ones_like(ids)
     tmp = path.with_name(f".{path.name}.tmp")
-    # the TorchScript exporter traces fixed-size attention-mask checks and warns about each;
+    # the TorchScript-based ONNX exporter traces fixed-size attention-mask checks and warns about each;
     # the graph stays correct for any (batch, length) and an explicit mask (tested)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            cpu_model, (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
-            output_names=["logits"], opset_version=17, dynamo=False,
-            dynamic_axes={"input_ids": {0: "batch", 1: "length"},
-                          "attention_mask": {0: "batch", 1: "length"}, "logits": {0: "batch"}})
+        try:
+            torch.onnx.export(
+                cpu_model, (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
+                output_names=["logits"], opset_version=17, dynamo=False,
+                dynamic_axes={"input_ids": {0: "batch", 1: "length"},
+                              "attention_mask": {0: "batch", 1: "length"}, "logits": {0: "batch"}})
+        except Exception as error:  # the exporter raises many error types
+            tmp.unlink(missing_ok=True)
+            raise ModelError(f"ONNX export of {type(model).__name__} failed: {error}") from None
     tmp.replace(path)
     return path
+
+
+def export_program(model: nn.Module) -> torch.export.ExportedProgram:
+    """``model``'s logits as a ``torch.export`` program, dynamic in batch size and length."""
+    if not is_text_model(model):
+        raise ModelError("export_program takes a kdistill text model (one with logits(ids, mask)).")
+    cpu_model = _LogitsOnly(model).to("cpu").eval()
+    ids = model.example_input(2).to("cpu")
+    batch = torch.export.Dim("batch")
+    length = torch.export.Dim("length", max=int(model.max_length))
+    shapes = ({0: batch, 1: length}, {0: batch, 1: length})
+    try:
+        # tracing notes (e.g. on LSTM weights) are for model authors, not for someone exporting
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(cpu_model, (ids, torch.ones_like(ids)), dynamic_shapes=shapes)
+    except Exception as error:  # torch.export raises many kinds on untraceable code
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ModelError(f"torch.export cannot trace {type(model).__name__} ({type(error).__name__}: "
+                         f"{first}); export it as ONNX instead (--format onnx).") from None
+
+
+def padded_example(model: nn.Module, n: int = 8, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Random ids with trailing padding of varied length (and their mask), to check an export."""
+    gen = torch.Generator().manual_seed(seed)
+    length = int(model.max_length)
+    ids = torch.randint(1, max(2, model.vocab_size), (n, length), generator=gen)
+    ids = torch.where(ids == model.pad_id, (ids + 1) % model.vocab_size, ids)
+    keep = torch.randint(1, length + 1, (n,), generator=gen)
+    keep[0] = length  # one row without padding
+    pad = torch.arange(length).unsqueeze(0) >= keep.unsqueeze(1)
+    ids = ids.masked_fill(pad, model.pad_id)
+    return ids, (~pad).long()
+
+
+@torch.no_grad()
+def reference_logits(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
+    """What an exported text graph must return for ``ids`` / ``mask``."""
+    return _LogitsOnly(model).to("cpu").eval()(ids, mask)
 
 
 def onnx_session(path: str | Path, threads: int | None = None):

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdistill.config import TrainConfig
+from kdistill.config import TrackingConfig, TrainConfig
 from kdistill.data import DataSplits, hflip, iterate_batches, jitter
 from kdistill.errors import CheckpointError, ConfigError, TrainingError
 from kdistill.train import distributed
@@ -51,6 +52,7 @@ from kdistill.train.checkpoint import (
 from kdistill.train.objective import FitContext, TrainingObjective, score
 from kdistill.train.optim import build_optimizer, lr_factor, set_lr
 from kdistill.train.precision import autocast_context, enable_tf32
+from kdistill.train.tracking import Tracker, write_history_csv
 
 log = logging.getLogger("kdistill")
 
@@ -327,6 +329,7 @@ def fit(
     metadata: dict[str, Any] | None = None,
     description: str = "train",
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    tracker: Tracker | TrackingConfig | None = None,
 ) -> History:
     """Train ``objective.student`` (and any other trainable modules of the objective) on ``data``.
 
@@ -340,7 +343,9 @@ def fit(
     device. ``cache_teacher`` is ``True``/``"auto"``/``"device"``, ``"memmap"``,
     or ``False``/``"off"``; the cache is only used without augmentation.
     ``on_epoch_end(epoch, record)`` is called after each epoch (it may raise,
-    e.g. ``optuna.TrialPruned``). Under ``torchrun`` training is data-parallel
+    e.g. ``optuna.TrialPruned``). ``tracker`` (a :class:`~kdistill.train.tracking.Tracker`
+    or the config's ``tracking`` section) gets every epoch record and is closed on the way
+    out; with ``out_dir``, ``history.csv`` is rewritten each epoch. Under ``torchrun`` training is data-parallel
     (see :mod:`kdistill.train.distributed`).
     """
     cache = ("auto" if cache_teacher else "off") if isinstance(cache_teacher, bool) else cache_teacher
@@ -352,7 +357,7 @@ def fit(
     start_epoch = _resume(resume, s, history, metadata) if resume is not None else 0
     meta_base = dict(metadata, train=cfg.model_dump(mode="json"), world_size=s.dist_ctx.world_size)  # [ddp]
     if out is not None and s.dist_ctx.is_main:
-        for name in ("best.safetensors", "last.safetensors"):
+        for name in ("best.safetensors", "last.safetensors", "history.csv"):
             remove_stale_temp_files(out / name)  # orphans of a killed earlier writer
             if resume is not None:
                 refresh_sidecar(out / name)  # a kill between a checkpoint and its JSON copy
@@ -360,6 +365,8 @@ def fit(
     progress = _progress(cfg.progress and s.dist_ctx.is_main)  # [ddp]
     task = progress.add_task(description, total=s.total_steps, completed=start_epoch * s.steps_per_epoch,
                              status="") if progress else None
+    if not isinstance(tracker, Tracker) and s.dist_ctx.is_main:  # [ddp] rank 0 reports
+        tracker = Tracker.open(tracker, out, run_name=description, params=meta_base)
     unwrap_ddp = distributed.wrap_trainable(objective, s.dist_ctx, s.device)  # [ddp] never the teacher
     started = time.perf_counter()
     try:
@@ -388,6 +395,9 @@ def fit(
                                 history=history.epochs, best_epoch=history.best_epoch,
                                 best_score=history.best_score, initial_loss=history.initial_loss)
                     _save_epoch(out, s, history, meta, epoch, improved)
+                    write_history_csv(out / "history.csv", history.epochs)
+                if isinstance(tracker, Tracker):
+                    tracker.log_epoch(epoch, record)
                 if progress:
                     progress.update(task, status=f"epoch {epoch + 1}/{cfg.epochs} loss {record['loss']:.4f} "
                                                  f"val {val_score:.4f}")
@@ -397,6 +407,8 @@ def fit(
                     on_epoch_end(epoch, record)
     finally:
         unwrap_ddp()  # [ddp] the objective leaves fit() as it came, also after an error
+        if isinstance(tracker, Tracker):
+            tracker.close("FINISHED" if sys.exc_info()[0] is None else "FAILED")
     distributed.barrier(s.dist_ctx)  # [ddp] checkpoints are on disk before any rank reads them
     history.seconds = time.perf_counter() - started
     if out is not None:

@@ -14,7 +14,7 @@ from kdistill.compress.prune import (
     weight_sparsity,
 )
 from kdistill.compress.quantize import dynamic_quantize, save_quantized, static_quantize
-from kdistill.errors import CheckpointError, ConfigError
+from kdistill.errors import CheckpointError, ConfigError, ModelError
 from kdistill.eval import parameter_count
 from kdistill.models import create_model
 from kdistill.train.checkpoint import save_checkpoint
@@ -39,31 +39,64 @@ def model(name):
 X = torch.randn(32, *SHAPE, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.fixture
+def onnx():
+    """int8 quantization runs in ONNX Runtime (kdistill[deploy])."""
+    pytest.importorskip("onnxruntime", reason="int8 quantization needs kdistill[deploy]")
+    return pytest.importorskip("onnx", reason="int8 quantization needs kdistill[deploy]")
+
+
 @torch.no_grad()
 def same(a, b, x=X):
     return torch.allclose(a(x), b(x), atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "static"])
-def test_quantized_save_reload_and_size(tmp_path, kind):
+def test_quantized_save_reload_and_size(tmp_path, kind, onnx):
     m = model("mlp-medium")
-    q = dynamic_quantize(m) if kind == "dynamic" else static_quantize(m, X)
+    q = dynamic_quantize(m, SHAPE) if kind == "dynamic" else static_quantize(m, X)
     path = save_quantized(q, tmp_path / "q.safetensors", kind, {"model_spec": spec("mlp-medium")})
     dense = save_dense(m, tmp_path / "d.safetensors", {"model_spec": spec("mlp-medium")})
     back, meta = load_artifact(path)
-    assert meta["format"] == f"int8-{kind}"
+    assert meta["format"] == f"int8-{kind}" and meta["engine"] == "onnxruntime"
     assert same(q, back)
     with torch.no_grad():
-        assert (q(X) - m(X)).abs().max() < 0.1  # int8 is close to float, not equal
+        diff = (q(X) - m(X)).abs().max()
+    assert 0 < diff < 0.1  # int8 is close to float, not equal
     # int8 weights: about a quarter of the float32 file
     assert os.path.getsize(path) < 0.35 * os.path.getsize(dense)
+    ops = {node.op_type for node in onnx.load_from_string(back.onnx_model).graph.node}
+    assert ("MatMulInteger" in ops) if kind == "dynamic" else ("QuantizeLinear" in ops)
 
 
-def test_static_quantization_of_conv_nets(tmp_path):
+def test_static_quantization_of_conv_nets(tmp_path, onnx):
     for name in ("cnn-simple", "resnet-simple"):
-        q = static_quantize(model(name), X)
+        m = model(name)
+        q = static_quantize(m, X)
         path = save_quantized(q, tmp_path / f"{name}.safetensors", "static", {"model_spec": spec(name)})
-        assert same(q, load_artifact(path)[0])
+        back = load_artifact(path)[0]
+        assert same(q, back)
+        with torch.no_grad():  # the calibrated int8 net still predicts what the float one does
+            assert (back(X).argmax(1) == m(X).argmax(1)).float().mean() > 0.8
+    # dynamic quantization leaves convolutions in float32: only the classifier shrinks
+    q = dynamic_quantize(model("cnn-simple"), SHAPE)
+    ops = {node.op_type for node in onnx.load_from_string(q.onnx_model).graph.node}
+    assert "Conv" in ops and "ConvInteger" not in ops
+
+
+def test_quantized_model_copies_and_refuses_old_files(tmp_path, onnx):
+    import copy
+
+    q = dynamic_quantize(model("mlp-simple"), SHAPE)
+    assert same(q, copy.deepcopy(q))  # measuring latency deep-copies the model
+    with pytest.raises(ModelError):
+        save_quantized(q, tmp_path / "x.safetensors", "static", {"model_spec": spec("mlp-simple")})
+    from kdistill.compress.artifact import write_artifact
+
+    old = write_artifact(tmp_path / "old.safetensors", {"w.__int": torch.zeros(2, dtype=torch.int8)},
+                         {"model_spec": spec("mlp-simple"), "format": "int8-dynamic", "quant_state": {}})
+    with pytest.raises(CheckpointError, match="quantize the float model again"):
+        load_artifact(old)
 
 
 def test_unstructured_pruning_sparse_file(tmp_path):
@@ -124,10 +157,17 @@ def test_onnx_export_round_trip(tmp_path):
         assert torch.allclose(torch.from_numpy(got), student(x), atol=1e-4)
 
 
-def test_torchscript_and_safetensors_export_strip_adapters(tmp_path):
+def test_exported_program_and_safetensors_export_strip_adapters(tmp_path):
     student, path = _student_checkpoint(tmp_path)
-    ts = export_model(path, "torchscript", tmp_path / "s.pt")
-    assert ts.max_abs_diff < 1e-5
+    ep = export_model(path, "exported-program", tmp_path / "s.pt2")
+    assert ep.max_abs_diff is not None and ep.max_abs_diff < 1e-5
+    assert ep.size_bytes == os.path.getsize(tmp_path / "s.pt2")
+    # the file runs with plain PyTorch, at a batch size the export never saw
+    program = torch.export.load(str(tmp_path / "s.pt2")).module()
+    x = torch.randn(5, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(program(x), student(x), atol=1e-5)
+    assert not any(k.startswith("methods") for k in program.state_dict())
     st = export_model(path, "safetensors", tmp_path / "s.safetensors")
     from safetensors.torch import load_file
 
@@ -136,6 +176,29 @@ def test_torchscript_and_safetensors_export_strip_adapters(tmp_path):
     assert same(student, load_artifact(st.path)[0])
     with pytest.raises(ConfigError):
         export_model(path, "tflite")
+
+
+def test_torchscript_is_refused_with_the_replacement(tmp_path, capsys):
+    from kdistill.cli.main import main
+
+    _, path = _student_checkpoint(tmp_path)
+    with pytest.raises(ConfigError, match="exported-program"):
+        export_model(path, "torchscript")
+    assert main(["export", str(path), "--format", "torchscript"]) == 2
+    assert "--format exported-program" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_cli_export_exported_program(tmp_path, capsys):
+    from kdistill.cli.main import main
+
+    student, path = _student_checkpoint(tmp_path)
+    assert main(["export", str(path), "-f", "exported-program"]) == 0
+    out = tmp_path / "best-export.pt2"
+    assert out.is_file() and "exported-program" in capsys.readouterr().out
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(torch.export.load(str(out)).module()(x), student(x), atol=1e-5)
 
 
 def test_cli_export_and_user_errors(tmp_path, capsys):
