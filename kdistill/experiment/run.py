@@ -216,8 +216,8 @@ def execute(
     with folder_lock(out, "training") if out is not None and is_main_process() else _nothing():
         history = fit(run.objective, run.data, run.train, out_dir=out, resume=resume,
                       augment_jitter=run.augment.jitter, augment_flip=run.augment.flip,
-                      cache_teacher=run.cache, metadata=run.metadata,
-                      description=run.description, on_epoch_end=on_epoch_end)
+                      cache_teacher=run.cache, metadata=run.metadata, description=run.description,
+                      on_epoch_end=on_epoch_end, tracker=run.cfg.tracking if out is not None else None)
         _load_best(run.model, history.best_path)
         if run.target_scale is not None:
             fold(run.model, run.target_scale)  # predictions in the data's own units from here on

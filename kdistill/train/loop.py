@@ -359,8 +359,10 @@ def fit(
     if out is not None and s.dist_ctx.is_main:
         for name in ("best.safetensors", "last.safetensors", "history.csv"):
             remove_stale_temp_files(out / name)  # orphans of a killed earlier writer
-            if resume is not None:
-                refresh_sidecar(out / name)  # a kill between a checkpoint and its JSON copy
+        if resume is not None:  # a kill between a checkpoint and the files derived from it
+            for name in ("best.safetensors", "last.safetensors"):
+                refresh_sidecar(out / name)
+            write_history_csv(out / "history.csv", history.epochs)
 
     progress = _progress(cfg.progress and s.dist_ctx.is_main)  # [ddp]
     task = progress.add_task(description, total=s.total_steps, completed=start_epoch * s.steps_per_epoch,
