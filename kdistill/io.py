@@ -29,7 +29,7 @@ _REASONS = {
     errno.ENAMETOOLONG: ("a name in the path is too long", "use a shorter name or folder"),
     errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path"),
     errno.EISDIR: ("it is a folder", "give a file name, or remove that folder"),
-    errno.EEXIST: ("a file of that name is in the way", "remove it or choose another path"),
+    errno.EEXIST: ("a file stands where a folder is needed", "remove it or choose another path"),
     errno.ENOENT: ("a folder on the way cannot be created there", "choose another path"),
     errno.ELOOP: ("the path has too many symbolic links", "choose another path"),
     errno.EIO: ("the disk reported an input/output error", "check the disk, or choose another"),

@@ -54,8 +54,8 @@ def _is_allocation_failure(error: RuntimeError) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
+    if not hasattr(args, "run"):  # no command: the help is the error message
+        parser.print_help(sys.stderr)
         return 2
     from kdistill.cli.common import configure_logging
 

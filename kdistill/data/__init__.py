@@ -18,7 +18,7 @@ from kdistill.data.batching import iterate_batches, num_batches
 from kdistill.data.idx import read_idx, read_idx_pair, write_idx, write_idx_dataset
 from kdistill.data.sources import candidate_dirs, download_idx, find_idx_dir, locate_idx
 from kdistill.data.splits import DataSplits
-from kdistill.errors import ConfigError, DataError
+from kdistill.errors import ConfigError, DataError, shorten
 from kdistill.registry import DATASETS, register_dataset
 
 __all__ = [
@@ -76,7 +76,7 @@ def load_dataset(
     unknown = sorted(set(options) - set(allowed)) if not takes_any else []
     if unknown:
         raise ConfigError(
-            f"Dataset '{name}' does not take option(s) {', '.join(unknown)}. "
+            f"Dataset '{name}' does not take option(s) {shorten(', '.join(map(str, unknown)), 200)}. "
             f"Allowed options: {', '.join(allowed) or '(none)'}."
         )
     missing = [

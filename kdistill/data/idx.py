@@ -16,6 +16,7 @@ import numpy as np
 
 from kdistill.data.sources import FILES
 from kdistill.errors import DataError
+from kdistill.io import atomic_write_bytes, ensure_writable_dir
 
 IMAGES_MAGIC = 2051  # uint8, 3 dimensions
 LABELS_MAGIC = 2049  # uint8, 1 dimension
@@ -106,9 +107,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     if path.suffix == ".gz":
         # mtime=0 keeps the output byte-identical across runs.
         payload = gzip.compress(payload, mtime=0)
-    from kdistill.train.checkpoint import atomic_write_bytes  # kdistill.train imports kdistill.data
-
-    atomic_write_bytes(path, payload)
+    atomic_write_bytes(path, payload, "IDX file")
     return path
 
 
@@ -156,8 +155,7 @@ def write_idx_dataset(
     test_labels: np.ndarray,
 ) -> Path:
     """Write the four gzip-compressed files of an MNIST-format data set into ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_writable_dir(folder, "data folder")
     arrays = {
         "train_images": np.asarray(train_images, dtype=np.uint8),
         "train_labels": np.asarray(train_labels, dtype=np.uint8),

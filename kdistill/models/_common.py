@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kdistill.errors import ConfigError, quote
+from kdistill.errors import ConfigError, quote, shorten
 
 # The largest model a factory builds: 2 billion parameters are 8 GB as float32 before gradients
 # and optimiser state triple that. An option beyond it (a typo such as hidden: [1000000000]) is
@@ -26,7 +26,8 @@ def merge_kwargs(model: str, kwargs: Mapping[str, Any], defaults: Mapping[str, A
     if unknown:
         allowed = ", ".join(sorted(defaults)) or "(none)"
         raise ConfigError(
-            f"Model '{model}' got unknown option(s) {', '.join(unknown)}. Allowed options: {allowed}."
+            f"Model '{model}' got unknown option(s) {shorten(', '.join(map(str, unknown)), 200)}. "
+            f"Allowed options: {allowed}."
         )
     return {**defaults, **kwargs}
 
@@ -35,7 +36,7 @@ def output_size(model: str, num_classes: int) -> int:
     """Number of logits: one per class, or a single value for regression (``num_classes == 0``)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ConfigError(
-            f"Model '{model}': num_classes must be an integer >= 0, got {num_classes!r}."
+            f"Model '{model}': num_classes must be an integer >= 0, got {quote(num_classes)}."
         )
     return num_classes if num_classes > 0 else 1  # huge counts are caught by check_parameters
 
@@ -113,6 +114,6 @@ def _shape(model: str, input_shape: Sequence[int]) -> tuple[int, ...]:
     if not shape or any(d <= 0 for d in shape):
         raise ConfigError(
             f"Model '{model}': input_shape must be a non-empty tuple of positive sizes, "
-            f"got {input_shape!r}."
+            f"got {quote(input_shape)}."
         )
     return shape

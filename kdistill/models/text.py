@@ -58,27 +58,45 @@ def config_from_dict(options: dict[str, Any]) -> Any:
         options.pop(key, None)
     if not isinstance(model_type, str):
         raise ConfigError(f"Invalid transformer config: model_type must be a string, got {quote(model_type)}.")
+    _check_sizes(options)
     try:
         config = transformers.AutoConfig.for_model(model_type, **options)
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, *_strict_errors()) as error:
         raise ConfigError(f"Invalid transformer config ({type(error).__name__}: "
                           f"{shorten(str(error).splitlines()[0] if str(error) else '', 120)}).") from None
     check_encoder_size(config)
     return config
 
 
-def check_encoder_size(config: Any) -> None:
-    """Refuse an encoder config whose sizes are not whole numbers, or beyond the parameter budget."""
+_SIZE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
+              "max_position_embeddings", "num_attention_heads")
+
+
+def _strict_errors() -> tuple[type[Exception], ...]:
+    # recent transformers validate configs with huggingface_hub's own error type
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:
+        return ()
+    return (StrictDataclassError,)
+
+
+def _check_sizes(values: dict[str, Any]) -> dict[str, int]:
     sizes = {}
-    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
-                "max_position_embeddings", "num_attention_heads"):
-        value = getattr(config, key, None)
+    for key in _SIZE_KEYS:
+        value = values.get(key)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"Invalid transformer config: {key} must be a positive whole number, "
                               f"got {quote(value)}.")
         sizes[key] = value
+    return sizes
+
+
+def check_encoder_size(config: Any) -> None:
+    """Refuse an encoder config whose sizes are not whole numbers, or beyond the parameter budget."""
+    sizes = _check_sizes({key: getattr(config, key, None) for key in _SIZE_KEYS})
     if sizes.get("num_hidden_layers", 1) > MAX_LAYERS:
         raise ConfigError(f"Invalid transformer config: num_hidden_layers must be at most {MAX_LAYERS}.")
     hidden, inter = sizes.get("hidden_size", 1), sizes.get("intermediate_size", 1)
@@ -104,7 +122,7 @@ class HFClassifier(TextModel):
         vocab = embedding.embed.num_embeddings if embedding is not None else config.vocab_size
         super().__init__(vocab, pad_id, max_length)
         if pooling not in POOLINGS:
-            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}.")
+            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {quote(pooling)}.")
         if max_length > config.max_position_embeddings:
             raise ConfigError(f"max_length {max_length} exceeds the encoder's "
                               f"{config.max_position_embeddings} position embeddings.")
@@ -142,7 +160,8 @@ def build_backbone(config: Any, pretrained: str | None = None) -> nn.Module:
         except ConfigError:
             raise
         # its messages may quote the folder's files (the path can come from a checkpoint): not shown
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as error:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError,
+                *_strict_errors()) as error:
             raise ConfigError(f"Cannot load a Hugging Face encoder from {folder} ({type(error).__name__}): "
                               "its config.json or weights are missing, malformed or of an architecture "
                               "this transformers version does not know.") from None

@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from kdistill.data.sources import cache_root
-from kdistill.errors import ConfigError, DataError, OutputError
+from kdistill.errors import ConfigError, DataError, OutputError, quote
+from kdistill.io import atomic_write_bytes
 
 log = logging.getLogger("kdistill")
 
@@ -49,7 +50,7 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> Tenso
     """Token ids ``(N, max_length)``, int64, truncated and right-padded with the pad id."""
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise ConfigError(f"max_length must be a whole number of at least 2 (room for special tokens), "
-                          f"got {max_length!r}.")
+                          f"got {quote(max_length)}.")
     if not texts:
         return torch.zeros(0, max_length, dtype=torch.long)
     bad = next((i for i, text in enumerate(texts, start=1) if not isinstance(text, str)), None)
@@ -101,9 +102,7 @@ def _vocab_size(tokenizer: Any) -> int:
 
 
 def _save_atomic(path: Path, ids: Tensor) -> None:
-    from kdistill.train.checkpoint import atomic_write_bytes  # kdistill.train imports kdistill.data
-
-    atomic_write_bytes(path, save({"input_ids": ids.contiguous()}))
+    atomic_write_bytes(path, save({"input_ids": ids.contiguous()}), "token cache")
 
 
 def sequence_lengths(ids: Tensor, pad_id: int) -> Tensor:

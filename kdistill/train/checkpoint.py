@@ -153,7 +153,11 @@ def remove_stale_temp_files(path: str | Path) -> list[Path]:
     path = Path(path)
     removed = []
     for target in (path, path.with_suffix(".json")):
-        for stale in path.parent.glob(temp_file_pattern(target)):
+        try:
+            found = list(path.parent.glob(temp_file_pattern(target)))
+        except OSError:  # a folder that cannot be listed: the write that follows reports why
+            found = []
+        for stale in found:
             try:
                 stale.unlink(missing_ok=True)
             except OSError:  # e.g. a read-only folder: the write that follows reports it

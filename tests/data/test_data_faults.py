@@ -103,7 +103,7 @@ def test_messages_never_quote_what_a_file_holds(tmp_path):
         (f"a,label\n{SECRET},0\n1,1\n2,0\n", {}),               # a non-numeric feature
         (f"a,{SECRET}\n1,0\n2,1\n", {"label_column": "y"}),
         (f"root:x:0:0:{SECRET}:/root:/bin/bash\ndaemon:x:1:1\n", {}),  # /etc/passwd-like
-        (f"a,b,label\n1,2,0\n3,4,1\n", {"test_path": "TEST"}),
+        ("a,b,label\n1,2,0\n3,4,1\n", {"test_path": "TEST"}),
     ]
     for i, (text, options) in enumerate(cases):
         path = csv(tmp_path, text, f"c{i}.csv")
