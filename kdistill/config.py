@@ -1,9 +1,11 @@
 """The experiment file: a YAML document validated by a pydantic schema.
 
-Configs are data, never code: they are parsed with ``yaml.safe_load`` (so tags
-such as ``!!python/object`` are refused) and every key is checked against the
+Configs are data, never code: they are parsed with a bounded ``yaml.SafeLoader``
+(:mod:`kdistill.safe_yaml`: tags such as ``!!python/object`` are refused, and so
+are alias bombs and files over 1 MiB) and every key is checked against the
 schema below. A misspelled key or a value outside the allowed set raises
-:class:`~kdistill.errors.ConfigError` naming the key and what is allowed.
+:class:`~kdistill.errors.ConfigError` naming the key and what is allowed; the
+user's value is quoted at most a line long.
 
 A minimal distillation experiment::
 

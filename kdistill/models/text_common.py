@@ -100,17 +100,25 @@ class FactorizedEmbedding(nn.Module):
 
 def pretrained_word_embeddings(source: str | Path) -> Tensor:
     """The word-embedding matrix of a pretrained model folder or package, read directly."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from kdistill.text.hf import resolve_source
 
     folder = resolve_source(source)
     files = sorted(folder.glob("*.safetensors"))
     for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-                if key.endswith("word_embeddings.weight"):
-                    return handle.get_tensor(key)
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    if key.endswith("word_embeddings.weight"):
+                        weight = handle.get_tensor(key)
+                        if weight.dim() != 2 or not weight.is_floating_point():
+                            raise ConfigError(f"The word embeddings in {file} are not a float matrix "
+                                              f"({weight.dtype} {tuple(weight.shape)}).")
+                        return weight
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ConfigError(f"Cannot read {file} ({type(error).__name__}): it is not a complete "
+                              "safetensors file.") from None
     raise ConfigError(f"No word_embeddings.weight tensor in the safetensors files of {folder}.")
 
 
