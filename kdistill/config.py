@@ -59,7 +59,15 @@ def _word_for_bool(value: Any, true: str | None, false: str | None) -> Any:
 
 
 class AugmentConfig(Strict):
-    jitter: int = Field(0, ge=0, le=8, description="max random translation in pixels (Hinton: 2)")
+    jitter: int = Field(0, ge=0, le=8, description="max random translation in pixels (Hinton: 2); "
+                        "a random crop of the image padded by this many pixels")
+    flip: bool = Field(False, description="random left-right mirror of each image (garments, natural "
+                       "images; not digits)")
+
+    @property
+    def active(self) -> bool:
+        """Whether inputs change from epoch to epoch (then a teacher cannot be cached)."""
+        return bool(self.jitter or self.flip)
 
 
 class DataConfig(Strict):
@@ -189,8 +197,23 @@ class DistillConfig(Strict):
     def _precision_word(cls, value: Any) -> Any:
         return _word_for_bool(value, None, "same")  # "bf16: off" means the teacher keeps its precision
 
+    @model_validator(mode="after")
+    def _one_way_to_say_it(self) -> DistillConfig:
+        if self.methods and self.method != "kd":
+            raise ValueError(
+                f"distill.method ({self.method!r}) and distill.methods (a list) are two ways to choose the "
+                "loss terms; give one: method: NAME for a single method, or methods: [{name: NAME, weight: W}, "
+                "...] to combine several")
+        for m in self.methods:
+            if m.name == "kd" and (m.weight != 1.0 or m.options):
+                raise ValueError(
+                    "distill.methods: 'kd' names the built-in soft-target term, which is weighted by "
+                    "distill.alpha at distill.temperature; set those instead of a weight or options on the "
+                    "kd entry (or drop the entry: the term is always there while alpha > 0)")
+        return self
+
     def method_list(self) -> list[MethodConfig]:
-        """The extra loss terms, beyond the built-in Hinton KD term."""
+        """The extra loss terms, beyond the built-in Hinton KD term (weighted by ``alpha``)."""
         if self.methods:
             return [m for m in self.methods if m.name != "kd"]
         return [] if self.method == "kd" else [MethodConfig(name=self.method)]

@@ -58,8 +58,11 @@ class Distiller(TrainingObjective):
         temperature: float = 4.0,
         methods: Sequence[tuple[DistillationMethod, float]] = (),
         teacher_precision: str = "same",
+        task: str = "classification",
     ) -> None:
         super().__init__()
+        if task not in ("classification", "regression"):
+            raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}.")
         if teacher_precision not in ("same", "bf16"):
             raise ConfigError(f"teacher_precision must be 'same' or 'bf16', got {teacher_precision!r}.")
         if not 0.0 <= alpha <= 1.0:
@@ -75,6 +78,7 @@ class Distiller(TrainingObjective):
         self.methods = nn.ModuleList([m for m, _ in methods])
         self.weights = [float(w) for _, w in methods]
         self.teacher_precision = teacher_precision
+        self.task = task
         self.teacher_cache: TeacherCache | None = None
         self.epoch = 0
         self._student_hooks: FeatureHooks | None = None
@@ -95,7 +99,8 @@ class Distiller(TrainingObjective):
 
     def _attach_hooks(self) -> None:
         for method in self.methods:
-            method.bind(self.student, self.teacher)
+            with _as_config_error(method):
+                method.bind(self.student, self.teacher)
         student_paths = [p for m in self.methods for p in m.student_layers]
         teacher_paths = [p for m in self.methods for p in m.teacher_layers]
         if student_paths:
@@ -128,7 +133,8 @@ class Distiller(TrainingObjective):
 
     def setup_methods(self, sample: Tensor, num_train: int) -> None:
         for method in self.methods:
-            method.setup(self.student, self.teacher, sample, num_train)
+            with _as_config_error(method):
+                method.setup(self.student, self.teacher, sample, num_train)
 
     def prepare(self, x_train: Tensor, context: FitContext) -> None:
         """Check the pair, build method adapters, and cache the teacher when its inputs never change."""
@@ -143,7 +149,7 @@ class Distiller(TrainingObjective):
         if mode not in {"auto", "device", "memmap", "off"}:
             raise ConfigError(f"teacher cache must be auto, device, memmap or off; got {mode!r}.")
         self.teacher_cache = None
-        if context.augment_jitter:
+        if context.augmenting:
             log.info("augmentation is on: the teacher runs live on every augmented batch (no cache)")
         elif mode == "off":
             log.info("teacher cache is off: the teacher runs live on every batch")
@@ -217,7 +223,11 @@ class Distiller(TrainingObjective):
         if self.alpha < 1.0:
             losses["student"] = self.student_loss_fn(student_logits, labels)
             total = total + (1.0 - self.alpha) * losses["student"]
-        if self.alpha > 0.0:
+        if self.alpha > 0.0 and self.task == "regression":
+            # one output has no distribution to soften: the teacher's predictions are the targets
+            losses["kd"] = nn.functional.mse_loss(student_logits.float(), teacher_logits.float())
+            total = total + self.alpha * losses["kd"]
+        elif self.alpha > 0.0:
             log_p_s = torch.log_softmax(student_logits.float() / t, dim=-1)
             p_t = torch.softmax(teacher_logits.float() / t, dim=-1)
             losses["kd"] = t * t * self.distillation_loss_fn(log_p_s, p_t)
@@ -240,6 +250,24 @@ class Distiller(TrainingObjective):
                     total = total + weight * value
         losses["loss"] = total
         return losses
+
+
+@contextlib.contextmanager
+def _as_config_error(method: nn.Module):
+    """A method's set-up refusing the models or options is a user mistake: report it as one."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"Method '{method_name(method)}': {error}") from None
+
+
+def method_name(method: nn.Module) -> str:
+    """The registered name of a method instance (its class name if it was never registered)."""
+    cls = type(_unwrap(method))
+    for name in METHODS.names():
+        if METHODS.get(name) is cls:
+            return name
+    return cls.__name__
 
 
 def _unwrap(method: nn.Module) -> nn.Module:

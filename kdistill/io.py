@@ -43,14 +43,15 @@ def output_error(path: str | Path, what: str, error: OSError) -> OutputError:
     return OutputError(f"Cannot write {what} '{shorten(path, 300)}': {reason}; {fix}.", path=Path(path))
 
 
-def _temp_prefix(path: Path) -> str:
+def temp_prefix(path: str | Path) -> str:
+    """How the temporary files of ``path`` start; the writer's pid follows (``PID-random.tmp``)."""
     # the temp name must fit where the target fits: keep its prefix short
-    return f".{path.name[:100]}."
+    return f".{Path(path).name[:100]}."
 
 
 def temp_file_pattern(path: str | Path) -> str:
     """The glob matching the temporary files :func:`atomic_write_bytes` makes for ``path``."""
-    return f"{_temp_prefix(Path(path))}*.tmp"
+    return f"{temp_prefix(path)}*.tmp"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, what: str = "file") -> None:
@@ -62,7 +63,9 @@ def atomic_write_bytes(path: str | Path, data: bytes, what: str = "file") -> Non
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
+        # the writer's pid in the name: only temp files of dead writers are ever cleaned up
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{temp_prefix(path)}{os.getpid()}-",
+                                   suffix=".tmp")
     except OSError as error:
         raise output_error(path, what, error) from None
     try:

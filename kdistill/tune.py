@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,11 @@ from typing import Any
 
 from kdistill.config import ExperimentConfig, SearchParam, dump_config, parse_config
 from kdistill.data import DataSplits
-from kdistill.distiller import Supervised
 from kdistill.errors import ConfigError, TrainingError
-from kdistill.experiment import build_distiller, build_model, get_teacher, load_data, load_model
-from kdistill.train import fit
+from kdistill.experiment import build_run, execute, get_teacher, load_data
+from kdistill.experiment.validate import meta_model, validate_experiment, validate_output_dir
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
-from kdistill.train.loop import seed_everything
+from kdistill.train.lock import folder_lock
 
 log = logging.getLogger("kdistill")
 
@@ -138,16 +138,25 @@ def _suggest(trial: Any, key: str, spec: SearchParam) -> Any:
 def _study_storage(storage: str | None, out: Path) -> tuple[Any, str]:
     optuna = _optuna()
     url = storage or f"sqlite:///{(out / 'tune.db').resolve()}"
-    try:
-        # the heartbeat lets a later run mark trials of a killed worker as failed
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    except ImportError as error:
-        raise ConfigError(f"Optuna storage '{_hide_password(url)}' needs a database driver: {error}.") from None
-    except Exception as error:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
-        raise ConfigError(f"Cannot open Optuna storage '{_hide_password(url)}': {error}") from None
-    return rdb, url
+    for attempt in range(3):
+        try:
+            # the heartbeat lets a later run mark trials of a killed worker as failed
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180), url
+        except Exception as error:
+            # machines creating one shared database at once race on its schema: the loser retries
+            if type(error).__name__ != "IntegrityError" or attempt == 2:
+                raise _storage_error(url, error) from None
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _storage_error(url: str, error: Exception) -> ConfigError:
+    if isinstance(error, ImportError):
+        return ConfigError(f"Optuna storage '{_hide_password(url)}' needs a database driver: {error}.")
+    # SQLAlchemy raises many kinds for a bad URL or an unreachable server
+    return ConfigError(f"Cannot open Optuna storage '{_hide_password(url)}': {error}")
 
 
 def _hide_password(url: str) -> str:
@@ -166,13 +175,20 @@ def _count_finished(study: Any) -> int:
 
 
 def _get_teacher(cfg: ExperimentConfig, data: DataSplits, out: Path):
+    """The search's one teacher: trained (or loaded) once, shared by every trial and every process.
+
+    A teacher an earlier or concurrent run of this search left in
+    ``out/teacher`` is reused only once it has finished; an unfinished one
+    (the search was killed while it trained) is resumed. Processes sharing
+    the folder take turns: the second waits for the first one's teacher.
+    """
     if cfg.teacher is None:
         return None
-    trained = out / "teacher" / "best.safetensors"
-    if not cfg.teacher.checkpoint and trained.is_file():
-        log.info("reusing the teacher trained by an earlier run of this search: %s", trained)
-        return load_model(trained)[0]
-    return get_teacher(cfg, data, out)
+    if cfg.teacher.checkpoint:
+        return get_teacher(cfg, data, out)
+    folder = out / "teacher"
+    with folder_lock(folder, "training the search's teacher", wait=True):
+        return get_teacher(cfg, data, out)  # reuses a finished teacher, resumes an unfinished one
 
 
 def run_tune(
@@ -200,31 +216,36 @@ def run_tune(
     if cfg.student is None:
         raise ConfigError("Tuning needs a 'student' section with at least 'model: NAME'.")
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir() / "tune"
-    out.mkdir(parents=True, exist_ok=True)
+    validate_output_dir(out)
     search = cfg.tune.search or default_search(cfg)
     base = normalised_dump(cfg)
     apply_params(base, {key: _midpoint(spec) for key, spec in search.items()})  # bad keys fail now
     data = data if data is not None else load_data(cfg)
+    if cfg.teacher is not None:  # everything checkable is checked before the teacher trains
+        validate_experiment(cfg, data)
+    else:
+        meta_model(cfg.student, data, "student")
+    out.mkdir(parents=True, exist_ok=True)
     teacher = _get_teacher(cfg, data, out)
 
-    rdb, url = _study_storage(storage, out)
     name = study_name or cfg.name
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials,
                                           n_warmup_steps=cfg.tune.warmup_epochs)
               if cfg.tune.pruner == "median" else optuna.pruners.NopPruner())
-    study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed), pruner=pruner)
+    # processes sharing the folder create the storage and the study one at a time
+    with folder_lock(out, "opening the search's storage", wait=True):
+        rdb, url = _study_storage(storage, out)
+        study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True,
+                                    sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed), pruner=pruner)
 
     def objective(trial: Any) -> float:
         params = {key: _suggest(trial, key, spec) for key, spec in search.items()}
         trial_cfg = apply_params(base, params)
         trial_cfg.train.progress = False
-        seed_everything(trial_cfg.train.seed)  # every trial starts from the same initial weights
-        student = build_model(trial_cfg.student, data)
-        if teacher is None:
-            objective_module = Supervised(student, label_smoothing=trial_cfg.train.label_smoothing)
-        else:
-            objective_module = build_distiller(trial_cfg, teacher, student)
+        # the same run as `kdistill distill` builds (seeded student, augmentation, teacher cache,
+        # regression objective), only written nowhere: every trial starts from the same weights
+        run = build_run(trial_cfg, "student" if teacher is None else "distill", data=data, teacher=teacher,
+                        out_dir=None)
 
         def report(epoch: int, record: dict[str, float]) -> None:
             trial.report(record["val_score"], epoch)
@@ -232,13 +253,12 @@ def run_tune(
                 raise optuna.TrialPruned(f"val_score {record['val_score']:.4f} below the median at epoch {epoch}")
 
         try:
-            history = fit(objective_module, data, trial_cfg.train, on_epoch_end=report,
-                          description=f"trial {trial.number}")
+            result = execute(run, on_epoch_end=report, evaluate=False)
         except TrainingError as error:
             # a diverging learning rate is an outcome of the search, not a user mistake
             trial.set_user_attr("diverged", str(error))
-            raise optuna.TrialPruned("the loss became NaN or infinite") from None
-        return history.best_score
+            raise optuna.TrialPruned("the loss became NaN, infinite or diverged") from None
+        return result.best_score
 
     remaining = trials - _count_finished(study)
     if remaining > 0:
@@ -249,7 +269,8 @@ def run_tune(
         study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop])
     else:
         log.info("study '%s' already has %d finished trials", name, trials)
-    return _write_results(study, base, out, url, name)
+    with folder_lock(out, "writing the search's results", wait=True):
+        return _write_results(study, base, out, url, name)
 
 
 def _midpoint(spec: SearchParam) -> Any:

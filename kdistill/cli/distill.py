@@ -6,7 +6,7 @@ import argparse
 
 from kdistill.cli.common import add_config_arguments, config_from_args
 from kdistill.cli.render import print_metrics
-from kdistill.schemes import run_experiment, scheme_names
+from kdistill.schemes import run_experiment
 from kdistill.train.distributed import is_main_process
 
 
@@ -15,21 +15,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "distill", help="distil a student from a teacher",
         description="Distil the config's student from its teacher (trained first when the config "
                     "gives no teacher checkpoint), then report accuracy and fidelity.")
-    add_config_arguments(parser)
-    parser.add_argument("--method", help="distillation method or scheme, e.g. crd, dkd, born-again "
-                        "(overrides distill.method, or distill.scheme.name for a scheme)")
+    add_config_arguments(parser, "distill")
+    parser.add_argument("--method", help="distillation method or scheme, e.g. crd, dkd, born-again: a method "
+                        "replaces distill.method and distill.methods; a scheme sets distill.scheme")
     parser.add_argument("--teacher", metavar="CHECKPOINT", help="teacher checkpoint (overrides teacher.checkpoint)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.method in scheme_names():
-        args.overrides.append(f"distill.scheme.name={args.method}")
-    elif args.method:
-        args.overrides.append(f"distill.method={args.method}")
-    if args.teacher:
-        args.overrides.append(f"teacher.checkpoint={args.teacher}")
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "distill")
     result = run_experiment(cfg, resume=args.resume)
     if not is_main_process():  # under torchrun, rank 0 reports
         return 0

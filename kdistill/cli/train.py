@@ -7,6 +7,7 @@ import argparse
 from kdistill.cli.common import add_config_arguments, config_from_args
 from kdistill.cli.render import print_metrics
 from kdistill.experiment import train_model
+from kdistill.experiment.validate import validate_output_dir
 from kdistill.train.distributed import is_main_process
 
 
@@ -14,15 +15,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a teacher or a plain model on labels",
         description="Train the config's teacher (default) or student on hard labels alone.")
-    add_config_arguments(parser)
+    add_config_arguments(parser, "train")
     parser.add_argument("--role", choices=["teacher", "student"], default="teacher",
                         help="which model of the config to train (default: teacher)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "train")
     out = cfg.resolved_output_dir() / args.role
+    validate_output_dir(out)
     result = train_model(cfg, args.role, out_dir=out, resume=args.resume)
     if not is_main_process():  # under torchrun, rank 0 reports
         return 0

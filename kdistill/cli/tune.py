@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdistill.cli.common import config_from_args
+from kdistill.cli.common import add_config_arguments, config_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -14,26 +14,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "tune.search keys) with Optuna, pruning trials below the median. Running the "
                     "same command again resumes the search; several machines can share one "
                     "study through --storage.")
-    parser.add_argument("config", help="YAML experiment file (see examples/)")
+    add_config_arguments(parser, "tune")
     parser.add_argument("--trials", type=int, default=20, help="finished trials the study should reach (default 20)")
     parser.add_argument("--storage", metavar="URL",
                         help="Optuna storage URL, e.g. postgresql://user@host/db (default: sqlite "
                              "file tune.db in the output folder)")
     parser.add_argument("--study-name", help="name of the study in the storage (default: the config's name)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting new trials after this long")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.epochs=3 (repeatable)")
-    parser.add_argument("--output-dir", "-o", help="where the teacher and the search results go")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides train.device)")
-    parser.add_argument("--epochs", type=int, help="epochs per trial (overrides train.epochs)")
-    parser.add_argument("--data-dir", help="folder holding the data set files (overrides data.data_dir)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from kdistill.tune import run_tune
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "tune")
     out = cfg.resolved_output_dir() / "tune"
     try:
         result = run_tune(cfg, args.trials, storage=args.storage, study_name=args.study_name,

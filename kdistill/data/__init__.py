@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kdistill.data import datasets as _builtin  # noqa: F401  (registers the built-ins)
-from kdistill.data.augment import jitter
+from kdistill.data.augment import hflip, jitter
 from kdistill.data.batching import iterate_batches, num_batches
 from kdistill.data.idx import read_idx, read_idx_pair, write_idx, write_idx_dataset
 from kdistill.data.sources import candidate_dirs, download_idx, find_idx_dir, locate_idx
@@ -28,6 +28,7 @@ __all__ = [
     "dataset_options",
     "download_idx",
     "find_idx_dir",
+    "hflip",
     "iterate_batches",
     "jitter",
     "load_dataset",

@@ -50,3 +50,18 @@ def jitter(
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     channel = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def hflip(x: Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> Tensor:
+    """Mirror each image left-right with probability ``p`` (its own coin per image).
+
+    The usual companion of random crops for natural images and garments;
+    leave it off for digits and text, whose mirror image is another symbol.
+    """
+    if x.dim() != 4:
+        raise DataError(f"hflip needs a batch of images shaped (N, C, H, W); got shape {tuple(x.shape)}.")
+    if x.numel() == 0 or p <= 0:
+        return x
+    gen_device = generator.device if generator is not None else x.device
+    flip = (torch.rand(len(x), generator=generator, device=gen_device) < p).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)

@@ -11,11 +11,14 @@ documented Python call::
 
 from kdistill.experiment.records import data_record, load_data, model_spec
 from kdistill.experiment.run import (
+    Run,
     RunResult,
     _load_best,
     _write_metrics,
     build_distiller,
     build_model,
+    build_run,
+    execute,
     get_teacher,
     run_distill,
     seeded,
@@ -29,6 +32,9 @@ from kdistill.experiment.saved import (
 )
 
 __all__ = [
+    "Run",
+    "build_run",
+    "execute",
     "_load_best",
     "_write_metrics",
     "RunResult",

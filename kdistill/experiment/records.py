@@ -51,7 +51,7 @@ def data_record(d: DataConfig) -> dict[str, Any]:
                 files.append(key)
         options[key] = value
     return {"dataset": d.dataset, "options": options, "data_dir": data_dir,
-            "download": d.download, "files": files}
+            "download": d.download, "files": files, "limit_train": d.limit_train, "limit_test": d.limit_test}
 
 
 def model_spec(model_cfg: ModelConfig, data: DataSplits, model: nn.Module | None = None) -> dict[str, Any]:
@@ -67,6 +67,6 @@ def model_spec(model_cfg: ModelConfig, data: DataSplits, model: nn.Module | None
     }
 
 
-def _data_meta(data: DataSplits) -> dict[str, Any]:
+def data_meta(data: DataSplits) -> dict[str, Any]:
     # only data loaded from a config knows how to reload itself; other data adds no record
     return {"data": data.source} if data.source is not None else {}

@@ -16,6 +16,7 @@ from torch import nn
 from kdistill.data import DataSplits, available_datasets, load_dataset
 from kdistill.errors import CheckpointError, ConfigError, DataError, ModelError, shorten
 from kdistill.eval import evaluate_model, predict
+from kdistill.experiment.targets import TargetScale, fold
 from kdistill.models import create_model
 from kdistill.train import read_checkpoint
 from kdistill.train.checkpoint import load_into, read_checkpoint_metadata
@@ -110,6 +111,12 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     finally:
         _LOADING.discard(key)
     load_into(model, tensors, "model", f"'{checkpoint}'")
+    scale = TargetScale.from_dict(meta.get("target_scale"))
+    if scale is not None:  # trained on standardised targets: predict in the data's own units
+        try:
+            fold(model, scale)
+        except ValueError as error:
+            raise CheckpointError(f"Checkpoint '{checkpoint}' records a target scale, but {error}.") from None
     model.eval()
     return model, meta
 

@@ -96,24 +96,32 @@ def run_scheme(cfg: ExperimentConfig, *, data: DataSplits | None = None,
 
 def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
                    out_dir: str | Path | None = None, resume: str | Path | None = None):
-    """What ``kdistill distill`` runs: the configured scheme, or one distillation run."""
-    from kdistill.distiller import build_method
-    from kdistill.experiment import run_distill
+    """What ``kdistill distill`` runs: the configured scheme, or one distillation run.
+
+    Everything that can be checked without training (models, methods, scheme
+    members, checkpoints, the output folder) is checked first, so a mistake is
+    reported before any teacher trains.
+    """
+    from kdistill.experiment import load_data, run_distill
+    from kdistill.experiment.validate import validate_experiment, validate_output_dir
 
     if cfg.distill.scheme is None and not cfg.distill.methods and cfg.distill.method in scheme_names():
         # `method: born-again` reads naturally; treat it as the scheme with default options
         cfg = cfg.model_copy(deep=True)
         cfg.distill.scheme = SchemeConfig(name=cfg.distill.method)
         cfg.distill.method = "kd"
-    # fail on a misspelled method or option before minutes of teacher training
-    for m in cfg.distill.method_list():
-        build_method(m.name, m.options, cfg.distill.temperature)
-    if cfg.distill.scheme is not None:
-        validate_options(cfg.distill.scheme.name, cfg.distill.scheme.options)
-        if resume is not None:
-            raise ConfigError("--resume continues one training run; schemes (several runs) cannot be resumed.")
-        return run_scheme(cfg, data=data, out_dir=out_dir)
-    return run_distill(cfg, data=data, out_dir=out_dir, resume=resume)
+    scheme = cfg.distill.scheme.name if cfg.distill.scheme is not None else None
+    options = validate_options(scheme, cfg.distill.scheme.options) if scheme is not None else {}
+    if scheme is not None and resume is not None:
+        raise ConfigError("--resume continues one training run; schemes (several runs) cannot be resumed. "
+                          "Run the same command again without --resume: finished teachers are reused.")
+    out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
+    validate_output_dir(out)
+    data = data if data is not None else load_data(cfg)
+    validate_experiment(cfg, data, scheme=scheme, options=options)
+    if scheme is not None:
+        return SCHEMES.get(scheme)(cfg, data=data, out_dir=out, **options)
+    return run_distill(cfg, data=data, out_dir=out, resume=resume)
 
 
 __all__ = ["SCHEMES", "register_scheme", "run_experiment", "run_scheme", "scheme_names", "validate_options"]

@@ -21,12 +21,12 @@ from torch import Tensor, nn
 
 from kdistill.config import ExperimentConfig
 from kdistill.data import DataSplits
-from kdistill.eval import evaluate_model
-from kdistill.experiment import RunResult, _load_best, _write_metrics, build_model, model_spec
+from kdistill.errors import ConfigError
+from kdistill.experiment import RunResult, build_model, build_run, execute
+from kdistill.experiment.validate import member_configs
 from kdistill.methods.base import soft_kl
 from kdistill.schemes import register_scheme
-from kdistill.schemes._common import as_model_config, prepare, write_summary
-from kdistill.train import fit
+from kdistill.schemes._common import prepare, write_summary
 from kdistill.train.objective import TrainingObjective
 
 
@@ -62,21 +62,24 @@ class MutualLearning(TrainingObjective):
 @register_scheme("dml")
 def run_dml(cfg: ExperimentConfig, *, data: DataSplits | None = None, out_dir: str | Path | None = None,
             peers: list[Any] | None = None, temperature: float = 1.0) -> RunResult:
-    """Train the student with mutual-learning peers (default: one copy of the student's architecture)."""
-    from kdistill.errors import ConfigError
+    """Train the student with mutual-learning peers (default: one copy of the student's architecture).
 
+    The peers are built right after the student, from the same seeded random
+    stream, so the same seed always gives the same cohort.
+    """
     if cfg.student is None:
         raise ConfigError("dml needs a 'student' section.")
     data, out = prepare(cfg, data, out_dir)
-    student = build_model(cfg.student, data)
-    peer_models = [build_model(as_model_config(p), data) for p in (peers or [cfg.student.model_dump()])]
-    objective = MutualLearning(student, peer_models, temperature)
-    meta = {"role": "student", "model_spec": model_spec(cfg.student, data),
-            "distill": cfg.distill.model_dump(mode="json")}
-    history = fit(objective, data, cfg.train, out_dir=out / "student", augment_jitter=cfg.data.augment.jitter,
-                  metadata=meta, description="mutual learning")
-    _load_best(student, history.best_path)
-    metrics = evaluate_model(student, data)
-    _write_metrics(out / "student", metrics)
-    write_summary(out, {"scheme": "dml", "peers": len(peer_models), "student": metrics})
-    return RunResult(student, metrics, history.best_path, history.epochs, history.seconds)
+    if data.task != "classification":
+        raise ConfigError("dml: mutual learning matches class distributions; the data set is not a "
+                          "classification task.")
+    peer_cfgs = member_configs(peers, "dml: peers") or [cfg.student]
+
+    def mutual(student: nn.Module) -> MutualLearning:
+        return MutualLearning(student, [build_model(p, data) for p in peer_cfgs], temperature)
+
+    run = build_run(cfg, "student", data=data, out_dir=out / "student", make_objective=mutual)
+    run.metadata["distill"] = cfg.distill.model_dump(mode="json")
+    result = execute(run)
+    write_summary(out, {"scheme": "dml", "peers": len(peer_cfgs), "student": result.metrics})
+    return result

@@ -16,6 +16,7 @@ refuses any pickle that would build objects other than tensors and containers.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import warnings
 from pathlib import Path
@@ -32,6 +33,7 @@ from kdistill.io import (
     atomic_write_text,
     ensure_writable_dir,
     temp_file_pattern,
+    temp_prefix,
 )
 from kdistill.train.checkpoint_meta import validate_metadata
 
@@ -144,11 +146,28 @@ def save_checkpoint(
     return path
 
 
+def refresh_sidecar(path: str | Path) -> None:
+    """Rewrite the JSON copy of ``path``'s metadata if it differs (e.g. after a kill between the two)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    meta = read_checkpoint_metadata(path)
+    text = json.dumps(meta, indent=2, default=_json_default)
+    sidecar = path.with_suffix(".json")
+    try:
+        current = sidecar.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != text:
+        atomic_write_text(sidecar, text)
+
+
 def remove_stale_temp_files(path: str | Path) -> list[Path]:
     """Delete temp files a killed writer of ``path`` (and its JSON sidecar) left behind.
 
-    Only one process writes a given checkpoint (rank 0), so any temp file with
-    its name is an orphan of a crash; the checkpoint itself was never touched.
+    A temp file carries its writer's pid; it is an orphan when that process
+    no longer runs (the checkpoint itself was never touched by the crash).
+    Temp files of a live process, e.g. a concurrent writer, are left alone.
     """
     path = Path(path)
     removed = []
@@ -158,12 +177,27 @@ def remove_stale_temp_files(path: str | Path) -> list[Path]:
         except OSError:  # a folder that cannot be listed: the write that follows reports why
             found = []
         for stale in found:
+            if _writer_alive(stale.name[len(temp_prefix(target)):]):
+                continue
             try:
                 stale.unlink(missing_ok=True)
             except OSError:  # e.g. a read-only folder: the write that follows reports it
                 continue
             removed.append(stale)
     return removed
+
+
+def _writer_alive(rest: str) -> bool:
+    pid_text = rest.split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False  # an older name without a pid, or this process's own killed write
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 def _json_default(value: Any) -> Any:

@@ -38,11 +38,12 @@ import torch
 from torch import Tensor, nn
 
 from kdistill.config import TrainConfig
-from kdistill.data import DataSplits, iterate_batches, jitter
+from kdistill.data import DataSplits, hflip, iterate_batches, jitter
 from kdistill.errors import CheckpointError, ConfigError, TrainingError
 from kdistill.train import distributed
 from kdistill.train.checkpoint import (
     read_checkpoint_metadata,
+    refresh_sidecar,
     remove_stale_temp_files,
     restore_training_state,
     save_checkpoint,
@@ -178,7 +179,7 @@ class _Setup:
 
 
 def _set_up(objective: TrainingObjective, data: DataSplits, cfg: TrainConfig, augment_jitter: int,
-            cache: str, out: Path | None) -> _Setup:
+            augment_flip: bool, cache: str, out: Path | None) -> _Setup:
     device = resolve_device(cfg.device)
     dist_ctx, device = distributed.init_distributed(device)  # [ddp]
     cfg = distributed.effective_config(cfg, dist_ctx)  # [ddp] batch_scope / lr_scaling
@@ -190,7 +191,8 @@ def _set_up(objective: TrainingObjective, data: DataSplits, cfg: TrainConfig, au
     x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
     objective.to(device)
     objective.prepare(x_train, FitContext(device=device, amp=cfg.amp, augment_jitter=augment_jitter,
-                                          cache=cache, out_dir=out, num_train=len(x_train)))
+                                          augment_flip=augment_flip, cache=cache, out_dir=out,
+                                          num_train=len(x_train)))
     objective.to(device)
     cuda_graphs = compile_models(objective, device, cfg)
     modules = unwrapped_modules(objective)
@@ -238,7 +240,7 @@ def _report_changed_settings(path: str | Path, saved: dict[str, Any], now: dict[
         log.warning("resuming %s with changed settings: %s", path, "; ".join(changed))
 
 
-def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_jitter: int,
+def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_jitter: int, augment_flip: bool,
                  fill: float | tuple[float, ...], progress: Any, task: Any) -> tuple[dict[str, Tensor], Tensor,
                                                                                      Tensor | None]:
     """One pass over the shuffled training set; returns loss sums, first bad step, first loss."""
@@ -258,6 +260,8 @@ def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_ji
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
         if augment_jitter:
             xb = jitter(xb, augment_jitter, generator=generator, fill=fill)
+        if augment_flip:
+            xb = hflip(xb, generator=generator)
         xb, yb, idx, weight = distributed.shard_batch(xb, yb, idx, s.dist_ctx)  # [ddp]
         with autocast_context(device, cfg.amp):
             losses = distributed.scale_losses(objective(xb, yb, idx), weight)  # [ddp]
@@ -318,6 +322,7 @@ def fit(
     out_dir: str | Path | None = None,
     resume: str | Path | None = None,
     augment_jitter: int = 0,
+    augment_flip: bool = False,
     cache_teacher: bool | str = True,
     metadata: dict[str, Any] | None = None,
     description: str = "train",
@@ -331,15 +336,16 @@ def fit(
     ``out_dir``, ``last.safetensors`` is written every epoch and
     ``best.safetensors`` whenever the validation score improves. ``resume``
     continues from such a checkpoint with its optimiser and RNG state.
-    ``cache_teacher`` is ``True``/``"auto"``/``"device"``, ``"memmap"``, or
-    ``False``/``"off"``; the cache is only used without augmentation.
+    ``augment_jitter`` (pixels) and ``augment_flip`` augment every batch on the
+    device. ``cache_teacher`` is ``True``/``"auto"``/``"device"``, ``"memmap"``,
+    or ``False``/``"off"``; the cache is only used without augmentation.
     ``on_epoch_end(epoch, record)`` is called after each epoch (it may raise,
     e.g. ``optuna.TrialPruned``). Under ``torchrun`` training is data-parallel
     (see :mod:`kdistill.train.distributed`).
     """
     cache = ("auto" if cache_teacher else "off") if isinstance(cache_teacher, bool) else cache_teacher
     out = Path(out_dir) if out_dir is not None else None
-    s = _set_up(objective, data, cfg, augment_jitter, cache, out)
+    s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out)
     cfg = s.cfg
     history = History()
     metadata = dict(metadata or {})
@@ -348,6 +354,8 @@ def fit(
     if out is not None and s.dist_ctx.is_main:
         for name in ("best.safetensors", "last.safetensors"):
             remove_stale_temp_files(out / name)  # orphans of a killed earlier writer
+            if resume is not None:
+                refresh_sidecar(out / name)  # a kill between a checkpoint and its JSON copy
 
     progress = _progress(cfg.progress and s.dist_ctx.is_main)  # [ddp]
     task = progress.add_task(description, total=s.total_steps, completed=start_epoch * s.steps_per_epoch,
@@ -358,7 +366,7 @@ def fit(
         with progress or contextlib.nullcontext():
             for epoch in range(start_epoch, cfg.epochs):
                 epoch_start = time.perf_counter()
-                sums, first_bad, first_loss = _train_epoch(objective, s, epoch, augment_jitter,
+                sums, first_bad, first_loss = _train_epoch(objective, s, epoch, augment_jitter, augment_flip,
                                                            data.fill_value, progress, task)
                 bad_step = int(distributed.first_bad_step(first_bad, s.dist_ctx).item())  # [ddp]
                 sums = distributed.average_sums(sums, s.dist_ctx)  # [ddp]

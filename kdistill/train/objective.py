@@ -33,17 +33,23 @@ class FitContext:
     """What :meth:`TrainingObjective.prepare` may need to know about the run.
 
     ``amp`` is the loop's autocast mode (``train.amp``), ``augment_jitter`` the
-    pixel shift applied to every batch (0: inputs never change between
-    epochs), ``cache`` the teacher-cache mode (``distill.cache``) and
-    ``out_dir`` the run folder (``None``: nothing is written).
+    pixel shift and ``augment_flip`` the random mirroring applied to every batch
+    (neither: inputs never change between epochs), ``cache`` the teacher-cache
+    mode (``distill.cache``) and ``out_dir`` the run folder (``None``: nothing
+    is written).
     """
 
     device: torch.device
     amp: str = "auto"
     augment_jitter: int = 0
+    augment_flip: bool = False
     cache: str = "auto"
     out_dir: Path | None = None
     num_train: int = 0
+
+    @property
+    def augmenting(self) -> bool:
+        return bool(self.augment_jitter or self.augment_flip)
 
 
 @torch.no_grad()

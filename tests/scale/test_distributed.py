@@ -77,3 +77,29 @@ def test_torchrun_two_gloo_processes_match_one_process(tmp_path):
         for name in names:
             torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
     assert not list((tmp_path / "two").rglob("*.tmp"))
+
+
+def test_torchrun_with_a_trainable_adapter_saves_unwrapped_names_and_resumes(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "data: {dataset: digits, limit_train: 160, limit_test: 40}\n"
+        "teacher: {model: mlp-simple}\nstudent: {model: mlp-simple, options: {hidden: [8]}}\n"
+        "distill: {methods: [{name: fitnets}]}\n"
+        "teacher_train: {epochs: 1, progress: false, device: cpu}\n"
+        "train: {epochs: 2, batch_size: 32, progress: false, device: cpu}\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "kdistill", "distill", str(cfg), "-o", str(tmp_path / "run")]
+    first = subprocess.run(torchrun, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    last = tmp_path / "run" / "student" / "last.safetensors"
+    names = list(load_file(last))
+    assert any(n.startswith("methods.0.regressor.") for n in names)
+    assert not [n for n in names if ".module." in n or n.startswith("module.")]
+    resumed = subprocess.run(torchrun + ["--resume", str(last), "--epochs", "3"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    from kdistill.train import read_checkpoint
+
+    _, meta = read_checkpoint(last)
+    assert meta["epoch"] == 2 and [r["epoch"] for r in meta["history"]] == [0, 1, 2]

@@ -55,18 +55,18 @@ def test_interrupted_search_resumes_from_its_storage(tmp_path, digits, monkeypat
     import kdistill.tune as tune
 
     cfg = parse_config(BASE)
-    real_fit, calls = tune.fit, []
+    real_execute, calls = tune.execute, []
 
-    def interrupted_fit(*args, **kwargs):
+    def interrupted_execute(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt  # Ctrl-C during the second trial
-        return real_fit(*args, **kwargs)
+        return real_execute(*args, **kwargs)
 
-    monkeypatch.setattr(tune, "fit", interrupted_fit)
+    monkeypatch.setattr(tune, "execute", interrupted_execute)
     with pytest.raises(KeyboardInterrupt):
         run_tune(cfg, 3, out_dir=tmp_path, data=digits)
-    monkeypatch.setattr(tune, "fit", real_fit)
+    monkeypatch.setattr(tune, "execute", real_execute)
 
     import optuna
 
@@ -79,3 +79,62 @@ def test_interrupted_search_resumes_from_its_storage(tmp_path, digits, monkeypat
     states = [t.state.name for t in result.study.trials]
     assert states[:2] == ["COMPLETE", "FAIL"] and len(states) == 4  # two new trials, not three
     assert result.study.trials[0].params == first  # the earlier trial was kept
+
+
+OWN_TEACHER = {**BASE, "teacher": {"model": "mlp-simple"},
+               "teacher_train": {"epochs": 3, "batch_size": 64, "progress": False, "device": "cpu"}}
+
+
+def test_a_search_killed_while_its_teacher_trains_resumes_that_teacher(tmp_path, monkeypatch):
+    import kdistill.train.checkpoint as checkpoint
+    from kdistill.train import read_checkpoint
+
+    class Killed(BaseException):
+        pass
+
+    real, writes = checkpoint.atomic_write_bytes, []
+
+    def dying(path, payload):
+        writes.append(path)
+        real(path, payload)
+        if len(writes) == 4:  # epoch 0's best and last (and their JSON copies) are on disk
+            raise Killed
+
+    cfg = parse_config(dict(OWN_TEACHER, output_dir=str(tmp_path)))
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", dying)
+    with pytest.raises(Killed):
+        run_tune(cfg, 2, out_dir=tmp_path / "tune")
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", real)
+    _, meta = read_checkpoint(tmp_path / "tune" / "teacher" / "last.safetensors")
+    assert meta["epoch"] == 0  # half-trained: a search that reused it would distil from a 1-epoch teacher
+
+    result = run_tune(cfg, 2, out_dir=tmp_path / "tune")
+    _, meta = read_checkpoint(tmp_path / "tune" / "teacher" / "last.safetensors")
+    assert [r["epoch"] for r in meta["history"]] == [0, 1, 2] and result.finished_trials == 2
+
+
+def test_two_searches_on_one_folder_both_finish(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(dict(OWN_TEACHER, output_dir=str(tmp_path / "out"))))
+    command = [sys.executable, "-m", "kdistill", "tune", str(config), "--trials", "4",
+               "--storage", f"sqlite:///{tmp_path / 'shared.db'}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, out + err
+    study = optuna.load_study(study_name="tune-test", storage=f"sqlite:///{tmp_path / 'shared.db'}")
+    assert len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) >= 4
+    from kdistill.train import read_checkpoint
+
+    _, meta = read_checkpoint(tmp_path / "out" / "tune" / "teacher" / "last.safetensors")
+    assert [r["epoch"] for r in meta["history"]] == [0, 1, 2]  # one teacher, trained once
+    assert (tmp_path / "out" / "tune" / "best.yaml").is_file()
+    assert not list((tmp_path / "out").rglob("*.tmp"))

@@ -103,10 +103,12 @@ def test_noisy_student_refuses_a_smaller_student(tmp_path):
         run_scheme(cfg)
 
 
-def test_method_key_may_name_a_scheme(monkeypatch):
+def test_method_key_may_name_a_scheme(monkeypatch, tmp_path):
     import kdistill.schemes as schemes
 
     seen = {}
-    monkeypatch.setattr(schemes, "run_scheme", lambda cfg, **kw: seen.setdefault("scheme", cfg.distill.scheme.name))
-    schemes.run_experiment(parse_config({"distill": {"method": "takd"}}))
+    monkeypatch.setitem(schemes.SCHEMES._entries, "takd",
+                        lambda cfg, **kw: seen.setdefault("scheme", cfg.distill.scheme.name))
+    schemes.run_experiment(parse_config({"distill": {"method": "takd"}, "teacher": {"model": "cnn-simple"},
+                                         "student": {"model": "mlp-simple"}, "output_dir": str(tmp_path)}))
     assert seen["scheme"] == "takd"
