@@ -135,3 +135,34 @@ def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     except OSError as error:
         raise output_error(path, what, error) from None
     return path
+
+
+def check_writable_dir(path: str | Path, what: str = "output folder") -> None:
+    """Like :func:`ensure_writable_dir`, but creates nothing (a dry run leaves no folder behind).
+
+    Every name in ``path`` must fit the file system, the nearest existing
+    ancestor must be a folder, and a scratch folder must be creatable (and is
+    removed again) in it; otherwise :class:`OutputError` says which and why.
+    """
+    path = Path(path)
+    too_long = next((part for part in path.parts if len(os.fsencode(part)) > 255), None)
+    if too_long is not None or len(os.fsencode(str(path))) >= 4096:
+        raise OutputError(f"Cannot write {what} '{shorten(path, 120)}': a name in the path is too long "
+                          "(at most 255 bytes a name, 4,095 in all); use a shorter name.", path=path)
+    probe = path
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        is_dir = probe.is_dir()
+    except OSError as error:
+        raise output_error(path, what, error) from None
+    except ValueError:  # an embedded NUL character
+        raise OutputError(f"Cannot use {what} {shorten(repr(str(path)), 300)}: it is not a valid path.",
+                          path=path) from None
+    if not is_dir:
+        raise OutputError(f"Cannot use {what} '{shorten(path, 300)}': '{shorten(probe, 300)}' is a file, not "
+                          "a folder; choose another path (--output-dir).", path=path)
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".kdistill-write-test."))
+    except OSError as error:
+        raise output_error(path, what, error) from None

@@ -12,7 +12,7 @@ from torch import nn
 
 from kdistill.cli.main import main
 from kdistill.errors import KDistillError, OutputError
-from kdistill.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from kdistill.io import atomic_write_bytes, atomic_write_text, check_writable_dir, ensure_writable_dir
 from kdistill.train import save_checkpoint
 
 
@@ -28,6 +28,20 @@ def test_ensure_writable_dir_creates_and_checks(tmp_path):
     target = tmp_path / "a" / "b"
     assert ensure_writable_dir(target) == target and target.is_dir()
     assert not leftovers(target)
+
+
+def test_the_dry_run_check_creates_nothing(tmp_path):
+    check_writable_dir(tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists() and not list(tmp_path.iterdir())
+    file = tmp_path / "taken"
+    file.write_text("x")
+    with pytest.raises(OutputError, match="'taken' is a file, not a folder|taken' is a file"):
+        check_writable_dir(file / "run")
+    with pytest.raises(OutputError, match="a name in the path is too long"):
+        check_writable_dir(tmp_path / ("n" * 300) / "teacher")
+    if Path("/proc/self").is_dir():
+        with pytest.raises(OutputError, match="/proc/kdistill-run"):
+            check_writable_dir("/proc/kdistill-run")
 
 
 def test_a_path_that_is_a_file(tmp_path):
