@@ -20,6 +20,7 @@ from kdistill.experiment.targets import TargetScale, fold
 from kdistill.models import create_model
 from kdistill.train import read_checkpoint
 from kdistill.train.checkpoint import load_into, read_checkpoint_metadata
+from kdistill.train.checkpoint_meta import require_model_spec
 
 
 def evaluation_data(
@@ -97,6 +98,7 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"Checkpoint '{checkpoint}' does not record which model it holds; load it into your "
             "own module with kdistill.train.checkpoint.load_into()."
         )
+    spec = require_model_spec(meta, f"Checkpoint '{checkpoint}'")
     key = str(Path(checkpoint).resolve())
     if key in _LOADING:
         raise CheckpointError(f"Checkpoint '{checkpoint}' records a model built from itself; it cannot be "

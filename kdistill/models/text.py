@@ -159,9 +159,15 @@ def build_backbone(config: Any, pretrained: str | None = None) -> nn.Module:
                 str(folder), add_pooling_layer=False, attn_implementation="sdpa")
         except ConfigError:
             raise
+        except RuntimeError:
+            import torch
+
+            if torch.empty(0).device.type == "meta":  # a dry run on the meta device: not the files' fault
+                raise
+            raise ConfigError(f"Cannot load a Hugging Face encoder from {folder} (RuntimeError): its "
+                              "weights do not fit its config.json.") from None
         # its messages may quote the folder's files (the path can come from a checkpoint): not shown
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError,
-                *_strict_errors()) as error:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, *_strict_errors()) as error:
             raise ConfigError(f"Cannot load a Hugging Face encoder from {folder} ({type(error).__name__}): "
                               "its config.json or weights are missing, malformed or of an architecture "
                               "this transformers version does not know.") from None

@@ -140,9 +140,9 @@ def save_checkpoint(
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     header = {META_KEY: json.dumps(meta, default=_json_default)}
     remove_stale_temp_files(path)
-    atomic_write_bytes(path, save(tensors, metadata=header), "checkpoint")
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=_json_default),
-                      "checkpoint metadata")
+    # both through this module's atomic_write_bytes, the one write point tests can intercept
+    atomic_write_bytes(path, save(tensors, metadata=header))
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2, default=_json_default).encode())
     return path
 
 
@@ -159,7 +159,7 @@ def refresh_sidecar(path: str | Path) -> None:
     except (OSError, UnicodeDecodeError):
         current = None
     if current != text:
-        atomic_write_text(sidecar, text)
+        atomic_write_bytes(sidecar, text.encode())
 
 
 def remove_stale_temp_files(path: str | Path) -> list[Path]:

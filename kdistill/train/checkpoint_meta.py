@@ -89,6 +89,15 @@ DATA: dict[str, Check] = {
 }
 
 
+def require_model_spec(meta: dict[str, Any], label: str) -> dict[str, Any]:
+    """The ``model_spec`` with every entry a model is rebuilt from (``model``, ``input_shape``, ...)."""
+    spec = meta.get("model_spec") or {}
+    for key in ("model", "input_shape", "num_classes"):
+        if key not in spec:
+            raise _fail(label, f"model_spec.{key}", MODEL_SPEC[key][1], None)
+    return spec
+
+
 def _fail(label: str, field: str, wanted: str, value: Any) -> CheckpointError:
     return CheckpointError(
         f"{label} has malformed kdistill metadata: '{field}' must be {wanted}, got {quote(value, 60)}. "
@@ -106,9 +115,6 @@ def validate_metadata(meta: dict[str, Any], label: str) -> dict[str, Any]:
     _check_fields(meta, TOP, label)
     spec = meta.get("model_spec")
     if spec is not None:
-        for key in ("model", "input_shape", "num_classes"):
-            if key not in spec:
-                raise _fail(label, f"model_spec.{key}", MODEL_SPEC[key][1], None)
         _check_fields(spec, MODEL_SPEC, label, "model_spec.")
     record = meta.get("data")
     if record is not None:

@@ -64,7 +64,6 @@ def rewrite(path, tensors=None, meta_update=None, drop=()):
     ({"model_spec": {"model": "mlp-simple", "input_shape": [64], "num_classes": -1}}, "'model_spec.num_classes'"),
     ({"model_spec": {"model": "mlp-simple", "input_shape": [64], "num_classes": 10, "options": [1]}},
      "'model_spec.options'"),
-    ({"model_spec": {"model": "mlp-simple", "num_classes": 10}}, "'model_spec.input_shape'"),
     ({"data": {"dataset": "csv", "options": "path=/etc/passwd"}}, "'data.options'"),
     ({"data": {"dataset": "csv", "options": {}, "files": ["path"]}}, "'data.files'"),
     ({"data": {"dataset": 5}}, "'data.dataset'"),
@@ -87,6 +86,9 @@ def test_unknown_model_and_bad_options_are_checkpoint_errors(tmp_path, digits):
         load_model(path)
     rewrite(path, meta_update={"model_spec": spec(digits, options={"hidden": [10**9]})})
     with pytest.raises(CheckpointError, match="cannot be rebuilt.*make hidden"):
+        load_model(path)
+    rewrite(path, meta_update={"model_spec": {"model": "mlp-simple", "num_classes": 10}})
+    with pytest.raises(CheckpointError, match="'model_spec.input_shape' must be"):
         load_model(path)
 
 

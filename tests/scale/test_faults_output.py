@@ -12,7 +12,12 @@ from torch import nn
 
 from kdistill.cli.main import main
 from kdistill.errors import KDistillError, OutputError
-from kdistill.io import atomic_write_bytes, atomic_write_text, check_writable_dir, ensure_writable_dir
+from kdistill.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable_dir,
+    ensure_writable_dir,
+)
 from kdistill.train import save_checkpoint
 
 
@@ -110,7 +115,7 @@ def test_a_full_disk_leaves_no_temp_file_and_keeps_the_old_file(tmp_path, monkey
     assert target.read_bytes() == b"the previous, complete checkpoint"
     assert not leftovers(tmp_path)
     model = nn.Linear(2, 2)
-    with pytest.raises(OutputError, match="Cannot write checkpoint .*the disk is full"):
+    with pytest.raises(OutputError, match="Cannot write file .*last.safetensors.*the disk is full"):
         save_checkpoint(tmp_path / "last.safetensors", {"model": model}, {"epoch": 0})
     assert not leftovers(tmp_path) and not (tmp_path / "last.safetensors").exists()
 
