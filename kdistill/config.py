@@ -1,9 +1,11 @@
 """The experiment file: a YAML document validated by a pydantic schema.
 
-Configs are data, never code: they are parsed with ``yaml.safe_load`` (so tags
-such as ``!!python/object`` are refused) and every key is checked against the
+Configs are data, never code: they are parsed with a bounded ``yaml.SafeLoader``
+(:mod:`kdistill.safe_yaml`: tags such as ``!!python/object`` are refused, and so
+are alias bombs and files over 1 MiB) and every key is checked against the
 schema below. A misspelled key or a value outside the allowed set raises
-:class:`~kdistill.errors.ConfigError` naming the key and what is allowed.
+:class:`~kdistill.errors.ConfigError` naming the key and what is allowed; the
+user's value is quoted at most a line long.
 
 A minimal distillation experiment::
 
@@ -18,19 +20,42 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import stat
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kdistill.errors import ConfigError
+from kdistill.errors import ConfigError, quote, shorten
+from kdistill.safe_yaml import MAX_CONFIG_BYTES, load_yaml
 
 
 class Strict(BaseModel):
     """Base for every section: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are never a sane learning rate, temperature or fraction
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Bounds on numbers that reach torch: beyond them a run would not finish, would exhaust memory
+# or overflow a seed long before it could report anything useful.
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1 << 24
+MAX_SAMPLES = 1 << 40
+# every seed kdistill derives (NumPy's, the per-epoch shuffles') stays inside torch's 64-bit range
+SEED_LIMIT = 1 << 32
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda)(:(0|[1-9][0-9]{0,3}))?")
+
+
+def _word_for_bool(value: Any, true: str | None, false: str | None) -> Any:
+    """YAML 1.1 reads unquoted off/no/on/yes as booleans: map them back to the documented word."""
+    if value is True and true is not None:
+        return true
+    if value is False and false is not None:
+        return false
+    return value
 
 
 class AugmentConfig(Strict):
@@ -51,8 +76,8 @@ class DataConfig(Strict):
     download: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    limit_train: int | None = Field(None, gt=0, description="use only the first N training samples")
-    limit_test: int | None = Field(None, gt=0, description="use only the first N test samples")
+    limit_train: int | None = Field(None, gt=0, le=MAX_SAMPLES, description="use only the first N training samples")
+    limit_test: int | None = Field(None, gt=0, le=MAX_SAMPLES, description="use only the first N test samples")
 
 
 class ModelConfig(Strict):
@@ -79,18 +104,23 @@ class OptimizerConfig(Strict):
 
 class SchedulerConfig(Strict):
     name: SchedulerName = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0)
-    step_epochs: int = Field(30, gt=0, description="for 'step': decay every N epochs")
+    warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS)
+    step_epochs: int = Field(30, gt=0, le=MAX_EPOCHS, description="for 'step': decay every N epochs")
     gamma: float = Field(0.1, gt=0, le=1, description="for 'step': decay factor")
     final_lr_fraction: float = Field(0.0, ge=0, le=1)
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_word(cls, value: Any) -> Any:
+        return _word_for_bool(value, None, "constant")  # "scheduler: {name: off}": no schedule
+
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, gt=0)
-    batch_size: int = Field(128, gt=0)
+    epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
+    batch_size: int = Field(128, gt=0, le=MAX_BATCH_SIZE)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     device: str = "auto"
     amp: AmpMode = "auto"
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held out of train to pick the best epoch")
@@ -104,7 +134,7 @@ class TrainConfig(Strict):
     compile: bool = Field(False, description="torch.compile the student and teacher")
     cuda_graphs: bool = Field(False, description="CUDA only: compile with CUDA graphs (reduce-overhead)")
     base_batch_size: int | None = Field(
-        None, gt=0, description="batch size the lr was tuned for; if set, lr *= batch_size / base_batch_size")
+        None, gt=0, le=MAX_BATCH_SIZE, description="batch size the lr was tuned for; if set, lr *= batch_size / base_batch_size")
 
     def scaled_lr(self) -> float:
         """The base learning rate after the linear scaling rule (Goyal et al. 2017) for large batches."""
@@ -115,10 +145,21 @@ class TrainConfig(Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        base = value.split(":", 1)[0]
-        if base not in {"auto", "cpu", "cuda", "mps"}:
-            raise ValueError("device must be one of auto, cpu, cuda, cuda:N, mps")
+        # the spelling is checked here; whether the device exists is checked when a run starts
+        if not _DEVICE.fullmatch(value):
+            raise ValueError("device must be auto, cpu, cuda, cuda:N (N = 0, 1, ...: the GPU's index) "
+                             "or mps")
         return value
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_word(cls, value: Any) -> Any:
+        return _word_for_bool(value, "auto", "off")
+
+    @field_validator("lr_scaling", mode="before")
+    @classmethod
+    def _lr_scaling_word(cls, value: Any) -> Any:
+        return _word_for_bool(value, None, "none")
 
 
 class MethodConfig(Strict):
@@ -145,6 +186,16 @@ class DistillConfig(Strict):
     teacher_precision: Literal["same", "bf16"] = Field(
         "same", description="bf16: run the frozen teacher under bf16 autocast while the student keeps "
         "train.amp (a cheaper live teacher on CPUs with AVX512-BF16)")
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_word(cls, value: Any) -> Any:
+        return _word_for_bool(value, "auto", "off")
+
+    @field_validator("teacher_precision", mode="before")
+    @classmethod
+    def _precision_word(cls, value: Any) -> Any:
+        return _word_for_bool(value, None, "same")  # "bf16: off" means the teacher keeps its precision
 
     @model_validator(mode="after")
     def _one_way_to_say_it(self) -> DistillConfig:
@@ -198,9 +249,14 @@ class TuneConfig(Strict):
     search: dict[str, SearchParam] | None = Field(
         None, description="dotted config keys to search; default: temperature, alpha, lr, method weights")
     pruner: Literal["median", "none"] = "median"
-    startup_trials: int = Field(2, ge=0, description="trials never pruned while the median forms")
-    warmup_epochs: int = Field(1, ge=0, description="epochs of a trial never pruned")
-    seed: int = 0
+    startup_trials: int = Field(2, ge=0, le=1_000_000, description="trials never pruned while the median forms")
+    warmup_epochs: int = Field(1, ge=0, le=MAX_EPOCHS, description="epochs of a trial never pruned")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
+
+    @field_validator("pruner", mode="before")
+    @classmethod
+    def _pruner_word(cls, value: Any) -> Any:
+        return _word_for_bool(value, "median", "none")
 
 
 class TrackingConfig(Strict):
@@ -232,7 +288,7 @@ class ExperimentConfig(Strict):
 
 
 def _describe_location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    return ".".join(shorten(part, 40) for part in loc) or "(top level)"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -256,21 +312,53 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(current, "model_fields", {}))
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """Turn pydantic's report into sentences a user can act on."""
+_BOOL_HINT = ("YAML reads unquoted yes/no/on/off/true/false as booleans; quote the value "
+              "(e.g. 'off') to give the word")
+_MAX_PROBLEMS = 8
+
+
+def format_validation_error(error: ValidationError, source: str,
+                            schema: type[BaseModel] | None = None) -> str:
+    """Turn pydantic's report into sentences a user can act on (user values cut to a line)."""
     messages = []
-    for item in error.errors():
+    items = error.errors()
+    for item in items[:_MAX_PROBLEMS]:
         loc = tuple(item["loc"])
         where = _describe_location(loc)
+        given = item.get("input")
         if item["type"] == "extra_forbidden":
-            allowed = _allowed_keys(ExperimentConfig, loc)
+            allowed = _allowed_keys(schema or ExperimentConfig, loc)
             messages.append(f"unknown key '{where}' (allowed here: {', '.join(allowed)})")
         elif item["type"] == "literal_error":
             expected = item.get("ctx", {}).get("expected", "")
-            messages.append(f"'{where}' is {item['input']!r}; allowed values: {expected}")
+            hint = f" ({_BOOL_HINT})" if isinstance(given, bool) else ""
+            messages.append(f"'{where}' is {quote(given)}; allowed values: {expected}{hint}")
         else:
-            messages.append(f"'{where}': {item['msg']} (got {item.get('input')!r})")
-    return f"Invalid config {source}: " + "; ".join(messages) + "."
+            hint = f"; {_BOOL_HINT}" if isinstance(given, bool) and item["type"] == "string_type" else ""
+            text = item["msg"].removeprefix("Value error, ")
+            messages.append(f"'{where}': {shorten(text, 200)} (got {quote(given)}{hint})")
+    if len(items) > _MAX_PROBLEMS:
+        messages.append(f"and {len(items) - _MAX_PROBLEMS} more problem(s)")
+    return f"Invalid config {shorten(source, 200)}: " + "; ".join(messages) + "."
+
+
+def _check_text(data: Any, source: str) -> None:
+    """Refuse strings no file name, log or JSON file can hold: NUL characters and lone surrogates."""
+    stack, seen = [(data, ())], 0
+    while stack and seen < 200_000:
+        value, where = stack.pop()
+        seen += 1
+        if isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((key, where))
+                stack.append((item, (*where, key)))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, (*where, i)) for i, item in enumerate(value))
+        elif isinstance(value, str) and ("\x00" in value or any("\ud800" <= c <= "\udfff" for c in value)):
+            raise ConfigError(
+                f"Invalid config {shorten(source, 200)}: '{_describe_location(where)}' holds "
+                f"{quote(value)}, which contains a NUL character or a lone surrogate (not text a "
+                "file name or a JSON file can hold); remove it.")
 
 
 def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
@@ -278,7 +366,9 @@ def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"Invalid config {source}: the top level must be a mapping of keys to values.")
+        raise ConfigError(f"Invalid config {shorten(source, 200)}: the top level must be a mapping of "
+                          "keys to values.")
+    _check_text(data, source)
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as error:
@@ -287,56 +377,108 @@ def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``train.epochs=3`` into (["train", "epochs"], 3); the value is read as YAML."""
+    shown = shorten(text)
     if "=" not in text:
-        raise ConfigError(f"Override '{text}' must look like KEY=VALUE, e.g. train.epochs=3.")
+        raise ConfigError(f"Override '{shown}' must look like KEY=VALUE, e.g. train.epochs=3.")
     key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"Override '{shown}' has no key before '='; write KEY=VALUE, e.g. train.epochs=3.")
+    parts = [part.strip() for part in key.split(".")]
+    if any(not part for part in parts):
+        raise ConfigError(
+            f"Override '{shown}': the key '{shorten(key)}' has an empty part; keys are names joined "
+            "by single dots, e.g. train.epochs or data.options.path.")
+    if not raw.strip():
+        return parts, ""
     try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
-    return [part for part in key.strip().split(".") if part], value
+        value = load_yaml(raw, "its value")
+    except ConfigError as error:
+        raise ConfigError(
+            f"Override '{shown}': {error} Quote a value that is meant as text, e.g. "
+            "--set 'name=\"a: b\"'.") from None
+    return parts, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str | tuple[list[str], Any]]) -> dict[str, Any]:
+    """``data`` with each override applied in turn (``"KEY=VALUE"`` text, or ``(key parts, value)``).
+
+    A ``(["output_dir"], "runs/#1")`` pair sets the value as given, without
+    reading it as YAML: what command-line flags that take a path want.
+    """
     data = copy.deepcopy(data)
-    for text in overrides:
-        path, value = parse_override(text)
+    for item in overrides:
+        if isinstance(item, str):
+            text, (path, value) = item, parse_override(item)
+        else:
+            path, value = list(item[0]), item[1]
+            text = f"{'.'.join(map(str, path))}={value}"
+            if not path:
+                raise ConfigError("An override needs a key.")
         node = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"Override '{text}': '{part}' is not a section.")
+                section = ".".join(path[: depth + 1])
+                raise ConfigError(
+                    f"Override '{shorten(text)}': '{shorten(section)}' is {quote(child)} (from the config "
+                    f"or an earlier override), not a section of keys, so '{shorten(path[depth + 1])}' "
+                    f"cannot be set inside it. Drop the other value, or set the whole section at once, "
+                    f"e.g. --set '{shorten(section)}={{{shorten(path[depth + 1])}: VALUE}}'.")
             node = child
         node[path[-1]] = value
     return data
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file safely (no tags that construct objects or run code)."""
+    """Read a YAML file safely (no tags that construct objects or run code) and boundedly.
+
+    Refused with a :class:`ConfigError`: a missing, unreadable or non-UTF-8
+    file, a folder, one over :data:`~kdistill.safe_yaml.MAX_CONFIG_BYTES`
+    (also an endless one such as ``/dev/zero``), and every document
+    :func:`kdistill.safe_yaml.load_yaml` refuses.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Config file '{path}' does not exist.")
+    name = f"Config file '{shorten(path, 200)}'"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.constructor.ConstructorError as error:
-        if "constructor" not in str(error.problem):  # e.g. an unhashable key, not a tag
-            raise ConfigError(f"Config file '{path}' is not valid YAML: {error}") from None
-        raise ConfigError(
-            f"Config file '{path}' uses a YAML tag that kdistill refuses ({error.problem}); "
-            "configs are plain data and can never construct objects or import code."
-        ) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"Config file '{path}' is not valid YAML: {error}") from None
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{name} is a folder; give the YAML file inside it (see examples/).")
+        if stat.S_ISREG(info.st_mode) and info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{name} is {info.st_size:,} bytes; kdistill reads config files of at most "
+                              f"{MAX_CONFIG_BYTES:,} bytes (an experiment file is a few hundred).")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{name} does not exist.") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{name} does not exist (a part of its path is a file, not a folder).") from None
+    except PermissionError:
+        raise ConfigError(f"{name} cannot be read: permission denied. Check its permissions "
+                          f"(ls -l), or copy it somewhere readable.") from None
+    except OSError as error:
+        raise ConfigError(f"{name} cannot be read: {error.strerror or type(error).__name__}.") from None
+    except ValueError:  # e.g. an embedded NUL character
+        raise ConfigError(f"{name} is not a valid file name.") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{name} holds more than {MAX_CONFIG_BYTES:,} bytes (it may never end, like "
+                          "/dev/zero); kdistill reads config files of at most that size.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{name} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
+                          f"{error.start} cannot be decoded); save it as UTF-8 YAML.") from None
+    data = load_yaml(text, name)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"Config file '{path}': the top level must be a mapping of keys to values.")
+        raise ConfigError(f"{name}: the top level must be a mapping of keys to values.")
     return data
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: list[str | tuple[list[str], Any]] | None = None) -> ExperimentConfig:
     """Read, override (``["train.epochs=3"]``) and validate an experiment file."""
     data = apply_overrides(read_yaml(path), overrides or [])
     return parse_config(data, source=f"'{path}'")

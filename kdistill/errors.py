@@ -9,6 +9,30 @@ with status 2; library users can catch it.
 from __future__ import annotations
 
 import difflib
+import reprlib
+from typing import Any
+
+# a user's value is echoed in a message at most this long: a 1 MB string or a huge nested
+# list in a config must not turn one error paragraph into megabytes of terminal output
+QUOTE_LIMIT = 80
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxlist, _repr.maxtuple, _repr.maxdict, _repr.maxset = 3, 6, 6, 6, 6
+_repr.maxstring = _repr.maxother = _repr.maxlong = QUOTE_LIMIT
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters, without walking more than a few levels of it."""
+    text = _repr.repr(value) if not isinstance(value, str) else repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def shorten(text: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``str(text)`` cut to ``limit`` characters (for names and paths quoted inside a message)."""
+    text = str(text) if not isinstance(text, str) else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class KDistillError(Exception):
@@ -33,22 +57,35 @@ class CheckpointError(KDistillError):
     """A checkpoint is missing, corrupt or of the wrong kind."""
 
 
-class OutputError(KDistillError):
-    """A result cannot be written where it should go (read-only, not a folder, disk full)."""
-
-
 class TrainingError(KDistillError):
     """Training cannot continue (e.g. the loss became NaN)."""
+
+
+class OutputError(KDistillError, OSError):
+    """A result cannot be written: the folder is read-only, a file, on a full disk, ...
+
+    Also an :class:`OSError`, so code that already catches ``OSError`` around a
+    write keeps working; ``path`` is the file or folder that could not be written.
+    """
+
+    def __init__(self, message: str, path: Any = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class UnknownNameError(ConfigError, KeyError):
     """A registry lookup for a name that was never registered."""
 
     def __init__(self, kind: str, name: str, known: list[str]) -> None:
-        close = difflib.get_close_matches(name, known, n=3)
+        text = name if isinstance(name, str) else repr(name)
+        # difflib is quadratic in the name's length: a pasted paragraph must not hang it
+        close = difflib.get_close_matches(text, known, n=3) if len(text) <= 200 else []
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         message = (
-            f"Unknown {kind} '{name}'.{hint} Available {kind}s: {', '.join(known) or '(none)'}."
+            f"Unknown {kind} '{shorten(text)}'.{hint} Available {kind}s: {', '.join(known) or '(none)'}."
         )
         super().__init__(message)
         self.kind, self.name, self.known = kind, name, known

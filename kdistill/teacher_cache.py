@@ -18,6 +18,7 @@ Two storages:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -72,7 +73,9 @@ class TeacherCache:
         folder = None
         if storage == "memmap":
             folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="kdistill-cache-"))
-            folder.mkdir(parents=True, exist_ok=True)
+            from kdistill.io import ensure_writable_dir
+
+            ensure_writable_dir(folder, "teacher cache folder")
         store: dict[str, Tensor | np.ndarray] = {}
 
         def put(name: str, start: int, value: Tensor) -> None:
@@ -83,6 +86,7 @@ class TeacherCache:
                     store[name] = torch.empty(shape, dtype=torch.float32, device=inputs.device)
                 else:
                     file = folder / f"{name.replace(':', '-')}.npy"
+                    _check_free_space(folder, 4 * int(np.prod(shape)))
                     store[name] = np.lib.format.open_memmap(file, mode="w+",
                                                             dtype=np.float32, shape=shape)
             target = store[name]
@@ -115,3 +119,14 @@ class TeacherCache:
             return torch.from_numpy(np.ascontiguousarray(array[rows])).to(self.device, non_blocking=True)
 
         return read(self.logits), {k: read(v) for k, v in self.features.items()}  # type: ignore[arg-type]
+
+
+def _check_free_space(folder: Path, needed: int) -> None:
+    """A memory-mapped file on a full disk fails with SIGBUS, not an error: check before mapping."""
+    from kdistill.errors import OutputError
+
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise OutputError(f"Cannot write the teacher cache in '{folder}': it needs {needed / 2**20:,.0f} MiB "
+                          f"but the disk has {free / 2**20:,.0f} MiB free; free some space, or use "
+                          "distill.cache: device (or off).", path=folder)

@@ -30,7 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _options(pairs: list[str]) -> dict[str, Any]:
     options = {}
     for pair in pairs:
-        key, value = parse_override(pair)
+        try:
+            key, value = parse_override(pair)
+        except ConfigError as error:  # the same rules as --set, named after this flag
+            raise ConfigError(str(error).replace("Override", "--data-option", 1)) from None
         if len(key) != 1:
             raise ConfigError(f"--data-option '{pair}' must look like KEY=VALUE, e.g. path=reviews.csv.")
         options[key[0]] = value

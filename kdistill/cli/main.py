@@ -1,7 +1,9 @@
 """The ``kdistill`` command: a thin front end over the library.
 
-User mistakes (bad config, missing data, incompatible models) are printed as
-one paragraph and exit with status 2; only real bugs show a traceback.
+User mistakes (bad config, missing data, incompatible models, an output
+folder that cannot be written) are printed as one paragraph and exit with
+status 2, and so is running out of memory, which is a limit of the machine and
+not a bug; only real bugs show a traceback.
 """
 
 from __future__ import annotations
@@ -38,11 +40,22 @@ def fail(message: str) -> int:
     return 2
 
 
+OUT_OF_MEMORY = ("Out of memory{where}: the run needs more than this machine has. Use a smaller "
+                 "train.batch_size, a smaller model (fewer or narrower layers), or fewer samples "
+                 "(data.limit_train).")
+
+
+def _is_allocation_failure(error: RuntimeError) -> bool:
+    # PyTorch reports a failed CPU allocation as a plain RuntimeError from its allocator
+    text = str(error)
+    return "DefaultCPUAllocator: can't allocate memory" in text or "CUDA out of memory" in text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
+    if not hasattr(args, "run"):  # no command: the help is the error message
+        parser.print_help(sys.stderr)
         return 2
     from kdistill.cli.common import configure_logging
 
@@ -51,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except KDistillError as error:
         return fail(str(error))
+    except MemoryError:
+        return fail(OUT_OF_MEMORY.format(where=""))
+    except RuntimeError as error:  # torch.OutOfMemoryError (GPU memory) is a RuntimeError too
+        import torch
+
+        if isinstance(error, torch.OutOfMemoryError):
+            return fail(OUT_OF_MEMORY.format(where=" on the GPU"))
+        if _is_allocation_failure(error):
+            return fail(OUT_OF_MEMORY.format(where=""))
+        raise
     except yaml.YAMLError as error:
         return fail(f"Could not read YAML: {error}")
     except KeyboardInterrupt:

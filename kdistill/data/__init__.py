@@ -18,7 +18,7 @@ from kdistill.data.batching import iterate_batches, num_batches
 from kdistill.data.idx import read_idx, read_idx_pair, write_idx, write_idx_dataset
 from kdistill.data.sources import candidate_dirs, download_idx, find_idx_dir, locate_idx
 from kdistill.data.splits import DataSplits
-from kdistill.errors import ConfigError
+from kdistill.errors import ConfigError, DataError, shorten
 from kdistill.registry import DATASETS, register_dataset
 
 __all__ = [
@@ -77,7 +77,7 @@ def load_dataset(
     unknown = sorted(set(options) - set(allowed)) if not takes_any else []
     if unknown:
         raise ConfigError(
-            f"Dataset '{name}' does not take option(s) {', '.join(unknown)}. "
+            f"Dataset '{name}' does not take option(s) {shorten(', '.join(map(str, unknown)), 200)}. "
             f"Allowed options: {', '.join(allowed) or '(none)'}."
         )
     missing = [
@@ -97,4 +97,11 @@ def load_dataset(
     for key, value in (("data_dir", data_dir), ("download", download)):
         if key in params or takes_any:
             options[key] = value
-    return loader(**options)
+    data = loader(**options)
+    if not isinstance(data, DataSplits):
+        raise DataError(f"The loader of data set '{name}' returned {type(data).__name__}, not DataSplits.")
+    for split, count in (("training", data.num_train), ("test", data.num_test)):
+        if count == 0:
+            raise DataError(f"Data set '{name}' ({data.name}) has no {split} samples; check its files "
+                            "and the options that select or split them.")
+    return data

@@ -16,6 +16,7 @@ import numpy as np
 
 from kdistill.data.sources import FILES
 from kdistill.errors import DataError
+from kdistill.io import atomic_write_bytes, ensure_writable_dir
 
 IMAGES_MAGIC = 2051  # uint8, 3 dimensions
 LABELS_MAGIC = 2049  # uint8, 1 dimension
@@ -29,14 +30,15 @@ _DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _CODES = {dtype.newbyteorder("="): code for code, dtype in _DTYPES.items()}
+# MNIST's largest file is 47 MB decompressed (EMNIST's 550 MB); a gzip file that inflates past this is refused
+# before it fills the memory (a small .gz can claim gigabytes)
+MAX_IDX_BYTES = 1 << 30
 
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as fh:
+            raw = fh.read(MAX_IDX_BYTES + 1)
     except FileNotFoundError:
         raise DataError(f"IDX file {path} does not exist.") from None
     except (OSError, EOFError, zlib.error) as exc:
@@ -45,6 +47,10 @@ def _read_bytes(path: Path) -> bytes:
             f"Cannot read IDX file {path}: {exc}. The file is probably truncated or "
             "corrupt; delete it and download it again."
         ) from None
+    if len(raw) > MAX_IDX_BYTES:
+        raise DataError(f"IDX file {path} holds more than {MAX_IDX_BYTES >> 30} GiB of data; it is not "
+                        "an MNIST-style file (or it is a decompression bomb).")
+    return raw
 
 
 def read_idx(path: str | Path, expected_magic: int | None = None) -> np.ndarray:
@@ -101,7 +107,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     if path.suffix == ".gz":
         # mtime=0 keeps the output byte-identical across runs.
         payload = gzip.compress(payload, mtime=0)
-    path.write_bytes(payload)
+    atomic_write_bytes(path, payload, "IDX file")
     return path
 
 
@@ -149,8 +155,7 @@ def write_idx_dataset(
     test_labels: np.ndarray,
 ) -> Path:
     """Write the four gzip-compressed files of an MNIST-format data set into ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_writable_dir(folder, "data folder")
     arrays = {
         "train_images": np.asarray(train_images, dtype=np.uint8),
         "train_labels": np.asarray(train_labels, dtype=np.uint8),

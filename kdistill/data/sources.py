@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdistill.errors import DataError
+from kdistill.io import atomic_write_bytes
 
 ENV_VAR = "KDISTILL_DATA"
 SYSTEM_ROOT = Path("/usr/share/datasets")
@@ -195,11 +196,7 @@ def download_idx(name: str, dest: Path | None = None) -> Path:
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
-    from kdistill.train.checkpoint import (
-        atomic_write_bytes,  # here, not at the top: kdistill.train imports kdistill.data
-    )
-
-    atomic_write_bytes(target, data)
+    atomic_write_bytes(target, data, "downloaded data file")
 
 
 def locate_idx(name: str, data_dir: str | Path | None = None, download: bool = True) -> Path:

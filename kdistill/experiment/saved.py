@@ -14,12 +14,13 @@ from typing import Any
 from torch import nn
 
 from kdistill.data import DataSplits, available_datasets, load_dataset
-from kdistill.errors import CheckpointError, ConfigError, DataError
+from kdistill.errors import CheckpointError, ConfigError, DataError, ModelError, shorten
 from kdistill.eval import evaluate_model, predict
 from kdistill.experiment.targets import TargetScale, fold
 from kdistill.models import create_model
 from kdistill.train import read_checkpoint
 from kdistill.train.checkpoint import load_into, read_checkpoint_metadata
+from kdistill.train.checkpoint_meta import require_model_spec
 
 
 def evaluation_data(
@@ -46,6 +47,7 @@ def evaluation_data(
         return load_dataset(dataset, data_dir=data_dir, **options)
     meta = read_checkpoint_metadata(checkpoint)
     record = meta.get("data")
+    # the record's types were checked when the metadata was read (kdistill.train.checkpoint_meta)
     if isinstance(record, dict) and record.get("dataset"):
         merged = {**record.get("options", {}), **options}
         gone = []
@@ -57,7 +59,7 @@ def evaluation_data(
             if moved is not None and moved.exists():
                 merged[key] = str(moved)
             else:
-                gone.append(f"{key}={merged[key]}")
+                gone.append(f"{key}={shorten(merged[key], 200)}")
         if gone:
             raise DataError(
                 f"Checkpoint '{checkpoint}' was trained on data set '{record['dataset']}' read from "
@@ -80,8 +82,15 @@ def evaluation_data(
     return load_dataset(name, data_dir=data_dir, **options)
 
 
+_LOADING: set[str] = set()  # checkpoints being rebuilt now: one whose model names itself loops
+
+
 def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a kdistill checkpoint (architecture from its metadata)."""
+    """Rebuild a model from a kdistill checkpoint (architecture from its metadata).
+
+    A ``model_spec`` that names an unknown model or options the model refuses
+    raises :class:`CheckpointError`: the file, not the user's config, is wrong.
+    """
     tensors, meta = read_checkpoint(checkpoint)
     spec = meta.get("model_spec")
     if not spec:
@@ -89,7 +98,20 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"Checkpoint '{checkpoint}' does not record which model it holds; load it into your "
             "own module with kdistill.train.checkpoint.load_into()."
         )
-    model = create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("options", {}))
+    spec = require_model_spec(meta, f"Checkpoint '{checkpoint}'")
+    key = str(Path(checkpoint).resolve())
+    if key in _LOADING:
+        raise CheckpointError(f"Checkpoint '{checkpoint}' records a model built from itself; it cannot be "
+                              "rebuilt.")
+    _LOADING.add(key)
+    try:
+        model = create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"],
+                             **spec.get("options", {}))
+    except (ConfigError, ModelError) as error:
+        raise CheckpointError(f"Checkpoint '{checkpoint}' records a model that cannot be rebuilt: "
+                              f"{error}") from None
+    finally:
+        _LOADING.discard(key)
     load_into(model, tensors, "model", f"'{checkpoint}'")
     scale = TargetScale.from_dict(meta.get("target_scale"))
     if scale is not None:  # trained on standardised targets: predict in the data's own units
@@ -100,12 +122,21 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     model.eval()
     return model, meta
 
+
 def check_checkpoint_fits(meta: dict[str, Any], data: DataSplits, path: str | Path) -> None:
+    """Refuse data whose number of classes or sample shape differs from what the model was built for."""
     spec = meta.get("model_spec", {})
     if spec and spec.get("num_classes") != data.num_classes:
         raise ConfigError(
-            f"Checkpoint '{path}' predicts {spec.get('num_classes')} classes but data set "
+            f"Checkpoint '{shorten(path, 200)}' predicts {spec.get('num_classes')} classes but data set "
             f"'{data.name}' has {data.num_classes}."
+        )
+    shape = spec.get("input_shape") if spec else None
+    if shape is not None and tuple(shape) != tuple(data.input_shape):
+        raise ConfigError(
+            f"Checkpoint '{shorten(path, 200)}' was built for samples of shape {tuple(shape)} but data "
+            f"set '{data.name}' has {tuple(data.input_shape)}; evaluate it on the data set it was "
+            "trained on (or one of the same shape)."
         )
 
 

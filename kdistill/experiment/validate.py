@@ -12,8 +12,6 @@ checks the schedule, the checkpoints and the output folder.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,8 @@ from torch import nn
 
 from kdistill.config import ExperimentConfig, ModelConfig
 from kdistill.data import DataSplits
-from kdistill.errors import ConfigError, KDistillError, OutputError
+from kdistill.errors import ConfigError, KDistillError
+from kdistill.io import check_writable_dir
 from kdistill.train.checkpoint import is_torch_pickle, read_checkpoint_metadata
 
 log = logging.getLogger("kdistill")
@@ -107,21 +106,7 @@ def validate_output_dir(folder: str | Path) -> None:
     can be made (and removed again); anything else is an
     :class:`~kdistill.errors.OutputError` naming the path and the reason.
     """
-    folder = Path(folder)
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"Cannot write results to '{folder}': '{probe}' is a file, not a folder; choose "
-                          "another --output-dir (output_dir in the config).")
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".kdistill-write-test."))
-    except OSError as error:
-        raise OutputError(f"Cannot write results to '{folder}' ({error.strerror or error}); choose a "
-                          "writable folder with --output-dir (output_dir in the config).") from None
-    if len(folder.name.encode()) > 255:
-        raise OutputError(f"Cannot write results to '{str(folder)[:80]}...': a folder name is longer than "
-                          "255 bytes.")
+    check_writable_dir(folder, "results folder")
 
 
 def meta_model(model_cfg: ModelConfig, data: DataSplits, role: str,

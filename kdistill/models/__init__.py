@@ -21,12 +21,13 @@ Every model maps a batch to logits of shape ``(batch, num_classes)``, or
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
-from kdistill.errors import ConfigError
+from kdistill.errors import ConfigError, shorten
 from kdistill.models import cnn, external, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
 from kdistill.models.cnn import ConvNet
 from kdistill.models.mlp import MLP
@@ -62,7 +63,24 @@ def create_model(
     if clash and not getattr(factory, "checks_shape_options", False):
         raise ConfigError(f"Model '{name}': {', '.join(clash)} come(s) from the data set and cannot be "
                           "set as an option; remove it from the model's options.")
+    _check_options(name, factory, kwargs)
     return factory(tuple(input_shape), num_classes, **kwargs)
+
+
+def _check_options(name: str, factory: Any, kwargs: dict[str, Any]) -> None:
+    """Factories with explicit keyword options refuse others by name, not with a TypeError."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: let it check its own arguments
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return  # the factory checks its own options (see kdistill.models._common.merge_kwargs)
+    allowed = [p for p in list(params)[2:] if params[p].kind in (params[p].KEYWORD_ONLY,
+                                                                  params[p].POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(str(k) for k in kwargs if k not in allowed)
+    if unknown:
+        raise ConfigError(f"Model '{name}' got unknown option(s) {shorten(', '.join(unknown), 200)}. "
+                          f"Allowed options: {', '.join(allowed) or '(none)'}.")
 
 
 def list_models() -> list[str]:

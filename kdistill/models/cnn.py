@@ -29,6 +29,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from kdistill.models._common import (
+    MAX_LAYERS,
+    check_parameters,
     image_shape,
     merge_kwargs,
     output_size,
@@ -91,13 +93,23 @@ def _build(
 ) -> ConvNet:
     defaults = {"widths": widths, "convs_per_block": convs_per_block, "dropout": 0.0}
     opts = merge_kwargs(name, kwargs, defaults)
-    return ConvNet(
-        image_shape(name, input_shape),
-        positive_ints(name, "widths", opts["widths"]),
-        output_size(name, num_classes),
-        convs_per_block=positive_int(name, "convs_per_block", opts["convs_per_block"]),
-        dropout=probability(name, "dropout", opts["dropout"]),
-    )
+    shape = image_shape(name, input_shape)
+    chosen = positive_ints(name, "widths", opts["widths"])
+    convs = positive_int(name, "convs_per_block", opts["convs_per_block"], MAX_LAYERS)
+    outputs = output_size(name, num_classes)
+    check_parameters(name, _parameters(shape[0], chosen, convs, outputs), "widths or convs_per_block")
+    return ConvNet(shape, chosen, outputs, convs_per_block=convs,
+                   dropout=probability(name, "dropout", opts["dropout"]))
+
+
+def _parameters(channels: int, widths: Sequence[int], convs: int, outputs: int) -> int:
+    count = 0
+    for w in widths:
+        for _ in range(min(convs, 2)):  # every conv after the second of a block is like the second
+            count += 9 * channels * w + 2 * w
+            channels = w
+        count += (convs - min(convs, 2)) * (9 * w * w + 2 * w)
+    return count + (channels + 1) * outputs
 
 
 @register_model("cnn-simple")

@@ -21,8 +21,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from kdistill.models._common import (
+    check_parameters,
     flat_size,
     merge_kwargs,
+    mlp_parameters,
     output_size,
     positive_ints,
     probability,
@@ -78,10 +80,13 @@ def build_mlp(
     opts = merge_kwargs(name, kwargs, defaults)
     # An empty list is allowed: a linear (softmax regression) model.
     hidden = positive_ints(name, "hidden", opts["hidden"])
+    features, outputs = flat_size(name, input_shape), output_size(name, num_classes)
+    check_parameters(name, mlp_parameters(features, hidden, outputs),
+                     "hidden (or the input size / number of classes)")
     return MLP(
-        flat_size(name, input_shape),
+        features,
         hidden,
-        output_size(name, num_classes),
+        outputs,
         dropout=probability(name, "dropout", opts.get("dropout", 0.0)),
         input_dropout=probability(name, "input_dropout", opts.get("input_dropout", 0.0)),
     )

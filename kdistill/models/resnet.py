@@ -30,7 +30,15 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdistill.models._common import image_shape, merge_kwargs, output_size, positive_ints
+from kdistill.errors import ConfigError
+from kdistill.models._common import (
+    MAX_LAYERS,
+    check_parameters,
+    image_shape,
+    merge_kwargs,
+    output_size,
+    positive_ints,
+)
 from kdistill.models.init import init_conv_bn
 from kdistill.registry import register_model
 
@@ -103,12 +111,25 @@ def _build(
     widths: tuple[int, int, int],
 ) -> ResNet:
     opts = merge_kwargs(name, kwargs, {"depths": depths, "widths": widths})
-    return ResNet(
-        image_shape(name, input_shape),
-        positive_ints(name, "depths", opts["depths"], length=3),
-        positive_ints(name, "widths", opts["widths"], length=3),
-        output_size(name, num_classes),
-    )
+    shape = image_shape(name, input_shape)
+    chosen_depths = positive_ints(name, "depths", opts["depths"], length=3)
+    chosen_widths = positive_ints(name, "widths", opts["widths"], length=3)
+    if sum(chosen_depths) > MAX_LAYERS:
+        raise ConfigError(f"Model '{name}': depths add up to {sum(chosen_depths):,} blocks; at most "
+                          f"{MAX_LAYERS} are built.")
+    outputs = output_size(name, num_classes)
+    check_parameters(name, _parameters(shape[0], chosen_depths, chosen_widths, outputs), "widths or depths")
+    return ResNet(shape, chosen_depths, chosen_widths, outputs)
+
+
+def _parameters(channels: int, depths: Sequence[int], widths: Sequence[int], outputs: int) -> int:
+    count = 9 * channels * widths[0] + 2 * widths[0]
+    channels = widths[0]
+    for depth, w in zip(depths, widths):
+        count += 9 * channels * w + 9 * w * w + 4 * w + (channels * w + 2 * w if channels != w else 0)
+        count += (depth - 1) * (18 * w * w + 4 * w)
+        channels = w
+    return count + (channels + 1) * outputs
 
 
 @register_model("resnet-simple")

@@ -24,8 +24,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from kdistill.errors import ConfigError, ModelError
-from kdistill.models._common import output_size, positive_int, probability
+from kdistill.errors import ConfigError, ModelError, quote, shorten
+from kdistill.models._common import (
+    MAX_LAYERS,
+    check_parameters,
+    output_size,
+    positive_int,
+    probability,
+)
 from kdistill.models.text_common import (
     FactorizedEmbedding,
     TextModel,
@@ -50,10 +56,54 @@ def config_from_dict(options: dict[str, Any]) -> Any:
     model_type = options.pop("model_type", "bert")
     for key in ("transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype"):
         options.pop(key, None)
+    if not isinstance(model_type, str):
+        raise ConfigError(f"Invalid transformer config: model_type must be a string, got {quote(model_type)}.")
+    _check_sizes(options)
     try:
-        return transformers.AutoConfig.for_model(model_type, **options)
-    except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"Invalid transformer config: {error}") from None
+        config = transformers.AutoConfig.for_model(model_type, **options)
+    except (ValueError, KeyError, TypeError, AttributeError, *_strict_errors()) as error:
+        raise ConfigError(f"Invalid transformer config ({type(error).__name__}: "
+                          f"{shorten(str(error).splitlines()[0] if str(error) else '', 120)}).") from None
+    check_encoder_size(config)
+    return config
+
+
+_SIZE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
+              "max_position_embeddings", "num_attention_heads")
+
+
+def _strict_errors() -> tuple[type[Exception], ...]:
+    # recent transformers validate configs with huggingface_hub's own error type
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:
+        return ()
+    return (StrictDataclassError,)
+
+
+def _check_sizes(values: dict[str, Any]) -> dict[str, int]:
+    sizes = {}
+    for key in _SIZE_KEYS:
+        value = values.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"Invalid transformer config: {key} must be a positive whole number, "
+                              f"got {quote(value)}.")
+        sizes[key] = value
+    return sizes
+
+
+def check_encoder_size(config: Any) -> None:
+    """Refuse an encoder config whose sizes are not whole numbers, or beyond the parameter budget."""
+    sizes = _check_sizes({key: getattr(config, key, None) for key in _SIZE_KEYS})
+    if sizes.get("num_hidden_layers", 1) > MAX_LAYERS:
+        raise ConfigError(f"Invalid transformer config: num_hidden_layers must be at most {MAX_LAYERS}.")
+    hidden, inter = sizes.get("hidden_size", 1), sizes.get("intermediate_size", 1)
+    count = ((sizes.get("vocab_size", 1) + sizes.get("max_position_embeddings", 1)) * hidden
+             + sizes.get("num_hidden_layers", 1) * (4 * hidden * hidden + 2 * hidden * inter))
+    check_parameters("hf-classifier", count, "the encoder's hidden_size, intermediate_size, "
+                     "num_hidden_layers or vocab_size")
 
 
 def _transformers() -> Any:
@@ -72,7 +122,7 @@ class HFClassifier(TextModel):
         vocab = embedding.embed.num_embeddings if embedding is not None else config.vocab_size
         super().__init__(vocab, pad_id, max_length)
         if pooling not in POOLINGS:
-            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}.")
+            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {quote(pooling)}.")
         if max_length > config.max_position_embeddings:
             raise ConfigError(f"max_length {max_length} exceeds the encoder's "
                               f"{config.max_position_embeddings} position embeddings.")
@@ -104,17 +154,30 @@ def build_backbone(config: Any, pretrained: str | None = None) -> nn.Module:
 
         folder = resolve_source(pretrained)
         try:
+            check_encoder_size(transformers.AutoConfig.from_pretrained(str(folder)))
             model = transformers.AutoModel.from_pretrained(
                 str(folder), add_pooling_layer=False, attn_implementation="sdpa")
-        except (OSError, ValueError, TypeError) as error:
-            raise ConfigError(f"Cannot load a Hugging Face encoder from {folder}: {error}") from None
+        except ConfigError:
+            raise
+        except RuntimeError:
+            import torch
+
+            if torch.empty(0).device.type == "meta":  # a dry run on the meta device: not the files' fault
+                raise
+            raise ConfigError(f"Cannot load a Hugging Face encoder from {folder} (RuntimeError): its "
+                              "weights do not fit its config.json.") from None
+        # its messages may quote the folder's files (the path can come from a checkpoint): not shown
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, *_strict_errors()) as error:
+            raise ConfigError(f"Cannot load a Hugging Face encoder from {folder} ({type(error).__name__}): "
+                              "its config.json or weights are missing, malformed or of an architecture "
+                              "this transformers version does not know.") from None
         return model
     return transformers.AutoModel.from_config(config, add_pooling_layer=False, attn_implementation="sdpa")
 
 
 def _common(name: str, pooling: str, dropout: Any) -> float:
-    if pooling not in POOLINGS:
-        raise ConfigError(f"Model '{name}': pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}.")
+    if not isinstance(pooling, str) or pooling not in POOLINGS:
+        raise ConfigError(f"Model '{name}': pooling must be one of {', '.join(POOLINGS)}, got {quote(pooling)}.")
     return probability(name, "dropout", dropout)
 
 
@@ -130,6 +193,11 @@ def hf_classifier(input_shape: Sequence[int], num_classes: int, *, pretrained: s
     """
     max_length = text_input_length("hf-classifier", input_shape)
     dropout = _common("hf-classifier", pooling, dropout)
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(f"Model 'hf-classifier': config must be a mapping of Hugging Face config keys, "
+                          f"got {quote(config)}.")
+    if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0):
+        raise ConfigError(f"Model 'hf-classifier': pad_id must be a whole number >= 0, got {quote(pad_id)}.")
     if config is not None:
         backbone = build_backbone(config_from_dict(config))
     else:
@@ -239,10 +307,15 @@ def tiny_transformer(input_shape: Sequence[int], num_classes: int, *, layers: in
     layers, hidden, heads = (positive_int(name, k, v) for k, v in
                              (("layers", layers), ("hidden", hidden), ("heads", heads)))
     embedding_dim = positive_int(name, "embedding_dim", embedding_dim)
+    if layers > MAX_LAYERS:
+        raise ConfigError(f"Model '{name}': layers must be at most {MAX_LAYERS}, got {layers:,}.")
     if hidden % heads:
         raise ConfigError(f"Model '{name}': hidden ({hidden}) must be a multiple of heads ({heads}).")
     intermediate = positive_int(name, "intermediate", intermediate or 4 * hidden)
     vocab, pad = vocabulary(name, tokenizer, vocab_size, pad_id)
+    check_parameters(name, vocab * embedding_dim + embedding_dim * hidden + max_length * hidden
+                     + layers * (4 * hidden * hidden + 2 * hidden * intermediate),
+                     "hidden, intermediate, layers or embedding_dim (or the vocabulary)")
     transformers = _transformers()
     # the encoder's own word table has one row: ids go through the factorised embedding
     config = transformers.BertConfig(

@@ -16,7 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdistill.errors import ConfigError
+from kdistill.errors import ConfigError, quote
+
+MAX_VOCAB = 1 << 24
+MAX_TEXT_LENGTH = 1 << 16
 
 
 class TextModel(nn.Module):
@@ -97,23 +100,34 @@ class FactorizedEmbedding(nn.Module):
 
 def pretrained_word_embeddings(source: str | Path) -> Tensor:
     """The word-embedding matrix of a pretrained model folder or package, read directly."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from kdistill.text.hf import resolve_source
 
     folder = resolve_source(source)
     files = sorted(folder.glob("*.safetensors"))
     for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-                if key.endswith("word_embeddings.weight"):
-                    return handle.get_tensor(key)
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    if key.endswith("word_embeddings.weight"):
+                        weight = handle.get_tensor(key)
+                        if weight.dim() != 2 or not weight.is_floating_point():
+                            raise ConfigError(f"The word embeddings in {file} are not a float matrix "
+                                              f"({weight.dtype} {tuple(weight.shape)}).")
+                        return weight
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ConfigError(f"Cannot read {file} ({type(error).__name__}): it is not a complete "
+                              "safetensors file.") from None
     raise ConfigError(f"No word_embeddings.weight tensor in the safetensors files of {folder}.")
 
 
 def text_input_length(model: str, input_shape: Any) -> int:
-    shape = tuple(int(d) for d in input_shape)
-    if len(shape) != 1 or shape[0] < 1:
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 1 or not 1 <= shape[0] <= MAX_TEXT_LENGTH:
         raise ConfigError(
             f"Model '{model}' reads token ids of shape (max_length,), got input_shape {shape}; "
             "load a text data set (sst2, text-csv).")
@@ -122,10 +136,20 @@ def text_input_length(model: str, input_shape: Any) -> int:
 
 def vocabulary(model: str, tokenizer: str | None, vocab_size: int | None,
                pad_id: int | None) -> tuple[int, int]:
-    """``(vocab_size, pad_id)`` given explicitly, or read from the tokenizer."""
+    """``(vocab_size, pad_id)`` given explicitly, or read from the tokenizer; ``0 <= pad_id < vocab_size``."""
+    for key, value in (("vocab_size", vocab_size), ("pad_id", pad_id)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError(f"Model '{model}': {key} must be a whole number >= 0, got {quote(value)}.")
     if vocab_size is not None and pad_id is not None:
-        return int(vocab_size), int(pad_id)
-    from kdistill.text.hf import load_tokenizer, tokenizer_info
+        vocab, pad = vocab_size, pad_id
+    else:
+        from kdistill.text.hf import load_tokenizer, tokenizer_info
 
-    info = tokenizer_info(load_tokenizer(tokenizer))
-    return int(vocab_size or info["vocab_size"]), int(info["pad_id"] if pad_id is None else pad_id)
+        info = tokenizer_info(load_tokenizer(tokenizer))
+        vocab, pad = int(vocab_size or info["vocab_size"]), int(info["pad_id"] if pad_id is None else pad_id)
+    if not 1 <= vocab <= MAX_VOCAB:
+        raise ConfigError(f"Model '{model}': vocab_size must be from 1 to {MAX_VOCAB:,}, got {vocab:,}.")
+    if not 0 <= pad < vocab:
+        raise ConfigError(f"Model '{model}': pad_id {pad:,} is not a token id of the {vocab:,}-token "
+                          "vocabulary; use the tokenizer the data was encoded with.")
+    return vocab, pad

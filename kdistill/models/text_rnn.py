@@ -17,7 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from kdistill.errors import ConfigError
-from kdistill.models._common import output_size, positive_int, positive_ints, probability
+from kdistill.models._common import (
+    MAX_LAYERS,
+    check_parameters,
+    output_size,
+    positive_int,
+    positive_ints,
+    probability,
+)
 from kdistill.models.text_common import (
     FactorizedEmbedding,
     TextModel,
@@ -86,8 +93,11 @@ def bilstm(input_shape: Sequence[int], num_classes: int, *, hidden: int = 150, e
     embedding_dim = positive_int("bilstm", "embedding_dim", embedding_dim)
     dropout = probability("bilstm", "dropout", dropout)
     vocab, pad = vocabulary("bilstm", tokenizer, vocab_size, pad_id)
-    model = BiLSTMClassifier(vocab, pad, max_length, embedding_dim, hidden,
-                             output_size("bilstm", num_classes), dropout)
+    outputs = output_size("bilstm", num_classes)
+    lstm = 2 * 4 * (embedding_dim * hidden + hidden * hidden + 2 * hidden)
+    check_parameters("bilstm", vocab * embedding_dim + lstm + (2 * hidden + 1) * hidden + (hidden + 1) * outputs,
+                     "hidden or embedding_dim (or the vocabulary)")
+    model = BiLSTMClassifier(vocab, pad, max_length, embedding_dim, hidden, outputs, dropout)
     _embed_init(model, embeddings_from)
     model.rebuild_options = {"hidden": hidden, "embedding_dim": embedding_dim, "vocab_size": vocab,
                              "pad_id": pad, "dropout": dropout}
@@ -107,9 +117,14 @@ def text_cnn(input_shape: Sequence[int], num_classes: int, *, channels: int = 10
     channels = positive_int("text-cnn", "channels", channels)
     embedding_dim = positive_int("text-cnn", "embedding_dim", embedding_dim)
     dropout = probability("text-cnn", "dropout", dropout)
+    if max(widths) > MAX_LAYERS:
+        raise ConfigError(f"Model 'text-cnn': filter widths must be at most {MAX_LAYERS}, got {max(widths):,}.")
     vocab, pad = vocabulary("text-cnn", tokenizer, vocab_size, pad_id)
-    model = TextCNN(vocab, pad, max_length, embedding_dim, channels, widths,
-                    output_size("text-cnn", num_classes), dropout)
+    outputs = output_size("text-cnn", num_classes)
+    convs = sum(embedding_dim * channels * w + channels for w in widths)
+    check_parameters("text-cnn", vocab * embedding_dim + convs + (channels * len(widths) + 1) * outputs,
+                     "channels, widths or embedding_dim (or the vocabulary)")
+    model = TextCNN(vocab, pad, max_length, embedding_dim, channels, widths, outputs, dropout)
     _embed_init(model, embeddings_from)
     model.rebuild_options = {"channels": channels, "widths": widths, "embedding_dim": embedding_dim,
                              "vocab_size": vocab, "pad_id": pad, "dropout": dropout}

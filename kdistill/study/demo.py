@@ -20,7 +20,7 @@ from kdistill.config import ExperimentConfig, parse_config
 from kdistill.errors import ConfigError
 from kdistill.eval import predict, predictive_kl, top1_agreement
 from kdistill.experiment import load_data, run_distill, seeded, train_model
-from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
+from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 
 # Schedules sized so the default (digits) finishes in well under two minutes on 2 CPU cores.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -132,7 +132,7 @@ COLUMNS = ["role", "model", "seeds", "accuracy", "accuracy_std", "errors", "n_te
 
 def write_outputs(rows: list[dict[str, Any]], out: Path, title: str) -> dict[str, Path]:
     """results.json, results.csv, results.md and accuracy_vs_size.png, each written atomically."""
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out, "demo output folder")
     files = {"json": out / "results.json", "csv": out / "results.csv", "markdown": out / "results.md",
              "plot": out / "accuracy_vs_size.png"}
     atomic_write_text(files["json"], json.dumps({"title": title, "rows": rows}, indent=2))

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from kdistill.eval import accuracy, cpu_latency, error_count, predict, predictive_kl, top1_agreement
 from kdistill.study.config import MeasureConfig
-from kdistill.train.checkpoint import atomic_write_text
+from kdistill.train.checkpoint import atomic_write_text, ensure_writable_dir
 
 COLUMNS = [
     "run", "technique", "model", "family", "source", "setting", "status", "note",
@@ -102,7 +102,7 @@ class ResultsLog:
         self.out = out_dir
         self.path = out_dir / "results.jsonl"
         self.rows: list[dict[str, Any]] = []
-        out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(out_dir, "study output folder")
         if resume and self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 try:

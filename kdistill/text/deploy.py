@@ -10,6 +10,7 @@ ONNX needs ``kdistill[deploy]``.
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
 import warnings
@@ -39,26 +40,26 @@ def export_onnx(model: nn.Module, path: str | Path, length: int | None = None) -
     """Write ``model`` (a kdistill text model) as an ONNX file at ``path``."""
     if not hasattr(model, "logits") or not hasattr(model, "example_input"):
         raise ModelError("export_onnx takes a kdistill text model (one with logits(ids, mask)).")
+    from kdistill.io import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cpu_model = _LogitsOnly(model).to("cpu").eval()
     ids = model.example_input(2, length).to("cpu")
     mask = torch.ones_like(ids)
-    tmp = path.with_name(f".{path.name}.tmp")
+    buffer = io.BytesIO()
     # the TorchScript-based ONNX exporter traces fixed-size attention-mask checks and warns about each;
     # the graph stays correct for any (batch, length) and an explicit mask (tested)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                cpu_model, (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
+                cpu_model, (ids, mask), buffer, input_names=["input_ids", "attention_mask"],
                 output_names=["logits"], opset_version=17, dynamo=False,
                 dynamic_axes={"input_ids": {0: "batch", 1: "length"},
                               "attention_mask": {0: "batch", 1: "length"}, "logits": {0: "batch"}})
         except Exception as error:  # the exporter raises many error types
-            tmp.unlink(missing_ok=True)
             raise ModelError(f"ONNX export of {type(model).__name__} failed: {error}") from None
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue(), "ONNX model")
     return path
 
 

@@ -18,18 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from kdistill.data.sources import cache_root
-from kdistill.errors import ConfigError
+from kdistill.errors import ConfigError, DataError, OutputError, quote
+from kdistill.io import atomic_write_bytes
 
 log = logging.getLogger("kdistill")
 
@@ -48,10 +48,14 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> Tensor:
     """Token ids ``(N, max_length)``, int64, truncated and right-padded with the pad id."""
-    if max_length < 2:
-        raise ConfigError(f"max_length must be at least 2 (room for special tokens), got {max_length}.")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ConfigError(f"max_length must be a whole number of at least 2 (room for special tokens), "
+                          f"got {quote(max_length)}.")
     if not texts:
         return torch.zeros(0, max_length, dtype=torch.long)
+    bad = next((i for i, text in enumerate(texts, start=1) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise DataError(f"Text number {bad} is not text (a missing value?); every row needs a string.")
     encoded = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
                         return_attention_mask=False, return_token_type_ids=False)
     return torch.tensor(encoded["input_ids"], dtype=torch.long)
@@ -76,30 +80,29 @@ def encode_cached(tokenizer: Any, texts: Sequence[str], max_length: int,
     if path.is_file():
         try:
             ids = load_file(str(path))["input_ids"]
-            if ids.shape == (len(texts), max_length):
+            # an entry of another shape or dtype (or ids the tokenizer cannot have made) is stale
+            if ids.shape == (len(texts), max_length) and ids.dtype == torch.long and (
+                    ids.numel() == 0 or (int(ids.min()) >= 0 and int(ids.max()) < _vocab_size(tokenizer))):
                 return ids
         except (SafetensorError, OSError, KeyError, ValueError):
             pass  # a damaged cache entry is rebuilt below
     ids = encode_texts(tokenizer, texts, max_length)
     try:
         _save_atomic(path, ids)
-    except OSError as error:  # a read-only cache must not stop training
-        log.warning("could not cache token ids at %s: %s", path, error)
+    except OutputError as error:  # a read-only or full cache must not stop training
+        log.warning("could not cache token ids: %s", error)
     return ids
 
 
-def _save_atomic(path: Path, ids: Tensor) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def _vocab_size(tokenizer: Any) -> int:
     try:
-        save_file({"input_ids": ids.contiguous()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return int(len(tokenizer))
+    except TypeError:
+        return 1 << 62
+
+
+def _save_atomic(path: Path, ids: Tensor) -> None:
+    atomic_write_bytes(path, save({"input_ids": ids.contiguous()}), "token cache")
 
 
 def sequence_lengths(ids: Tensor, pad_id: int) -> Tensor:

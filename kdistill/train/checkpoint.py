@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,44 +28,23 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from kdistill.errors import CheckpointError
+from kdistill.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    ensure_writable_dir,
+    temp_file_pattern,
+    temp_prefix,
+)
+from kdistill.train.checkpoint_meta import validate_metadata
+
+__all__ = [  # the writing helpers live in kdistill.io; they are re-exported here for older imports
+    "atomic_write_bytes", "atomic_write_text", "ensure_writable_dir", "is_torch_pickle", "load_into",
+    "load_state_dict_into", "load_torch_weights", "read_checkpoint", "read_checkpoint_metadata",
+    "read_kdistill_file", "remove_stale_temp_files", "restore_training_state", "save_checkpoint",
+]
 
 META_KEY = "kdistill"
 FORMAT_VERSION = 1
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the writer's pid in the name: only temp files of dead writers are ever cleaned up
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _flatten_state(prefix: str, state: dict[str, Any], tensors: dict[str, Tensor]) -> None:
@@ -89,16 +67,56 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tens
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict) -> None:
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict,
+                       label: str = "Checkpoint") -> None:
+    """Load optimiser state after checking it fits: torch checks group sizes, not tensor shapes."""
+    def bad(problem: str) -> CheckpointError:
+        return CheckpointError(f"{label} holds optimiser state that does not fit this run's optimiser "
+                               f"({problem}); start a fresh run without --resume.")
+
+    groups, current = meta["param_groups"], optimizer.param_groups
+    if len(groups) != len(current):
+        raise bad(f"{len(groups)} parameter groups saved, {len(current)} now")
+    params: dict[int, Tensor] = {}
+    for saved, group in zip(groups, current, strict=True):
+        if len(saved["params"]) != len(group["params"]):
+            raise bad(f"a group of {len(saved['params'])} parameters saved, {len(group['params'])} now")
+        for key, value in group.items():
+            if key != "params" and key in saved and _kind(saved[key]) != _kind(value):
+                raise bad(f"setting '{key}' is {_kind(saved[key])}, expected {_kind(value)}")
+        params.update(zip(saved["params"], group["params"], strict=True))
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if not name.startswith("optim."):
             continue
-        _, param_id, key = name.split(".", 2)
+        _, param_id, key = (name.split(".", 2) + ["", ""])[:3]
+        if not param_id.isdigit() or int(param_id) not in params or not key:
+            raise bad(f"tensor '{name[:80]}' names no parameter of the optimiser")
+        param = params[int(param_id)]
+        if value.dim() > 0 and (value.shape != param.shape or not value.is_floating_point()):
+            raise bad(f"tensor '{name[:80]}' is {value.dtype} {tuple(value.shape)}, but its parameter is "
+                      f"{param.dtype} {tuple(param.shape)}")
         state.setdefault(int(param_id), {})[key] = value
     for param_id, scalars in meta.get("scalars", {}).items():
+        if int(param_id) not in params:
+            raise bad(f"state for parameter {param_id[:20]}, which the optimiser does not have")
         state.setdefault(int(param_id), {}).update(scalars)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as error:
+        raise bad(_first_line(error)[:160]) from None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)}"
+    return type(value).__name__
 
 
 def save_checkpoint(
@@ -122,8 +140,9 @@ def save_checkpoint(
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     header = {META_KEY: json.dumps(meta, default=_json_default)}
     remove_stale_temp_files(path)
+    # both through this module's atomic_write_bytes, the one write point tests can intercept
     atomic_write_bytes(path, save(tensors, metadata=header))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=_json_default))
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2, default=_json_default).encode())
     return path
 
 
@@ -140,7 +159,7 @@ def refresh_sidecar(path: str | Path) -> None:
     except (OSError, UnicodeDecodeError):
         current = None
     if current != text:
-        atomic_write_text(sidecar, text)
+        atomic_write_bytes(sidecar, text.encode())
 
 
 def remove_stale_temp_files(path: str | Path) -> list[Path]:
@@ -152,11 +171,18 @@ def remove_stale_temp_files(path: str | Path) -> list[Path]:
     """
     path = Path(path)
     removed = []
-    for name in (path.name, path.with_suffix(".json").name):
-        for stale in path.parent.glob(f".{name}.*.tmp"):
-            if _writer_alive(stale.name[len(name) + 2:]):
+    for target in (path, path.with_suffix(".json")):
+        try:
+            found = list(path.parent.glob(temp_file_pattern(target)))
+        except OSError:  # a folder that cannot be listed: the write that follows reports why
+            found = []
+        for stale in found:
+            if _writer_alive(stale.name[len(temp_prefix(target)):]):
                 continue
-            stale.unlink(missing_ok=True)
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError:  # e.g. a read-only folder: the write that follows reports it
+                continue
             removed.append(stale)
     return removed
 
@@ -242,18 +268,40 @@ def _first_line(error: BaseException) -> str:
 
 
 def load_state_dict_into(module: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
-    """``module.load_state_dict(state)`` with a :class:`CheckpointError` when it does not fit."""
+    """``module.load_state_dict(state)`` with a :class:`CheckpointError` when it does not fit.
+
+    A user's PyTorch weights may be saved in another floating-point precision
+    (e.g. ``model.half()``), which is cast; integer weights into float ones are refused.
+    """
     _load_strict(module, state, f"Checkpoint '{source}' does not fit the configured model ({{}}). "
-                 "Check the teacher's model name and options in the config.")
+                 "Check the teacher's model name and options in the config.", float_casts=True)
 
 
-def _load_strict(module: nn.Module, state: dict[str, Tensor], message: str) -> None:
+def _check_dtypes(module: nn.Module, state: dict[str, Tensor], float_casts: bool) -> str | None:
+    """Why ``state`` cannot load into ``module`` without a silent cast, or None."""
+    expected = module.state_dict()
+    for name, tensor in state.items():
+        target = expected.get(name)
+        if not isinstance(target, Tensor) or not isinstance(tensor, Tensor) or tensor.dtype == target.dtype:
+            continue
+        if float_casts and tensor.is_floating_point() and target.is_floating_point():
+            continue
+        return (f"tensor '{name[:80]}' is stored as {tensor.dtype} but the model's is {target.dtype}; "
+                "loading would silently cast it")
+    return None
+
+
+def _load_strict(module: nn.Module, state: dict[str, Tensor], message: str, *,
+                 float_casts: bool = False) -> None:
     """``load_state_dict(strict=True)``; a mismatch becomes a CheckpointError (``{}`` = the reason)."""
+    head, _, tail = message.rpartition("{}")
+    problem = _check_dtypes(module, state, float_casts)
+    if problem is not None:
+        raise CheckpointError(head + problem + tail)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        head, _, tail = message.rpartition("{}")
-        raise CheckpointError(head + str(error).splitlines()[0] + tail) from None
+        raise CheckpointError(head + str(error).splitlines()[0][:300] + tail) from None
 
 
 def read_kdistill_file(path: str | Path, label: str, *,
@@ -279,11 +327,11 @@ def read_kdistill_file(path: str | Path, label: str, *,
         ) from None
     try:
         meta = json.loads(header.get(META_KEY, "{}"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{label} has unreadable kdistill metadata.") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{label} has unreadable kdistill metadata.")
-    return tensors, meta
+    return tensors, validate_metadata(meta, label)
 
 
 def _checkpoint_file(path: str | Path) -> Path:
@@ -328,14 +376,26 @@ def restore_training_state(
 ) -> dict[str, Any]:
     """Load modules, optimiser and RNG state saved by :func:`save_checkpoint`; return metadata."""
     tensors, meta = read_checkpoint(path)
+    if "epoch" not in meta:
+        raise CheckpointError(f"Checkpoint '{path}' records no 'epoch', so there is no training to "
+                              "resume; resume from a last.safetensors that kdistill wrote.")
     for prefix, module in modules.items():
         load_into(module, tensors, prefix, f"'{path}'")
     if optimizer is not None:
         if "optimizer" not in meta:
             raise CheckpointError(f"Checkpoint '{path}' holds no optimiser state to resume from.")
-        _restore_optimizer(optimizer, tensors, meta["optimizer"])
-    if "rng.cpu" in tensors:
-        torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+        _restore_optimizer(optimizer, tensors, meta["optimizer"], f"Checkpoint '{path}'")
+    rng = [("rng.cpu", torch.get_rng_state, torch.set_rng_state)]
+    if torch.cuda.is_available():
+        rng.append(("rng.cuda", torch.cuda.get_rng_state, torch.cuda.set_rng_state))
+    for name, get_state, set_state in rng:
+        if name not in tensors:
+            continue
+        saved, now = tensors[name], get_state()
+        if saved.dtype != now.dtype or saved.shape != now.shape:
+            raise CheckpointError(f"Checkpoint '{path}' holds a random-number state '{name}' of "
+                                  f"{saved.dtype} {tuple(saved.shape)}, not the {now.dtype} "
+                                  f"{tuple(now.shape)} this PyTorch uses; resume with the PyTorch that "
+                                  "wrote it, or start a fresh run.")
+        set_state(saved)
     return meta

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
+from kdistill.data.options import bool_option
 from kdistill.data.prep import split_indices, standardize_images
 from kdistill.data.splits import DataSplits
 from kdistill.registry import register_dataset
@@ -22,6 +23,7 @@ def digits(*, normalize: bool = True) -> DataSplits:
     Pixels are scaled to [0, 1] and, if ``normalize``, standardised with the
     training set's overall mean and std.
     """
+    bool_option("digits", "normalize", normalize)
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None]  # values are 0..16
     labels = bunch.target.astype(np.int64)

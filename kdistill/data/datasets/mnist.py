@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from kdistill.data.idx import read_idx_pair
+from kdistill.data.options import bool_option
 from kdistill.data.prep import standardize_images
 from kdistill.data.sources import idx_file, locate_idx
 from kdistill.data.splits import DataSplits
@@ -27,6 +28,8 @@ def load_idx_dataset(
     normalize: bool = True,
 ) -> DataSplits:
     """Locate (or download) an MNIST-format data set and load it as ``(N, 1, 28, 28)``."""
+    bool_option(name, "normalize", normalize)
+    bool_option(name, "download", download)
     folder = locate_idx(name, data_dir, download)
     arrays = {}
     for split in ("train", "test"):

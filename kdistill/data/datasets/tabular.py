@@ -1,4 +1,9 @@
-"""Generic tables: CSV/TSV (standard library) or Parquet (pyarrow), one label column."""
+"""Generic tables: CSV/TSV (standard library) or Parquet (pyarrow), one label column.
+
+Error messages name the file, the row and the column's position but never
+quote what the file holds: a checkpoint's data record can point this loader at
+any local file, and ``kdistill evaluate`` must not print its lines.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdistill.data.options import (
+    bool_option,
+    choice_option,
+    delimiter_option,
+    fraction_option,
+    path_option,
+    seed_option,
+    text_option,
+)
 from kdistill.data.prep import split_indices, standardize_columns
 from kdistill.data.splits import DataSplits
 from kdistill.errors import DataError
@@ -19,9 +33,13 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 
 def resolve_path(path: str | Path, data_dir: str | Path | None) -> Path:
     """``path`` as given, or relative to ``data_dir`` when it is relative and exists there."""
-    p = Path(path).expanduser()
-    if not p.is_absolute() and data_dir is not None:
-        under = Path(data_dir).expanduser() / p
+    try:
+        p = Path(path).expanduser()
+        root = Path(data_dir).expanduser() if data_dir is not None else None
+    except RuntimeError:  # "~someone" whose home folder is unknown
+        raise DataError(f"Data path {path} starts with '~' but that home folder is unknown.") from None
+    if not p.is_absolute() and root is not None:
+        under = root / p
         if under.exists() or not p.exists():
             p = under
     if not p.exists():
@@ -36,16 +54,24 @@ def read_table(path: Path, delimiter: str | None = None) -> dict[str, list[Any]]
         return _read_parquet(path)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = delimiter_option("csv", delimiter)
+    if path.is_dir():
+        raise DataError(f"Table {path} is a folder; give the CSV/TSV/Parquet file inside it.")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = [
                 row for row in csv.reader(fh, delimiter=delimiter) if any(c.strip() for c in row)
             ]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"Cannot read table {path}: {exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"Cannot read table {path}: it is not UTF-8 text (offset {exc.start}).") from None
+    except OSError as exc:
+        raise DataError(f"Cannot read table {path}: {exc.strerror or type(exc).__name__}.") from None
+    except csv.Error as exc:
+        raise DataError(f"Cannot read table {path}: {_first_line(exc)}.") from None
     if not rows:
         raise DataError(f"Table {path} is empty: expected a header line and data rows.")
     header = [name.strip() for name in rows[0]]
+    _check_header(header, path)
     if len(rows) == 1:
         raise DataError(f"Table {path} has a header but no data rows.")
     for line, row in enumerate(rows[1:], start=2):
@@ -63,37 +89,86 @@ def _read_parquet(path: Path) -> dict[str, list[Any]]:
     except ImportError:
         raise DataError(f"Reading {path} needs pyarrow: pip install 'kdistill[tabular]'.") from None
     try:
-        columns = pq.read_table(path).to_pydict()
+        loaded = pq.read_table(path)
+        _check_header([str(name) for name in loaded.column_names], path)
+        columns = loaded.to_pydict()
+    except DataError:
+        raise
     except Exception as exc:  # pyarrow raises many types for a bad file
-        raise DataError(f"Cannot read Parquet file {path}: {exc}.") from None
+        raise DataError(f"Cannot read Parquet file {path} ({type(exc).__name__}); is it a Parquet "
+                        "file, and complete?") from None
     if not columns or not next(iter(columns.values())):
         raise DataError(f"Table {path} has no rows.")
     return columns
 
 
-def to_numeric(values: list[Any], column: str, path: Path) -> np.ndarray:
-    """A column as float64, or a :class:`DataError` naming the first bad value."""
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:120] if text else type(error).__name__
+
+
+def _check_header(header: list[str], path: Path) -> None:
+    """Refuse a header naming one column twice: the later one would silently replace the earlier."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name in seen:
+            raise DataError(
+                f"Table {path}: header columns {seen[name]} and {i} have the same name; column names "
+                "must be unique, or one column would silently replace the other. Rename one of them.")
+        seen[name] = i
+
+
+def _number(value: Any) -> float | None:
     try:
-        out = np.array([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
-        out = None
-    if out is None or not np.isfinite(out).all():
-        for row, value in enumerate(values, start=1):
-            try:
-                ok = np.isfinite(float(value))
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise DataError(
-                    f"Table {path}, column '{column}', data row {row}: value {value!r} is "
-                    "missing or not a finite number. Feature columns must be numeric; "
-                    "encode categories as numbers or drop the column."
-                )
-    return out
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
-def encode_labels(values: list[Any]) -> tuple[np.ndarray, list[str]]:
-    """Map label values to class ids 0..K-1, ordered numerically if all numeric."""
+def _problem(value: Any) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "is empty (a missing value?)"
+    number = _number(value)
+    if number is None:
+        return "is not a number"
+    return "is not a finite number (nan or inf: a missing value?)"
+
+
+def to_numeric(values: list[Any], column: str, path: Path) -> np.ndarray:
+    """A column as float64, or a :class:`DataError` naming the first bad row (not its value)."""
+    numbers = [_number(v) for v in values]
+    if all(n is not None for n in numbers):
+        out = np.array(numbers, dtype=np.float64)
+        if np.isfinite(out).all():
+            return out
+    for row, (value, number) in enumerate(zip(values, numbers, strict=True), start=1):
+        if number is None or not np.isfinite(number):
+            raise DataError(
+                f"Table {path}, {column}, data row {row}: the value {_problem(value)}. Feature "
+                "columns must be numeric; encode categories as numbers or drop the column."
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_labels(values: list[Any], column: str, path: Path | None) -> None:
+    """Refuse empty, nan and inf labels: they would silently become classes of their own."""
+    for row, value in enumerate(values, start=1):
+        number = _number(value)
+        empty = value is None or (isinstance(value, str) and not value.strip())
+        if empty or (number is not None and not np.isfinite(number)):
+            where = f"Table {path}, label column '{column}'" if path is not None else f"Label column '{column}'"
+            raise DataError(
+                f"{where}, data row {row}: the label {_problem(value)}. Every row needs a class; "
+                "drop the rows without one or fill them in."
+            )
+
+
+def encode_labels(values: list[Any], column: str = "label", path: Path | None = None) -> tuple[np.ndarray, list[str]]:
+    """Map label values to class ids 0..K-1, ordered numerically if all numeric.
+
+    Empty, nan and inf labels raise :class:`DataError` (see :func:`check_labels`).
+    """
+    check_labels(values, column, path)
     try:
         keys: list[Any] = [float(v) for v in values]
     except (TypeError, ValueError):
@@ -108,15 +183,20 @@ def _split_columns(
     table: dict[str, list[Any]], label_column: str, path: Path
 ) -> tuple[np.ndarray, list[Any], list[str]]:
     if label_column not in table:
-        raise DataError(
-            f"Table {path} has no label column '{label_column}'. Columns: "
-            f"{', '.join(table)}. Set the dataset option label_column."
-        )
+        raise DataError(missing_column(path, "label", label_column, len(table)))
     features = [c for c in table if c != label_column]
     if not features:
         raise DataError(f"Table {path} has only the label column '{label_column}'; no features.")
-    x = np.stack([to_numeric(table[c], c, path) for c in features], axis=1)
+    position = {c: i for i, c in enumerate(table, start=1)}
+    x = np.stack([to_numeric(table[c], f"column {position[c]}", path) for c in features], axis=1)
     return x, list(table[label_column]), features
+
+
+def missing_column(path: Path, role: str, name: str, count: int) -> str:
+    """Why a column is missing, without quoting the file's header (see the module docstring)."""
+    return (f"Table {path} has no {role} column '{name}' among the {count} columns of its header "
+            f"(its first line; see them with: head -1 '{path}'). Set the dataset option "
+            f"{role}_column to one of them.")
 
 
 @register_dataset("csv")
@@ -141,19 +221,31 @@ def table(
     sets ``num_classes = 0``; otherwise label values (numbers or strings) become
     class ids and their original values the ``class_names``.
     """
-    if task not in ("classification", "regression"):
-        raise DataError(f"task must be 'classification' or 'regression', got {task!r}.")
+    name = "csv"
+    path = path_option(name, "path", path)
+    test_path = path_option(name, "test_path", test_path, optional=True)
+    label_column = text_option(name, "label_column", label_column)
+    fraction_option(name, "test_fraction", test_fraction)
+    seed_option(name, seed)
+    choice_option(name, "task", task, ("classification", "regression"))
+    delimiter = delimiter_option(name, delimiter)
+    bool_option(name, "normalize", normalize)
     train_file = resolve_path(path, data_dir)
     x, raw_y, features = _split_columns(read_table(train_file, delimiter), label_column, train_file)
+    if task == "classification":
+        check_labels(raw_y, label_column, train_file)
     if test_path is not None:
         test_file = resolve_path(test_path, data_dir)
         x_te, raw_te, test_features = _split_columns(
             read_table(test_file, delimiter), label_column, test_file
         )
+        if task == "classification":
+            check_labels(raw_te, label_column, test_file)
         if test_features != features:
             raise DataError(
-                f"Test table {test_file} has columns {test_features}, but the training "
-                f"table {train_file} has {features}; they must match."
+                f"Test table {test_file} has {len(test_features)} feature columns that differ from "
+                f"the {len(features)} of the training table {train_file} (names or order); their "
+                "headers must match."
             )
         n_train = len(x)
         x, raw_y = np.concatenate([x, x_te]), raw_y + raw_te
@@ -163,10 +255,10 @@ def table(
 
     class_names = None
     if task == "regression":
-        y = to_numeric(raw_y, label_column, train_file).astype(np.float32)
+        y = to_numeric(raw_y, f"label column '{label_column}'", train_file).astype(np.float32)
         num_classes = 0
     else:
-        y, class_names = encode_labels(raw_y)
+        y, class_names = encode_labels(raw_y, label_column, train_file)
         num_classes = len(class_names)
         if num_classes < 2:
             raise DataError(

@@ -19,13 +19,32 @@ from typing import Any
 
 import torch
 
-from kdistill.data.datasets.tabular import encode_labels, read_table, resolve_path
+from kdistill.data.datasets.tabular import (
+    check_labels,
+    encode_labels,
+    missing_column,
+    read_table,
+    resolve_path,
+)
+from kdistill.data.options import (
+    bool_option,
+    choice_option,
+    delimiter_option,
+    fraction_option,
+    int_option,
+    path_option,
+    seed_option,
+    text_option,
+)
 from kdistill.data.prep import split_indices
 from kdistill.data.splits import DataSplits
 from kdistill.errors import DataError
 from kdistill.registry import register_dataset
 
 TEXT_COLUMNS = ("sentence", "text", "content", "review", "document", "sentence1")
+# longer than any encoder's position table; beyond it the id tensor alone would not fit in memory
+MAX_LENGTH = 16_384
+MAX_AUGMENT_COPIES = 64
 SST2_FILES = ("train.tsv", "dev.tsv", "test.tsv")
 
 
@@ -64,8 +83,7 @@ def text_column_of(table: dict[str, list[Any]], label_column: str, path: Path,
                    text_column: str | None) -> str:
     if text_column is not None:
         if text_column not in table:
-            raise DataError(f"Table {path} has no text column '{text_column}'. Columns: "
-                            f"{', '.join(table)}. Set the dataset option text_column.")
+            raise DataError(missing_column(path, "text", text_column, len(table)))
         return text_column
     others = [c for c in table if c != label_column]
     for name in TEXT_COLUMNS:
@@ -73,18 +91,19 @@ def text_column_of(table: dict[str, list[Any]], label_column: str, path: Path,
             return name
     if len(others) == 1:
         return others[0]
-    raise DataError(f"Cannot tell which column of {path} holds the text (columns: {', '.join(table)}); "
-                    "set the dataset option text_column.")
+    raise DataError(f"Cannot tell which column of {path} holds the text (none of its {len(table)} "
+                    f"columns is named {', '.join(TEXT_COLUMNS)}); set the dataset option text_column.")
 
 
 def read_text_table(path: Path, label_column: str, text_column: str | None,
                     delimiter: str | None = None) -> tuple[list[str], list[Any]]:
     table = read_table(path, delimiter)
     if label_column not in table:
-        raise DataError(f"Table {path} has no label column '{label_column}'. Columns: "
-                        f"{', '.join(table)}. Set the dataset option label_column.")
+        raise DataError(missing_column(path, "label", label_column, len(table)))
     column = text_column_of(table, label_column, path, text_column)
-    return list(table[column]), list(table[label_column])
+    labels = list(table[label_column])
+    check_labels(labels, label_column, path)
+    return list(table[column]), labels
 
 
 def build_text_splits(name: str, train_texts: list[str], train_labels: list[Any],
@@ -93,6 +112,9 @@ def build_text_splits(name: str, train_texts: list[str], train_labels: list[Any]
                       augment_copies: int = 0, mask_prob: float = 0.1, ngram_prob: float = 0.25,
                       seed: int = 0) -> DataSplits:
     """Tokenise both splits and wrap them in :class:`DataSplits` (labels -> class ids)."""
+    _check_text_options(name, max_length, cache, augment_copies, mask_prob, ngram_prob, seed)
+    if not train_texts or not test_texts:
+        raise DataError(f"Data set '{name}' has no {'training' if not train_texts else 'test'} texts.")
     from kdistill.text.augment import augment_ids
     from kdistill.text.hf import load_tokenizer
     from kdistill.text.tokenize import encode_cached
@@ -115,6 +137,20 @@ def build_text_splits(name: str, train_texts: list[str], train_labels: list[Any]
                       class_names=class_names or names)
 
 
+def _check_text_options(name: str, max_length: Any, cache: Any, augment_copies: Any, mask_prob: Any,
+                        ngram_prob: Any, seed: Any) -> None:
+    int_option(name, "max_length", max_length, 2, MAX_LENGTH)
+    bool_option(name, "cache", cache)
+    int_option(name, "augment_copies", augment_copies, 0, MAX_AUGMENT_COPIES)
+    fraction_option(name, "mask_prob", mask_prob, low_open=False, high_open=False)
+    fraction_option(name, "ngram_prob", ngram_prob, low_open=False, high_open=False)
+    seed_option(name, seed)
+
+
+def _tokenizer_option(name: str, tokenizer: Any) -> str | None:
+    return path_option(name, "tokenizer", tokenizer, optional=True)
+
+
 @register_dataset("sst2")
 def sst2(*, tokenizer: str | None = None, max_length: int = 64, test_split: str = "dev",
          cache: bool = True, augment_copies: int = 0, mask_prob: float = 0.1,
@@ -125,17 +161,20 @@ def sst2(*, tokenizer: str | None = None, max_length: int = 64, test_split: str 
     set (Tang et al. 2019 masking and n-gram sampling; labels copied from the
     source phrase, so use ``alpha: 1`` to learn them from the teacher alone).
     """
-    if test_split not in ("dev", "test"):
-        raise DataError(f"test_split must be 'dev' or 'test', got {test_split!r}.")
+    choice_option("sst2", "test_split", test_split, ("dev", "test"))
+    tokenizer = _tokenizer_option("sst2", tokenizer)
+    _check_text_options("sst2", max_length, cache, augment_copies, mask_prob, ngram_prob, seed)
     folder = find_sst2(data_dir)
     test_file = folder / f"{test_split}.tsv"
     if not test_file.is_file():
         raise DataError(f"SST-2 folder {folder} has no {test_split}.tsv.")
     train_texts, train_labels = read_text_table(folder / "train.tsv", "label", None, "\t")
     test_texts, test_labels = read_text_table(test_file, "label", None, "\t")
-    bad = sorted({str(v) for v in train_labels + test_labels} - {"0", "1"})
-    if bad:
-        raise DataError(f"SST-2 labels must be 0 or 1; {folder} holds {', '.join(bad[:5])}.")
+    for file, labels in ((folder / "train.tsv", train_labels), (test_file, test_labels)):
+        bad = next((row for row, v in enumerate(labels, start=1) if str(v) not in ("0", "1")), None)
+        if bad is not None:
+            raise DataError(f"SST-2 labels must be 0 or 1, but data row {bad} of {file} holds another "
+                            "value; is this the GLUE SST-2 file?")
     return build_text_splits("sst2", train_texts, train_labels, test_texts, test_labels,
                              tokenizer=tokenizer, max_length=max_length, cache=cache,
                              class_names=["negative", "positive"], augment_copies=augment_copies,
@@ -152,6 +191,15 @@ def text_csv(*, path: str | Path, test_path: str | Path | None = None, text_colu
 
     Without ``test_path`` a seeded, stratified ``test_fraction`` of the rows is held out.
     """
+    name = "text-csv"
+    path = path_option(name, "path", path)
+    test_path = path_option(name, "test_path", test_path, optional=True)
+    text_column = text_option(name, "text_column", text_column, optional=True)
+    label_column = text_option(name, "label_column", label_column)
+    delimiter = delimiter_option(name, delimiter)
+    fraction_option(name, "test_fraction", test_fraction)
+    tokenizer = _tokenizer_option(name, tokenizer)
+    _check_text_options(name, max_length, cache, augment_copies, mask_prob, ngram_prob, seed)
     train_file = resolve_path(path, data_dir)
     texts, labels = read_text_table(train_file, label_column, text_column, delimiter)
     if test_path is not None:
