@@ -108,6 +108,25 @@ class Distiller(TrainingObjective):
         if teacher_paths:
             self._teacher_hooks = FeatureHooks(self.teacher, teacher_paths, "teacher")
 
+    def feature_layer_summary(self) -> list[str]:
+        """One line per method that hooks layers, naming them: ``fitnets: student 'features' <- teacher 'layer3'``.
+
+        ``(default)`` marks a layer picked by
+        :func:`kdistill.methods.default_feature_layer` rather than named in the
+        method's options. Methods that hook nothing (kd, dkd, ...) are left out.
+        """
+        lines = []
+        for method in self.methods:
+            method = _unwrap(method)
+            describe = getattr(method, "describe_layers", None)
+            if callable(describe):
+                lines.append(f"{_method_name(method)}: {describe()}")
+            elif method.student_layers or method.teacher_layers:
+                student = ", ".join(repr(p) for p in method.student_layers) or "-"
+                teacher = ", ".join(repr(p) for p in method.teacher_layers) or "-"
+                lines.append(f"{_method_name(method)}: student {student} <- teacher {teacher}")
+        return lines
+
     def check_compatible(self, sample: Tensor) -> None:
         """Fail early, in words, if teacher and student outputs cannot be compared."""
         with torch.no_grad():
@@ -273,6 +292,13 @@ def method_name(method: nn.Module) -> str:
 def _unwrap(method: nn.Module) -> nn.Module:
     """The method itself, also while torchrun training has it wrapped in DDP."""
     return method.module if isinstance(method, nn.parallel.DistributedDataParallel) else method
+
+
+def _method_name(method: nn.Module) -> str:
+    """The name ``method``'s class is registered under (its class name if it is not registered)."""
+    import kdistill.methods  # noqa: F401  (registers the built-in methods)
+
+    return next((name for name in METHODS if METHODS.get(name) is type(method)), type(method).__name__)
 
 
 def build_method(name: str, options: dict, temperature: float) -> DistillationMethod:
