@@ -64,6 +64,6 @@ def evaluate_model(
             diff = logits.double() - teacher_logits.to(logits.device).double()
             result["teacher_mse"] = torch.mean(diff**2).item()
         else:
-            result["agreement"] = top1_agreement(logits, teacher_logits)
-            result["kl"] = predictive_kl(teacher_logits, logits)
+            result["agreement"] = top1_agreement(student_logits=logits, teacher_logits=teacher_logits)
+            result["kl"] = predictive_kl(teacher_logits=teacher_logits, student_logits=logits)
     return result

@@ -85,8 +85,8 @@ def measure_model(
         row["ort_samples_per_s"] = ort_latency(session, data.input_shape, large, min(cfg.warmup, 1),
                                                max(2, cfg.repeats // 4))["samples_per_s"]
     if reference_logits is not None:
-        row["agreement"] = top1_agreement(logits, reference_logits)
-        row["kl"] = predictive_kl(reference_logits, logits)
+        row["agreement"] = top1_agreement(student_logits=logits, teacher_logits=reference_logits)
+        row["kl"] = predictive_kl(teacher_logits=reference_logits, student_logits=logits)
     return row
 
 

@@ -50,7 +50,7 @@ def test_teacher_student_shape_mismatch(tmp_path):
     # a student configured for a different number of classes cannot be compared class by class
     teacher, _ = load_model(teacher_ckpt)
     with pytest.raises(ModelError, match="same number of classes"):
-        Distiller(teacher, create_model("mlp-simple", (1, 8, 8), 5)).check_compatible(torch.zeros(2, 1, 8, 8))
+        Distiller(teacher=teacher, student=create_model("mlp-simple", (1, 8, 8), 5)).check_compatible(torch.zeros(2, 1, 8, 8))
     # and through the CLI: a teacher checkpoint trained for another class count
     cfg3 = tmp_path / "five.yaml"
     cfg3.write_text(
