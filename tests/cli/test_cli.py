@@ -33,6 +33,9 @@ def test_bad_yaml_key(tmp_path):
 
 
 def test_missing_data_folder(tmp_path, monkeypatch):
+    # the real data, wherever KDISTILL_DATA or the cache keep it, must not be found here
+    monkeypatch.delenv("KDISTILL_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cfg = tmp_path / "mnist.yaml"
     cfg.write_text("data: {dataset: mnist, download: false}\nstudent: {model: mlp-simple}\n")
     result = run_cli("train", str(cfg), "--role", "student", "--data-dir", str(tmp_path / "nowhere"))
