@@ -77,6 +77,7 @@ def test_teacher_layer_can_name_another_member():
 def test_multi_teacher_scheme_runs_with_fitnets(tmp_path):
     cfg = parse_config({
         "data": {"dataset": "digits", "limit_train": 120, "limit_test": 40},
+        "teacher": {"model": "cnn-simple", "options": {"widths": [4, 8]}},
         "student": {"model": "cnn-simple", "options": {"widths": [2, 4]}},
         "teacher_train": {"epochs": 1, "progress": False},
         "train": {"epochs": 1, "progress": False},
