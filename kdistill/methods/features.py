@@ -32,23 +32,20 @@ _ACTIVATIONS: tuple[type[nn.Module], ...] = (
 
 
 def _is_classifier(module: nn.Module) -> bool:
-    """A ``Linear``, or a ``Sequential`` of linear layers, activations, pooling, flatten and dropout
-    whose last computing module is such a classifier (the part of a net that produces the logits)."""
+    """The part of a net that produces the logits: a ``Linear``, or a module (``Sequential`` or a
+    custom head class) made only of linear layers, activations, pooling, flatten and dropout whose
+    last computing child is such a classifier."""
     if isinstance(module, nn.Linear):
         return True
-    if not isinstance(module, nn.Sequential) or len(module) == 0:
+    children = list(module.children())
+    if not children or not all(isinstance(m, _PASS_THROUGH + _ACTIVATIONS) or _is_classifier(m) for m in children):
         return False
-    if not all(isinstance(m, _PASS_THROUGH + _ACTIVATIONS) or _is_classifier(m) for m in module):
-        return False
-    computing = [m for m in module if not isinstance(m, _PASS_THROUGH)]
-    return bool(computing) and _is_classifier(computing[-1])
+    return _ends_in_classifier(module)
 
 
 def _ends_in_classifier(module: nn.Module) -> bool:
-    """A ``Sequential`` whose output is the logits (its last computing child is a classifier)."""
-    if not isinstance(module, nn.Sequential):
-        return False
-    computing = [m for m in module if not isinstance(m, _PASS_THROUGH)]
+    """A module whose last registered computing child is a classifier (its output is the logits)."""
+    computing = [m for m in module.children() if not isinstance(m, _PASS_THROUGH)]
     return bool(computing) and _is_classifier(computing[-1])
 
 
@@ -64,7 +61,7 @@ def _walk(module: nn.Module, prefix: str) -> str | None:
         if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
             continue  # containers never run themselves, so a hook on one never fires
         if not seen_classifier and _ends_in_classifier(child):
-            # the whole net (classifier included) lives in this child: look inside it
+            # the whole net (classifier included) lives in this child, e.g. a wrapped model: look inside
             return _walk(child, f"{prefix}{name}.")
         return prefix + name
     return None
@@ -76,12 +73,15 @@ def default_feature_layer(model: nn.Module) -> str:
     A model may name it itself with a ``default_feature_layer`` attribute (a
     module path), which wins. Otherwise the top-level children are walked
     from the end, skipping pooling, flatten, dropout and identity modules and
-    the classifier (a ``Linear``, or a ``Sequential`` made only of linear
-    layers, activations, pooling, flatten and dropout that ends in a
-    ``Linear``), and the first other child is chosen; when that child is a
-    ``Sequential`` that itself ends in the classifier, the walk continues
-    inside it. ``ModuleList`` / ``ModuleDict`` children are skipped: they
-    never run as a whole.
+    the classifier (a ``Linear``, or a ``Sequential`` or custom head module
+    made only of linear layers, activations, pooling, flatten and dropout
+    that ends in a ``Linear``), and the first other child is chosen; when
+    that child itself ends in the classifier (the whole net in one
+    ``Sequential``, or a wrapped model), the walk continues inside it.
+    ``ModuleList`` / ``ModuleDict`` children are skipped: they never run as a
+    whole. Children are taken in the order they were registered, which is
+    the order ``forward`` runs them in most models; declare the attribute
+    when it is not.
 
     Zoo models: ``layer3`` (``resnet-*``), ``features`` (``cnn-*``, ``mlp-*``,
     ``hinton-*``). Raises :class:`ConfigError` when no such module exists.

@@ -114,8 +114,41 @@ class Bottleneck(nn.Module):
         return self.head(self.encoder(x))
 
 
+class ClassificationHead(nn.Module):
+    """A head class of its own (dense -> tanh -> dropout -> projection), as Hugging Face models have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense, self.act, self.dropout, self.out_proj = nn.Linear(8, 8), nn.Tanh(), nn.Dropout(), nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.out_proj(self.dropout(self.act(self.dense(x))))
+
+
+class CustomHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = ClassificationHead()
+
+    def forward(self, x):
+        return self.classifier(self.encoder(x))
+
+
+class WrappedResNet(nn.Module):
+    """A wrapper around a whole model, as training frameworks add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = ResNetLike()
+
+    def forward(self, x):
+        return self.model(x)
+
+
 CASES = [(BodyHead, "body"), (MobileNetLike, "blocks"), (ResNetLike, "layer4"), (VGGLike, "features"),
-         (Declared, "body.1"), (one_sequential, "1"), (Wrapped, "net.1"), (Bottleneck, "encoder")]
+         (Declared, "body.1"), (one_sequential, "1"), (Wrapped, "net.1"), (Bottleneck, "encoder"),
+         (CustomHead, "encoder"), (WrappedResNet, "model.layer4")]
 
 
 @pytest.mark.parametrize("build, expected", CASES, ids=[c[0].__name__ for c in CASES])
