@@ -83,9 +83,9 @@ def measure(name: str, model: torch.nn.Module, dev, test, teacher_dev, teacher_t
         "dev_acc": accuracy(dev_logits, dev.y_test), "test_acc": accuracy(test_logits, test.y_test),
     }
     if teacher_dev is not None:
-        row["agreement_dev"] = top1_agreement(dev_logits, teacher_dev)
-        row["kl_dev"] = predictive_kl(teacher_dev, dev_logits)
-        row["agreement_test"] = top1_agreement(test_logits, teacher_test)
+        row["agreement_dev"] = top1_agreement(student_logits=dev_logits, teacher_logits=teacher_dev)
+        row["kl_dev"] = predictive_kl(teacher_logits=teacher_dev, student_logits=dev_logits)
+        row["agreement_test"] = top1_agreement(student_logits=test_logits, teacher_logits=teacher_test)
     try:
         row["onnx_path"] = str(export_onnx(model, out / "onnx" / f"{slug(name)}.onnx", MAX_LENGTH))
     except Exception as error:  # an exporter gap must not lose the other numbers
@@ -141,7 +141,7 @@ def train_student(kind: str, data, cfg: TrainConfig, out: Path, *, teacher=None,
         fit(objective, data, cfg, out_dir=out, metadata=checkpoint_meta(kind, options, data, student),
             description=out.name)
     else:
-        objective = Distiller(teacher, student, alpha=alpha, temperature=temperature, methods=methods)
+        objective = Distiller(teacher=teacher, student=student, alpha=alpha, temperature=temperature, methods=methods)
         live = objective.needs_live_teacher
         if not live:
             objective.teacher_cache = cached_teacher_logits(teacher_logits, data.num_train, cfg)
@@ -315,7 +315,7 @@ def latency_only(out: Path, threads: int) -> int:
         rows["BiLSTM (KD)"].update(
             params=parameter_count(models["BiLSTM (KD)"]), size_bytes=size_on_disk(models["BiLSTM (KD)"]),
             dev_acc=accuracy(lstm_dev, dev.y_test), test_acc=accuracy(lstm_test, test.y_test),
-            agreement_dev=top1_agreement(lstm_dev, teacher_dev), kl_dev=predictive_kl(teacher_dev, lstm_dev))
+            agreement_dev=top1_agreement(student_logits=lstm_dev, teacher_logits=teacher_dev), kl_dev=predictive_kl(teacher_logits=teacher_dev, student_logits=lstm_dev))
     for name, model in models.items():
         rows[name]["onnx_path"] = str(export_onnx(model, out / "onnx" / f"{slug(name)}.onnx", MAX_LENGTH))
     stage("latency")

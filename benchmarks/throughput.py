@@ -79,7 +79,7 @@ def run_kdistill(kind: str, data: DataSplits, device: torch.device, epochs: int,
         cache = False
     else:
         precision = "bf16" if kind == "kd-live-bf16-teacher" else "same"
-        objective = Distiller(teacher, student, alpha=ALPHA, temperature=TEMPERATURE, teacher_precision=precision)
+        objective = Distiller(teacher=teacher, student=student, alpha=ALPHA, temperature=TEMPERATURE, teacher_precision=precision)
         cache = kind.startswith("kd-cached")
     amp = "bf16" if kind.endswith("bf16") else "auto"
     started = time.perf_counter()

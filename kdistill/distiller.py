@@ -1,13 +1,8 @@
 """The Distiller: a frozen teacher, a trainable student, and the losses between them.
 
-Loss (Hinton et al. 2015, with the Keras ``Distiller`` contract)::
-
-    loss = (1 - alpha) * student_loss_fn(z_s, y)
-         + alpha * T^2 * distillation_loss_fn(log_softmax(z_s / T), softmax(z_t / T))
-         + sum_k weight_k * method_k(ctx)
-
-``distillation_loss_fn`` follows ``nn.KLDivLoss``: its first argument is the
-student's log-probabilities, its second the teacher's probabilities.
+Loss (Hinton et al. 2015); :class:`Distiller` states the exact contract and
+docs/PYTHON_API.md how it maps onto Keras's and torchdistill's, whose
+``alpha`` weights the other term.
 """
 
 from __future__ import annotations
@@ -46,10 +41,47 @@ class Supervised(TrainingObjective):
 
 
 class Distiller(TrainingObjective):
-    """Teach ``student`` from a frozen ``teacher`` (any modules that output logits)."""
+    """Teach ``student`` from a frozen ``teacher`` (any modules that output logits of the same shape).
+
+    Every argument is a keyword (``Distiller(teacher=t, student=s)``): Keras's
+    example ``Distiller`` takes ``(student, teacher)`` in the other order, and
+    a swapped pair would silently train the teacher. For one batch::
+
+        loss = (1 - alpha) * student_loss_fn(student_logits, labels)
+               + alpha * T**2 * distillation_loss_fn(log_softmax(student_logits / T), softmax(teacher_logits / T))
+               + sum_k weight_k * method_k(ctx)
+
+    * ``alpha`` weights the *distillation* (soft-target) term and ``1 - alpha``
+      the label term; default 0.9. Keras's example and torchdistill's
+      ``KDLoss`` use ``alpha`` for the label term: their ``alpha=0.1`` is
+      ``alpha=0.9`` here. At ``alpha=1`` the label term is not computed, at
+      ``alpha=0`` the distillation term is not.
+    * ``student_loss_fn(student_logits, labels)``: PyTorch's (input, target)
+      order; default ``nn.CrossEntropyLoss()``.
+    * ``distillation_loss_fn(log_p_student, p_teacher)``: the student's
+      *log*-probabilities at temperature ``T`` first and the teacher's
+      probabilities second, as ``nn.KLDivLoss`` expects; default
+      ``nn.KLDivLoss(reduction="batchmean")``, i.e. KL(p_teacher || p_student)
+      averaged over the batch. The ``T**2`` factor is applied here, outside it.
+    * ``methods``: ``(method, weight)`` pairs whose named terms are added with
+      their weights (see :mod:`kdistill.methods`).
+    * ``teacher_precision``: ``"same"`` or ``"bf16"`` (bf16 autocast around the
+      frozen teacher only).
+    * ``task``: ``"classification"`` (the formula above) or ``"regression"``,
+      where one output has no distribution to soften and the distillation term
+      is ``mse_loss(student_outputs, teacher_outputs)`` instead (no ``T``, no
+      ``distillation_loss_fn``).
+
+    ``forward(inputs, labels, indices=None)`` returns a dict of scalar tensors:
+    ``"loss"`` (the weighted total above, what is backpropagated),
+    ``"student"`` (the unweighted label term, when ``alpha < 1``), ``"kd"``
+    (``T**2 * distillation_loss_fn(...)``, not weighted by ``alpha``, when
+    ``alpha > 0``) and each method's own terms, unweighted.
+    """
 
     def __init__(
         self,
+        *,
         teacher: nn.Module,
         student: nn.Module,
         student_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
@@ -107,6 +139,25 @@ class Distiller(TrainingObjective):
             self._student_hooks = FeatureHooks(self.student, student_paths, "student")
         if teacher_paths:
             self._teacher_hooks = FeatureHooks(self.teacher, teacher_paths, "teacher")
+
+    def feature_layer_summary(self) -> list[str]:
+        """One line per method that hooks layers, naming them: ``fitnets: student 'features' <- teacher 'layer3'``.
+
+        ``(default)`` marks a layer picked by
+        :func:`kdistill.methods.default_feature_layer` rather than named in the
+        method's options. Methods that hook nothing (kd, dkd, ...) are left out.
+        """
+        lines = []
+        for method in self.methods:
+            method = _unwrap(method)
+            describe = getattr(method, "describe_layers", None)
+            if callable(describe):
+                lines.append(f"{_method_name(method)}: {describe()}")
+            elif method.student_layers or method.teacher_layers:
+                student = ", ".join(repr(p) for p in method.student_layers) or "-"
+                teacher = ", ".join(repr(p) for p in method.teacher_layers) or "-"
+                lines.append(f"{_method_name(method)}: student {student} <- teacher {teacher}")
+        return lines
 
     def check_compatible(self, sample: Tensor) -> None:
         """Fail early, in words, if teacher and student outputs cannot be compared."""
@@ -273,6 +324,13 @@ def method_name(method: nn.Module) -> str:
 def _unwrap(method: nn.Module) -> nn.Module:
     """The method itself, also while torchrun training has it wrapped in DDP."""
     return method.module if isinstance(method, nn.parallel.DistributedDataParallel) else method
+
+
+def _method_name(method: nn.Module) -> str:
+    """The name ``method``'s class is registered under (its class name if it is not registered)."""
+    import kdistill.methods  # noqa: F401  (registers the built-in methods)
+
+    return next((name for name in METHODS if METHODS.get(name) is type(method)), type(method).__name__)
 
 
 def build_method(name: str, options: dict, temperature: float) -> DistillationMethod:

@@ -31,7 +31,7 @@ CE = 1.3132616875
 
 
 def make(alpha, temperature=2.0):
-    return Distiller(Fixed([2.0, 1.0]), Fixed([1.0, 2.0]), alpha=alpha, temperature=temperature)
+    return Distiller(teacher=Fixed([2.0, 1.0]), student=Fixed([1.0, 2.0]), alpha=alpha, temperature=temperature)
 
 
 def test_kd_loss_matches_hand_computed_value():
@@ -60,7 +60,7 @@ def test_soft_target_gradient_is_rescaled_by_t_squared():
 
 def test_teacher_is_frozen_and_stays_in_eval_mode():
     teacher = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5))
-    distiller = Distiller(teacher, nn.Linear(3, 2))
+    distiller = Distiller(teacher=teacher, student=nn.Linear(3, 2))
     distiller.train()
     assert not teacher.training
     assert all(not p.requires_grad for p in teacher.parameters())
@@ -69,7 +69,7 @@ def test_teacher_is_frozen_and_stays_in_eval_mode():
 
 
 def test_shape_mismatch_is_a_model_error():
-    distiller = Distiller(nn.Linear(3, 10), nn.Linear(3, 5))
+    distiller = Distiller(teacher=nn.Linear(3, 10), student=nn.Linear(3, 5))
     with pytest.raises(ModelError, match="10.*5"):
         distiller.check_compatible(torch.randn(2, 3))
 
@@ -77,8 +77,8 @@ def test_shape_mismatch_is_a_model_error():
 def test_cached_teacher_gives_identical_losses():
     torch.manual_seed(0)
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
-    live = Distiller(nn.Linear(3, 2), nn.Linear(3, 2))
-    cached = Distiller(live.teacher, live.student)
+    live = Distiller(teacher=nn.Linear(3, 2), student=nn.Linear(3, 2))
+    cached = Distiller(teacher=live.teacher, student=live.student)
     cached.cache_teacher(x)
     idx = torch.tensor([3, 1, 7])
     a, b = live(x[idx], y[idx], idx), cached(x[idx], y[idx], idx)

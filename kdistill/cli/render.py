@@ -11,9 +11,25 @@ from kdistill.eval.measure import format_bytes
 
 LABELS = {
     "accuracy": "accuracy", "errors": "errors", "n_test": "test samples", "params": "parameters",
-    "size_bytes": "size on disk", "latency_ms": "CPU latency (ms/sample)", "agreement": "top-1 agreement",
+    "size_bytes": "size on disk", "latency_ms": "CPU latency, batch 1 (ms, median)", "agreement": "top-1 agreement",
     "kl": "KL(teacher||student)",
 }
+
+
+# shown inside the latency row rather than as rows of their own
+_LATENCY_DETAIL = ("latency_p10_ms", "latency_p90_ms", "latency_threads")
+
+
+def format_latency(metrics: dict[str, Any]) -> str:
+    """``0.1234 (p10 0.1201, p90 0.1302; 1 thread)``: the median and how much the runs varied."""
+    text = format_value("latency_ms", metrics.get("latency_ms"))
+    detail = []
+    if metrics.get("latency_p10_ms") is not None and metrics.get("latency_p90_ms") is not None:
+        detail.append(f"p10 {metrics['latency_p10_ms']:.4g}, p90 {metrics['latency_p90_ms']:.4g}")
+    threads = metrics.get("latency_threads")
+    if threads is not None:
+        detail.append(f"{threads} thread{'s' if threads != 1 else ''}")
+    return f"{text} ({'; '.join(detail)})" if detail and metrics.get("latency_ms") is not None else text
 
 
 def format_value(key: str, value: Any) -> str:
@@ -33,5 +49,8 @@ def format_value(key: str, value: Any) -> str:
 def print_metrics(title: str, metrics: dict[str, Any], console: Console | None = None) -> None:
     table = Table(title=title, show_header=False)
     for key, value in metrics.items():
-        table.add_row(LABELS.get(key, key), format_value(key, value))
+        if key in _LATENCY_DETAIL and "latency_ms" in metrics:
+            continue
+        text = format_latency(metrics) if key == "latency_ms" else format_value(key, value)
+        table.add_row(LABELS.get(key, key), text)
     (console or Console()).print(table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from safetensors.torch import save
@@ -38,6 +38,52 @@ def size_on_disk(model: nn.Module) -> int:
     return len(save(tensors))
 
 
+def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Wall-clock seconds of each of ``repeats`` calls of ``fn``, after ``warmup`` untimed calls.
+
+    The one timing loop behind every latency kdistill reports (PyTorch here,
+    ONNX Runtime in the study), so all of them mean the same thing.
+    """
+    if repeats <= 0 or warmup < 0:
+        raise ValueError("repeats must be positive and warmup non-negative")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def latency_summary(times: Sequence[float], batch_size: int) -> dict[str, float]:
+    """Median and spread of per-call ``times`` (seconds) for batches of ``batch_size``.
+
+    ``ms_per_batch``, ``ms_per_sample`` and ``samples_per_s`` come from the
+    median; ``p10_ms_per_sample`` / ``p90_ms_per_sample`` (10th and 90th
+    percentiles) and ``iqr_ms_per_sample`` (75th minus 25th) say how much the
+    runs varied: a wide spread means the machine was busy and the median is
+    less trustworthy.
+    """
+    ms = [t * 1000.0 / batch_size for t in times]
+    median = statistics.median(ms)
+    if len(ms) >= 2:
+        deciles = statistics.quantiles(ms, n=10, method="inclusive")
+        quartiles = statistics.quantiles(ms, n=4, method="inclusive")
+        p10, p90, iqr = deciles[0], deciles[-1], quartiles[2] - quartiles[0]
+    else:
+        p10 = p90 = median
+        iqr = 0.0
+    return {
+        "ms_per_batch": median * batch_size,
+        "ms_per_sample": median,
+        "samples_per_s": 1000.0 / median if median > 0 else float("inf"),
+        "p10_ms_per_sample": p10,
+        "p90_ms_per_sample": p90,
+        "iqr_ms_per_sample": iqr,
+    }
+
+
 def cpu_latency(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -46,14 +92,18 @@ def cpu_latency(
     repeats: int = 30,
     threads: int | None = None,
 ) -> dict[str, float]:
-    """Median wall-clock time of one forward pass on the CPU.
+    """Median wall-clock time of one forward pass on the CPU, with its spread.
 
     Runs on a CPU deep copy in eval mode under ``inference_mode``, so the
     caller's model keeps its device and mode. ``threads`` pins
-    ``torch.set_num_threads`` for the measurement (restored afterwards); the
-    median resists the outliers that a shared machine produces.
+    ``torch.set_num_threads`` for the warm-up and the measurement (restored
+    afterwards; ``None`` keeps the current count). The median resists the
+    outliers that a shared machine produces, and the spread shows them.
 
-    Returns ``ms_per_batch``, ``ms_per_sample`` and ``samples_per_s``.
+    Returns :func:`latency_summary`'s keys (``ms_per_batch``,
+    ``ms_per_sample``, ``samples_per_s``, ``p10_ms_per_sample``,
+    ``p90_ms_per_sample``, ``iqr_ms_per_sample``) and ``threads``, the thread
+    count the passes ran with.
     """
     if batch_size <= 0 or repeats <= 0 or warmup < 0:
         raise ValueError("batch_size and repeats must be positive and warmup non-negative")
@@ -67,22 +117,12 @@ def cpu_latency(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        used = torch.get_num_threads()
         with torch.inference_mode():
-            for _ in range(warmup):
-                cpu_model(x)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                cpu_model(x)
-                times.append(time.perf_counter() - start)
+            times = time_calls(lambda: cpu_model(x), warmup, repeats)
     finally:
         torch.set_num_threads(old_threads)
-    ms = statistics.median(times) * 1000.0
-    return {
-        "ms_per_batch": ms,
-        "ms_per_sample": ms / batch_size,
-        "samples_per_s": batch_size / (ms / 1000.0) if ms > 0 else float("inf"),
-    }
+    return {**latency_summary(times, batch_size), "threads": used}
 
 
 def format_bytes(n: int | float) -> str:

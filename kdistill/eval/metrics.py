@@ -61,16 +61,19 @@ def error_count(logits: Tensor, y: Tensor) -> int:
     return int((logits.argmax(dim=1) != y.to(logits.device)).sum().item())
 
 
-def top1_agreement(student_logits: Tensor, teacher_logits: Tensor) -> float:
-    """Fraction of rows where student and teacher predict the same class."""
+def top1_agreement(*, student_logits: Tensor, teacher_logits: Tensor) -> float:
+    """Fraction of rows where student and teacher predict the same class (keyword arguments only)."""
     s, t = _pair(student_logits, teacher_logits)
     return (s.argmax(dim=1) == t.argmax(dim=1)).double().mean().item()
 
 
 def predictive_kl(
-    teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0
+    *, teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0
 ) -> float:
-    """Mean over rows of KL(softmax(t/T) || softmax(s/T)), in nats.
+    """Mean over rows of KL(softmax(t/T) || softmax(s/T)), in nats (keyword arguments only).
+
+    KL is not symmetric, so swapping the two gives another number; the
+    arguments are keywords so that no call can swap them unnoticed.
 
     Works in float64 on log-probabilities, so large logits neither overflow nor
     lose the small differences that a near-perfect student leaves.

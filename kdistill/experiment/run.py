@@ -126,7 +126,7 @@ def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Modul
     """The config's :class:`Distiller` for this pair (methods built from ``distill.methods``)."""
     d = cfg.distill
     methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in d.method_list()]
-    return Distiller(teacher, student, student_loss_fn=_regression_loss if regression else None,
+    return Distiller(teacher=teacher, student=student, student_loss_fn=_regression_loss if regression else None,
                      alpha=d.alpha, temperature=d.temperature, methods=methods,
                      teacher_precision=d.teacher_precision,
                      task="regression" if regression else "classification")

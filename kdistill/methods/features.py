@@ -17,26 +17,90 @@ from kdistill.errors import ConfigError, TrainingError
 from kdistill.methods.base import DistillationMethod, StepContext
 from kdistill.methods.hooks import resolve_module
 
-# modules holding the last feature map in the zoo (ResNet, ConvNet / MLP), in order of preference
-_PREFERRED = ("layer3", "layer4", "features", "encoder", "backbone")
+# parameter-free modules that sit between the last feature map and the classifier
+_PASS_THROUGH: tuple[type[nn.Module], ...] = (
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+)
+# activations may sit inside a multi-layer classifier (VGG's, MobileNetV3's)
+_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
+)
+
+
+def _is_classifier(module: nn.Module) -> bool:
+    """The part of a net that produces the logits: a ``Linear``, or a module (``Sequential`` or a
+    custom head class) made only of linear layers, activations, pooling, flatten and dropout whose
+    last computing child is such a classifier."""
+    if isinstance(module, nn.Linear):
+        return True
+    children = list(module.children())
+    if not children or not all(isinstance(m, _PASS_THROUGH + _ACTIVATIONS) or _is_classifier(m) for m in children):
+        return False
+    return _ends_in_classifier(module)
+
+
+def _ends_in_classifier(module: nn.Module) -> bool:
+    """A module whose last registered computing child is a classifier (its output is the logits)."""
+    computing = [m for m in module.children() if not isinstance(m, _PASS_THROUGH)]
+    return bool(computing) and _is_classifier(computing[-1])
+
+
+def _walk(module: nn.Module, prefix: str) -> str | None:
+    """The last child of ``module`` that outputs features, looking past one classifier."""
+    seen_classifier = False
+    for name, child in reversed(list(module.named_children())):
+        if isinstance(child, _PASS_THROUGH):
+            continue
+        if not seen_classifier and _is_classifier(child):
+            seen_classifier = True
+            continue
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            continue  # containers never run themselves, so a hook on one never fires
+        if not seen_classifier and _ends_in_classifier(child):
+            # the whole net (classifier included) lives in this child, e.g. a wrapped model: look inside
+            return _walk(child, f"{prefix}{name}.")
+        return prefix + name
+    return None
 
 
 def default_feature_layer(model: nn.Module) -> str:
     """The module whose output is the model's last feature map (before pooling / classifier).
 
-    Zoo models: ``layer3`` (ResNet), ``features`` (ConvNet, MLP). Any other
-    model: the last top-level child that is not the final linear classifier.
+    A model may name it itself with a ``default_feature_layer`` attribute (a
+    module path), which wins. Otherwise the top-level children are walked
+    from the end, skipping pooling, flatten, dropout and identity modules and
+    the classifier (a ``Linear``, or a ``Sequential`` or custom head module
+    made only of linear layers, activations, pooling, flatten and dropout
+    that ends in a ``Linear``), and the first other child is chosen; when
+    that child itself ends in the classifier (the whole net in one
+    ``Sequential``, or a wrapped model), the walk continues inside it.
+    ``ModuleList`` / ``ModuleDict`` children are skipped: they never run as a
+    whole. Children are taken in the order they were registered, which is
+    the order ``forward`` runs them in most models; declare the attribute
+    when it is not.
+
+    Zoo models: ``layer3`` (``resnet-*``), ``features`` (``cnn-*``, ``mlp-*``,
+    ``hinton-*``). Raises :class:`ConfigError` when no such module exists.
     """
-    children = dict(model.named_children())
-    for name in _PREFERRED:
-        if name in children:
-            return name
-    names = list(children)
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no sub-modules to take features from")
-    # drop the head (and a global pool right before it) to land on the feature extractor
-    tail = [n for n in names if not isinstance(children[n], (nn.Linear, nn.AdaptiveAvgPool2d, nn.Flatten))]
-    return (tail or names)[-1] if len(names) > 1 else names[0]
+    declared = getattr(model, "default_feature_layer", None)
+    if declared is not None:
+        if not isinstance(declared, str) or not declared or declared not in dict(model.named_modules()):
+            valid = ", ".join(name for name, _ in model.named_modules() if name)
+            raise ConfigError(f"{type(model).__name__}.default_feature_layer is {declared!r}, which is not "
+                              f"one of its module paths: {valid}.")
+        return declared
+    found = _walk(model, "")
+    if found is None:
+        raise ConfigError(
+            f"{type(model).__name__} has no feature module before its classifier to take features from. "
+            "Name a layer with the method's student_layer / teacher_layer options, set a "
+            "default_feature_layer attribute on the model, or use a method that needs no features "
+            "(kd, dkd, regression).")
+    return found
 
 
 @torch.no_grad()
@@ -56,6 +120,13 @@ def probe_features(model: nn.Module, paths: list[str], sample: Tensor, role: str
         model.train(was_training)
         for handle in handles:
             handle.remove()
+    missing = [path for path in paths if path not in found]
+    if missing:
+        raise ConfigError(
+            f"The {role} layer{'s' if len(missing) > 1 else ''} {', '.join(repr(p) for p in missing)} never "
+            "ran during a forward pass, so no features can be taken from it (a ModuleList or ModuleDict "
+            "never runs as a whole, nor does a module the forward skips). Name a layer that the forward "
+            "pass calls in the method's student_layer / teacher_layer options.")
     return found
 
 
@@ -106,13 +177,15 @@ class FeaturePairMethod(DistillationMethod):
     """Base for methods that compare one student layer with one teacher layer.
 
     ``student_layer`` / ``teacher_layer`` default to :func:`default_feature_layer`
-    of each model, resolved in :meth:`bind` (before the Distiller attaches hooks).
+    of each model, resolved in :meth:`bind` (before the Distiller attaches hooks);
+    :meth:`describe_layers` says which were chosen and which were defaults.
     """
 
     def __init__(self, student_layer: str | None = None, teacher_layer: str | None = None) -> None:
         super().__init__()
         self.student_layer = student_layer
         self.teacher_layer = teacher_layer
+        self.defaulted: tuple[str, ...] = ()
         self._set_paths()
 
     def _set_paths(self) -> None:
@@ -120,11 +193,22 @@ class FeaturePairMethod(DistillationMethod):
         self.teacher_layers = (self.teacher_layer,) if self.teacher_layer else ()
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
+        self.defaulted = tuple(role for role, layer in (("student", self.student_layer),
+                                                        ("teacher", self.teacher_layer)) if not layer)
         self.student_layer = self.student_layer or default_feature_layer(student)
         self.teacher_layer = self.teacher_layer or default_feature_layer(teacher)
         resolve_module(student, self.student_layer, "student")
         resolve_module(teacher, self.teacher_layer, "teacher")
         self._set_paths()
+
+    def describe_layers(self) -> str:
+        """``student 'features' (default) <- teacher 'layer3'``: what :meth:`bind` chose."""
+        def one(role: str, layer: str | None) -> str:
+            return f"{role} {layer!r}" + (" (default)" if role in self.defaulted else "")
+        return f"{one('student', self.student_layer)} <- {one('teacher', self.teacher_layer)}"
+
+    def setup(self, student: nn.Module, teacher: nn.Module, sample: Tensor, num_train: int) -> None:
+        self.probe(student, teacher, sample)  # a layer the forward pass never calls fails here, by name
 
     def probe(self, student: nn.Module, teacher: nn.Module, sample: Tensor) -> tuple[Tensor, Tensor]:
         """The two hooked features for ``sample``, to size adapters in ``setup``."""
@@ -138,6 +222,7 @@ class FeaturePairMethod(DistillationMethod):
         except KeyError:
             raise TrainingError(
                 f"{type(self).__name__}: no features were captured for student layer "
-                f"'{self.student_layer}' / teacher layer '{self.teacher_layer}'; the method must be "
-                "run inside a Distiller, which attaches the forward hooks."
+                f"'{self.student_layer}' / teacher layer '{self.teacher_layer}'. Either the method is run "
+                "outside a Distiller (which attaches the forward hooks), or the layer never runs in the "
+                "model's forward pass (name one that does with student_layer / teacher_layer)."
             ) from None

@@ -115,6 +115,9 @@ def _transformers() -> Any:
 class HFClassifier(TextModel):
     """``backbone`` (a Hugging Face encoder) -> pooled state -> ``dropout`` -> ``head``."""
 
+    #: the encoder, not the optional input ``embedding`` that is registered after it
+    default_feature_layer = "backbone"
+
     def __init__(self, backbone: nn.Module, num_outputs: int, *, pad_id: int, max_length: int,
                  pooling: str = "mean", dropout: float = 0.1,
                  embedding: FactorizedEmbedding | None = None) -> None:

@@ -58,6 +58,9 @@ class BiLSTMClassifier(TextModel):
 
 
 class TextCNN(TextModel):
+    #: feature methods hook the max-pooled, concatenated filter maps (the input of ``dropout``)
+    default_feature_layer = "dropout"
+
     def __init__(self, vocab_size: int, pad_id: int, max_length: int, embedding_dim: int,
                  channels: int, widths: Sequence[int], num_outputs: int, dropout: float) -> None:
         super().__init__(vocab_size, pad_id, max_length)

@@ -10,6 +10,13 @@ teacher logits z_m, weights w_m (normalised to sum 1) and temperature T,
 
 It returns ``T * log p`` so that the Distiller's ``softmax(. / T)`` recovers
 exactly ``p``: the ensemble plugs in wherever a teacher goes.
+
+Feature methods (fitnets, pkt, rkd, sp, crd, at, nst) take their teacher
+features from one member, since the members' feature maps need not have the
+same shape: by default member 0's default feature layer
+(``teachers.0.<layer>``, see :func:`kdistill.methods.default_feature_layer`),
+and ``teacher_layer: teachers.K.<path>`` picks any layer of member ``K``.
+The layer chosen is listed by :meth:`kdistill.distiller.Distiller.feature_layer_summary`.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from kdistill.config import ExperimentConfig
 from kdistill.data import DataSplits
 from kdistill.errors import ConfigError
 from kdistill.experiment import RunResult, get_teacher, run_distill, seeded
+from kdistill.methods.features import default_feature_layer
 from kdistill.schemes import register_scheme
 from kdistill.schemes._common import as_model_config, prepare, write_summary
 
@@ -50,6 +58,16 @@ class TeacherEnsemble(nn.Module):
         self.combine = combine
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) / sum(weights))
         self.temperature = float(temperature)
+
+    @property
+    def default_feature_layer(self) -> str:
+        """Member 0's default feature layer, as a path in the ensemble (``teachers.0.layer3``).
+
+        Feature methods compare the student with one teacher's features; the
+        members may differ in shape, so no mixture of them is formed. Name
+        another member's layer with ``teacher_layer: teachers.K.<path>``.
+        """
+        return f"teachers.0.{default_feature_layer(self.teachers[0])}"
 
     def forward(self, x: Tensor) -> Tensor:
         t = self.temperature

@@ -8,11 +8,12 @@ A YAML document validated like experiment files (unknown keys are errors)::
     train: {epochs: 10}                 # baselines
     distill: {alpha: 0.9, temperature: 4, train: {epochs: 10}}
     prune: {sparsities: [0.5, 0.7, 0.9], structured: [0.5], finetune_epochs: 1}
-    quick: {limit_train: 12000, epochs: 2}   # what --quick changes
+    quick: {models: [mlp-simple, cnn-simple], limit_train: 6000, epochs: 2}   # what --quick changes
 
-``--quick`` replaces the data limits, epochs, pruning levels, the
-teacher/student choice and the number of latency repeats by the values in the
-``quick`` section (see :class:`QuickConfig`), so a study fits a CPU budget.
+``--quick`` replaces the model list (when ``quick.models`` is given), the data
+limits, epochs, pruning levels, the teacher/student choice and the number of
+latency repeats by the values in the ``quick`` section (see
+:class:`QuickConfig`), so a study fits a CPU budget.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class MeasureConfig(Strict):
 
 
 class QuickConfig(Strict):
+    models: list[str] | None = Field(
+        None, description="models of the quick schedule (default: the study's models)")
     limit_train: int | None = Field(6000, gt=0)
     limit_test: int | None = Field(2000, gt=0)
     epochs: int = Field(2, gt=0)
@@ -94,6 +97,8 @@ class StudyConfig(Strict):
         """A copy with the ``quick`` section's schedule applied."""
         q = self.quick
         new = self.model_copy(deep=True)
+        if q.models:
+            new.models = list(q.models)
         new.data.limit_train = q.limit_train
         new.data.limit_test = q.limit_test
         new.train.epochs = q.epochs
@@ -129,6 +134,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
     for s in [*cfg.prune.sparsities, *cfg.prune.structured]:
         if not 0 < s < 1:
             raise ConfigError(f"Study '{path}': pruning levels must be between 0 and 1, got {s}.")
-    if len(set(cfg.models)) != len(cfg.models) or not cfg.models:
-        raise ConfigError(f"Study '{path}': 'models' must list at least one model, each once.")
+    for key, models in (("models", cfg.models), ("quick.models", cfg.quick.models)):
+        if models is not None and (len(set(models)) != len(models) or not models):
+            raise ConfigError(f"Study '{path}': '{key}' must list at least one model, each once.")
     return cfg

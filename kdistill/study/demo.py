@@ -112,8 +112,8 @@ def run_demo(
         cfg_s = seeded(cfg, seed)
         solo = train_model(cfg_s, "student", data=data, out_dir=out / f"student-alone-seed{seed}")
         logits = predict(solo.model, data.x_test)
-        alone.append(dict(solo.metrics, agreement=top1_agreement(logits, teacher_logits),
-                          kl=predictive_kl(teacher_logits, logits)))
+        alone.append(dict(solo.metrics, agreement=top1_agreement(student_logits=logits, teacher_logits=teacher_logits),
+                          kl=predictive_kl(teacher_logits=teacher_logits, student_logits=logits)))
         run = run_distill(cfg_s, data=data, teacher=teacher, out_dir=out / f"distilled-seed{seed}")
         distilled.append(run.metrics)
     rows = [

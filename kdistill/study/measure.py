@@ -13,8 +13,6 @@ import csv
 import io
 import json
 import os
-import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdistill.eval import accuracy, cpu_latency, error_count, predict, predictive_kl, top1_agreement
+from kdistill.eval import (
+    accuracy,
+    cpu_latency,
+    error_count,
+    latency_summary,
+    predict,
+    predictive_kl,
+    time_calls,
+    top1_agreement,
+)
 from kdistill.study.config import MeasureConfig
 from kdistill.train.checkpoint import atomic_write_text, ensure_writable_dir
 
@@ -37,17 +44,9 @@ COLUMNS = [
 
 def ort_latency(session: Any, input_shape: Sequence[int], batch_size: int,
                 warmup: int, repeats: int) -> dict[str, float]:
-    """Median time of one ONNX Runtime run, as :func:`kdistill.eval.cpu_latency` for PyTorch."""
+    """Median time of one ONNX Runtime run, timed like :func:`kdistill.eval.cpu_latency` for PyTorch."""
     x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32)
-    for _ in range(warmup):
-        session.run(None, {"input": x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, {"input": x})
-        times.append(time.perf_counter() - start)
-    ms = statistics.median(times) * 1000.0
-    return {"ms_per_sample": ms / batch_size, "samples_per_s": batch_size / (ms / 1000.0)}
+    return latency_summary(time_calls(lambda: session.run(None, {"input": x}), warmup, repeats), batch_size)
 
 
 def measure_model(
@@ -85,8 +84,8 @@ def measure_model(
         row["ort_samples_per_s"] = ort_latency(session, data.input_shape, large, min(cfg.warmup, 1),
                                                max(2, cfg.repeats // 4))["samples_per_s"]
     if reference_logits is not None:
-        row["agreement"] = top1_agreement(logits, reference_logits)
-        row["kl"] = predictive_kl(reference_logits, logits)
+        row["agreement"] = top1_agreement(student_logits=logits, teacher_logits=reference_logits)
+        row["kl"] = predictive_kl(teacher_logits=reference_logits, student_logits=logits)
     return row
 
 

@@ -90,6 +90,22 @@ def distill_pairs(cfg: StudyConfig, sizes: dict[str, int]) -> list[tuple[str, st
             for s in sorted(students, key=sizes.get) if sizes[s] < sizes[t]]
 
 
+def planned_runs(cfg: StudyConfig, sizes: dict[str, int]) -> list[str]:
+    """Every result row a study of models ``sizes`` (name -> parameters) writes, in the order it writes them."""
+    by_size = sorted(sizes, key=sizes.get, reverse=True)
+    q, p = cfg.quantize, cfg.prune
+    runs = [f"baseline/{name}" for name in by_size]
+    for name in by_size:
+        runs += [f"{kind}-int8/{name}" for kind, on in (("dynamic", q.dynamic), ("static", q.static)) if on]
+        runs += [f"prune-unstructured-{s:g}/{name}" for s in p.sparsities]
+        runs += [f"prune-structured-{level:g}/{name}" for level in p.structured]
+    for teacher, student in distill_pairs(cfg, sizes):
+        runs.append(f"distilled/{teacher}->{student}")
+        if q.dynamic:
+            runs.append(f"distilled+dynamic-int8/{teacher}->{student}")
+    return runs
+
+
 class Study:
     """State of one study run; :func:`run_study` is the public entry point."""
 
@@ -102,6 +118,20 @@ class Study:
         self.reference = max(self.sizes, key=self.sizes.get)
         self.baselines: dict[str, nn.Module] = {}
         self.logits: dict[str, Tensor] = {}
+        self.planned = planned_runs(cfg, self.sizes)
+        self.started = time.perf_counter()
+
+    # -------------------------------------------------------------- progress
+
+    def done(self) -> int:
+        """How many of the planned rows are in the results log (this run's and a resumed run's)."""
+        return len({r["run"] for r in self.log.rows} & set(self.planned))
+
+    def progress(self) -> str:
+        """``[12/46, 34 left, 3.1 min]``: planned rows in the log so far, those still to run, time taken."""
+        done, total = self.done(), len(self.planned)
+        minutes = (time.perf_counter() - self.started) / 60
+        return f"[{done}/{total}, {total - done} left, {minutes:.1f} min]"
 
     # -------------------------------------------------------------- helpers
 
@@ -124,9 +154,9 @@ class Study:
             row["reference"] = reference
         self.log.append(row)
         acc = row.get("accuracy")
-        # one line per finished run: a long study shows where it is
-        print(f"{run:<52} " + (f"accuracy {100 * acc:.2f}%  size {row['size_bytes']:,} B"
-                               if acc is not None else row["status"] + ": " + str(row.get("note"))),
+        # one line per finished run: a long study shows where it is and how much is left
+        print(f"{self.progress()} {run:<48} " + (f"accuracy {100 * acc:.2f}%  size {row['size_bytes']:,} B"
+                                                  if acc is not None else row["status"] + ": " + str(row.get("note"))),
               flush=True)
         return row
 
@@ -270,6 +300,8 @@ def run_study(cfg: StudyConfig, out_dir: str | Path | None = None, quick: bool =
     if data.num_classes == 0:
         raise ConfigError("The compression study compares classifiers; the data set is a regression task.")
     study = Study(cfg, out, data, resume)
+    print(f"study {cfg.name}: {len(study.planned)} result rows planned, {study.done()} already in "
+          f"{study.log.path}; models: {', '.join(study.sizes)}", flush=True)
     torch.manual_seed(0)
     for name in sorted(study.sizes, key=study.sizes.get, reverse=True):
         study.baseline(name)
@@ -287,4 +319,4 @@ def run_study(cfg: StudyConfig, out_dir: str | Path | None = None, quick: bool =
     return StudyResult(out, study.log.rows, files, time.perf_counter() - started)
 
 
-__all__ = ["StudyResult", "distill_pairs", "load_artifact", "run_study", "select"]
+__all__ = ["StudyResult", "distill_pairs", "load_artifact", "planned_runs", "run_study", "select"]

@@ -33,6 +33,9 @@ def test_bad_yaml_key(tmp_path):
 
 
 def test_missing_data_folder(tmp_path, monkeypatch):
+    # the real data, wherever KDISTILL_DATA or the cache keep it, must not be found here
+    monkeypatch.delenv("KDISTILL_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cfg = tmp_path / "mnist.yaml"
     cfg.write_text("data: {dataset: mnist, download: false}\nstudent: {model: mlp-simple}\n")
     result = run_cli("train", str(cfg), "--role", "student", "--data-dir", str(tmp_path / "nowhere"))
@@ -50,7 +53,7 @@ def test_teacher_student_shape_mismatch(tmp_path):
     # a student configured for a different number of classes cannot be compared class by class
     teacher, _ = load_model(teacher_ckpt)
     with pytest.raises(ModelError, match="same number of classes"):
-        Distiller(teacher, create_model("mlp-simple", (1, 8, 8), 5)).check_compatible(torch.zeros(2, 1, 8, 8))
+        Distiller(teacher=teacher, student=create_model("mlp-simple", (1, 8, 8), 5)).check_compatible(torch.zeros(2, 1, 8, 8))
     # and through the CLI: a teacher checkpoint trained for another class count
     cfg3 = tmp_path / "five.yaml"
     cfg3.write_text(

@@ -1,6 +1,5 @@
 """The registered loaders: digits, real MNIST (if present), tables and image folders."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +7,6 @@ import torch
 
 from kdistill.data import DataSplits, available_datasets, dataset_options, load_dataset
 from kdistill.errors import ConfigError, DataError, UnknownNameError
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 def test_builtins_registered():
@@ -44,9 +41,8 @@ def test_unknown_dataset_and_options():
     assert "label_column" in dataset_options("csv")
 
 
-@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason=f"no MNIST files in {SHARED}/mnist")
-def test_real_mnist():
-    data = load_dataset("mnist", data_dir=SHARED, download=False)
+def test_real_mnist(idx_dir):
+    data = load_dataset("mnist", data_dir=idx_dir("mnist"), download=False)
     assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
     assert data.mean[0] == pytest.approx(0.1307, abs=1e-4)
     assert data.std[0] == pytest.approx(0.3081, abs=1e-4)

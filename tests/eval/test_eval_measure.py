@@ -48,8 +48,9 @@ def test_size_on_disk_handles_non_contiguous_and_buffers() -> None:
 def test_cpu_latency_positive_and_leaves_model_alone() -> None:
     model = create_model("cnn-simple", (1, 8, 8), 10).train()
     result = cpu_latency(model, (1, 8, 8), batch_size=4, warmup=1, repeats=3, threads=1)
-    assert set(result) == {"ms_per_batch", "ms_per_sample", "samples_per_s"}
-    assert all(v > 0 for v in result.values())
+    assert set(result) == {"ms_per_batch", "ms_per_sample", "samples_per_s", "p10_ms_per_sample",
+                           "p90_ms_per_sample", "iqr_ms_per_sample", "threads"}
+    assert all(v > 0 for k, v in result.items() if k != "iqr_ms_per_sample")
     assert result["ms_per_sample"] * 4 == result["ms_per_batch"]
     assert model.training
     assert torch.get_num_threads() >= 1
@@ -89,3 +90,55 @@ def test_evaluate_model_regression() -> None:
     result = evaluate_model(model, data, torch.zeros(8, 1), latency=False)
     assert result["mse"] >= 0 and result["teacher_mse"] >= 0
     assert "accuracy" not in result
+
+
+class ThreadRecorder(nn.Module):
+    """Records the torch thread count of every timed forward pass (cpu_latency runs under inference_mode)."""
+
+    seen: list[int] = []  # a class attribute, so cpu_latency's deep copy shares it
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        if torch.is_inference_mode_enabled():
+            ThreadRecorder.seen.append(torch.get_num_threads())
+        return self.fc(x.flatten(1))
+
+
+def test_cpu_latency_reports_median_and_spread() -> None:
+    result = cpu_latency(create_model("mlp-simple", (1, 8, 8), 10), (1, 8, 8), warmup=2, repeats=15, threads=1)
+    assert {"ms_per_sample", "p10_ms_per_sample", "p90_ms_per_sample", "iqr_ms_per_sample", "threads"} <= set(result)
+    assert result["p10_ms_per_sample"] <= result["ms_per_sample"] <= result["p90_ms_per_sample"]
+    assert result["iqr_ms_per_sample"] >= 0 and result["threads"] == 1
+
+
+def test_cpu_latency_pins_threads_and_restores_them() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        ThreadRecorder.seen.clear()
+        cpu_latency(ThreadRecorder(), (1, 8, 8), warmup=2, repeats=5, threads=1)
+        assert ThreadRecorder.seen == [1] * 7  # warm-up and timed passes, all on one thread
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_evaluate_model_latency_is_pinned_to_one_thread_with_its_spread() -> None:
+    data = SimpleNamespace(x_test=torch.randn(6, 1, 8, 8), y_test=torch.randint(0, 10, (6,)), input_shape=(1, 8, 8))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ThreadRecorder.seen.clear()
+        result = evaluate_model(ThreadRecorder(), data)
+        assert ThreadRecorder.seen and set(ThreadRecorder.seen) == {1}
+        assert torch.get_num_threads() == 2
+        assert result["latency_threads"] == 1
+        assert result["latency_p10_ms"] <= result["latency_ms"] <= result["latency_p90_ms"]
+        ThreadRecorder.seen.clear()
+        evaluate_model(ThreadRecorder(), data, latency_threads=2)
+        assert set(ThreadRecorder.seen) == {2}
+    finally:
+        torch.set_num_threads(before)

@@ -28,12 +28,12 @@ def test_label_shape_mismatch() -> None:
 def test_top1_agreement() -> None:
     student = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     teacher = torch.tensor([[5.0, 1.0], [0.0, 2.0], [3.0, 1.0], [0.0, 9.0]])
-    assert top1_agreement(student, teacher) == 0.5
+    assert top1_agreement(student_logits=student, teacher_logits=teacher) == 0.5
 
 
 def test_kl_of_identical_logits_is_zero() -> None:
     logits = torch.randn(16, 10) * 20
-    assert predictive_kl(logits, logits.clone()) == pytest.approx(0.0, abs=1e-12)
+    assert predictive_kl(teacher_logits=logits, student_logits=logits.clone()) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_kl_two_class_by_hand() -> None:
@@ -42,7 +42,7 @@ def test_kl_two_class_by_hand() -> None:
     teacher = torch.tensor([[math.log(0.8), math.log(0.2)], [0.0, 0.0]])
     student = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
     expected = 0.5 * (0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5))
-    assert predictive_kl(teacher, student) == pytest.approx(expected, abs=1e-6)
+    assert predictive_kl(teacher_logits=teacher, student_logits=student) == pytest.approx(expected, abs=1e-6)
 
 
 def test_kl_temperature_and_direction() -> None:
@@ -50,25 +50,26 @@ def test_kl_temperature_and_direction() -> None:
     student = torch.tensor([[0.0, 0.0]])
     p = 1.0 / (1.0 + math.exp(-1.0))  # softmax([2, 0] / 2)[0]
     expected = p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5)
-    assert predictive_kl(teacher, student, temperature=2.0) == pytest.approx(expected, abs=1e-9)
+    assert predictive_kl(teacher_logits=teacher, student_logits=student, temperature=2.0) == pytest.approx(expected, abs=1e-9)
     # KL is asymmetric: swapping the arguments gives a different number.
-    assert predictive_kl(student, teacher) != pytest.approx(predictive_kl(teacher, student))
+    assert predictive_kl(teacher_logits=student, student_logits=teacher) != pytest.approx(
+        predictive_kl(teacher_logits=teacher, student_logits=student))
 
 
 def test_kl_is_stable_for_huge_logits() -> None:
     teacher = torch.tensor([[1e4, 0.0, -1e4]])
     student = torch.tensor([[0.0, 1e4, -1e4]])
-    value = predictive_kl(teacher, student)
+    value = predictive_kl(teacher_logits=teacher, student_logits=student)
     assert math.isfinite(value) and value == pytest.approx(1e4, rel=1e-6)
     teacher_inf = torch.tensor([[0.0, -math.inf]])
-    assert predictive_kl(teacher_inf, torch.zeros(1, 2)) == pytest.approx(math.log(2))
+    assert predictive_kl(teacher_logits=teacher_inf, student_logits=torch.zeros(1, 2)) == pytest.approx(math.log(2))
 
 
 def test_mismatched_teacher_raises_model_error() -> None:
     with pytest.raises(ModelError):
-        top1_agreement(torch.zeros(4, 10), torch.zeros(4, 5))
+        top1_agreement(student_logits=torch.zeros(4, 10), teacher_logits=torch.zeros(4, 5))
     with pytest.raises(ModelError):
-        predictive_kl(torch.zeros(3, 10), torch.zeros(4, 10))
+        predictive_kl(teacher_logits=torch.zeros(3, 10), student_logits=torch.zeros(4, 10))
 
 
 def test_predict_batches_and_restores_mode() -> None:

@@ -121,7 +121,7 @@ def test_method_setup_mistakes_are_config_errors():
 
     method = build_method("attention-maps", {"layers": {"teacher": [0], "student": [0]},
                                               "teacher_path": "blocks.{i}", "student_path": "blocks.{i}"}, 4.0)
-    distiller = Distiller(_Attentive(), _Attentive(), methods=[(method, 1.0)])
+    distiller = Distiller(teacher=_Attentive(), student=_Attentive(), methods=[(method, 1.0)])
     with pytest.raises(ConfigError, match="Method 'attention-maps'.*number of heads"):
         distiller.setup_methods(torch.zeros(2, 5, 4), 10)
 

@@ -22,7 +22,7 @@ def build(setup_seed: int) -> tuple[Distiller, CRD]:
     teacher = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 2))
     student = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
     method = CRD("0", "0", feat_dim=8, num_negatives=16)
-    distiller = Distiller(teacher, student, methods=[(method, 1.0)])
+    distiller = Distiller(teacher=teacher, student=student, methods=[(method, 1.0)])
     torch.manual_seed(setup_seed)  # each rank draws its own random bank; rank 0's must win
     distiller.setup_methods(torch.randn(2, 4), num_train=NUM_TRAIN)
     torch.manual_seed(1)  # the embedding heads must not depend on the rank

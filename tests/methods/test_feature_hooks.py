@@ -34,7 +34,7 @@ def test_misspelled_layer_lists_valid_paths():
     teacher, student = create_model("cnn-simple", (1, 8, 8), 10), create_model("cnn-simple", (1, 8, 8), 10)
     method = build_method("fitnets", {"student_layer": "featurs.1"}, 4.0)
     with pytest.raises(ConfigError, match=r"Did you mean 'features.1'.*Valid module paths: .*classifier"):
-        Distiller(teacher, student, methods=[(method, 1.0)])
+        Distiller(teacher=teacher, student=student, methods=[(method, 1.0)])
 
 
 def test_unknown_option_names_the_allowed_ones():
@@ -61,7 +61,7 @@ def test_method_loss_falls_when_training(name):
     teacher = create_model("cnn-simple", (1, 8, 8), 10, widths=[8, 16])
     student = create_model("cnn-simple", (1, 8, 8), 10, widths=[4, 8])
     method = build_method(name, {"num_negatives": 16} if name == "crd" else {}, 4.0)
-    distiller = Distiller(teacher, student, alpha=0.0, methods=[(method, 1.0)])
+    distiller = Distiller(teacher=teacher, student=student, alpha=0.0, methods=[(method, 1.0)])
     distiller.setup_methods(x[:2], len(x))
     params = [p for m in distiller.trainable_modules().values() for p in m.parameters()]
     steps, lr = (120, 3e-3) if name == "crd" else (40, 1e-2)
@@ -85,7 +85,7 @@ def test_exported_student_never_contains_adapters(tmp_path):
     teacher = create_model("cnn-simple", data.input_shape, 10, widths=[8, 16])
     student = create_model("cnn-simple", data.input_shape, 10, widths=[4, 8])
     methods = [(build_method("fitnets", {}, 4.0), 1.0), (build_method("crd", {"feat_dim": 8}, 4.0), 0.5)]
-    distiller = Distiller(teacher, student, methods=methods)
+    distiller = Distiller(teacher=teacher, student=student, methods=methods)
     history = fit(distiller, data, TrainConfig(epochs=1, batch_size=32, progress=False), out_dir=tmp_path,
                   metadata={"model_spec": {"model": "cnn-simple", "options": {"widths": [4, 8]},
                                            "input_shape": [1, 8, 8], "num_classes": 10}})

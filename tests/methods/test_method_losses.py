@@ -142,12 +142,12 @@ def test_crd_nce_loss_by_hand():
 def test_crd_memory_bank_size_and_update():
     teacher, student = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 2)), nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
     method = CRD("0", "0", feat_dim=8, num_negatives=4096)
-    distiller = Distiller(teacher, student, methods=[(method, 1.0)])
+    distiller = Distiller(teacher=teacher, student=student, methods=[(method, 1.0)])
     distiller.setup_methods(torch.randn(2, 4), num_train=60_000)
     assert method.student_bank.shape == (60_000, 8) and method.teacher_bank.dtype == torch.float32
     assert method.k == 4096
     small = CRD("0", "0", feat_dim=8)
-    Distiller(teacher, student, methods=[(small, 1.0)]).setup_methods(torch.randn(2, 4), num_train=10)
+    Distiller(teacher=teacher, student=student, methods=[(small, 1.0)]).setup_methods(torch.randn(2, 4), num_train=10)
     assert small.k == 9  # negatives clipped to num_train - 1
     before = method.student_bank.clone()
     x = torch.randn(3, 4)
@@ -161,7 +161,7 @@ def test_methods_compose_as_a_weighted_sum():
     teacher, student = nn.Linear(3, 4), nn.Linear(3, 4)
     x, y = torch.randn(5, 3), torch.tensor([0, 1, 2, 3, 0])
     kd, dkd = build_method("kd", {}, 2.0), build_method("dkd", {}, 2.0)
-    combined = Distiller(teacher, student, alpha=0.0, methods=[(kd, 0.5), (dkd, 2.0)])(x, y)
+    combined = Distiller(teacher=teacher, student=student, alpha=0.0, methods=[(kd, 0.5), (dkd, 2.0)])(x, y)
     expected = combined["student"] + 0.5 * combined["kd"] + 2.0 * (combined["dkd_tckd"] + combined["dkd_nckd"])
     assert combined["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 
@@ -169,7 +169,7 @@ def test_methods_compose_as_a_weighted_sum():
 def test_fitnets_stage1_trains_on_the_hint_alone():
     teacher, student = nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 2)), nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     method = FitNets("0", "0", stage1_epochs=1)
-    distiller = Distiller(teacher, student, alpha=0.5, methods=[(method, 3.0)])
+    distiller = Distiller(teacher=teacher, student=student, alpha=0.5, methods=[(method, 3.0)])
     distiller.setup_methods(torch.randn(2, 3), 10)
     x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
     stage1 = distiller(x, y)

@@ -1,6 +1,5 @@
 """Every example config validates, names registered methods, and runs end to end on a tiny budget."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from kdistill.schemes import run_experiment, scheme_names, validate_options
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "methods").glob("*.yaml"))
-DATA = Path(os.environ.get("KDISTILL_DATA", ROOT.parent / "shared" / "data")).resolve()
 FAST = ["data.limit_train=120", "data.limit_test=40", "train.epochs=1", "train.progress=false",
         "teacher_train.epochs=1", "teacher.model=cnn-simple", "teacher.options={widths: [4, 8, 16]}"]
 
@@ -83,11 +81,11 @@ def test_regression_example_beats_predicting_the_mean(tmp_path):
     assert result.metrics["r2_vs_mean"] > 0.1 and "teacher_mse" in result.metrics
 
 
-def test_transfer_dataset_example(tmp_path):
-    if not (DATA / "mnist").is_dir() or not (DATA / "fashion-mnist").is_dir():
-        pytest.skip(f"MNIST / Fashion-MNIST files not found under {DATA} (set KDISTILL_DATA)")
+def test_transfer_dataset_example(tmp_path, idx_dir):
+    for name in ("mnist", "fashion-mnist"):  # skip unless the run below can find both without downloading
+        idx_dir(name)
     path = ROOT / "examples/methods/transfer-dataset.yaml"
-    cfg = load_config(path, _fast_overrides(path) + [f"data.data_dir={DATA}", "data.download=false",
+    cfg = load_config(path, _fast_overrides(path) + ["data.download=false",
                                                      "distill.scheme.options.limit=200",
                                                      f"output_dir={tmp_path}"])
     result = run_experiment(cfg)

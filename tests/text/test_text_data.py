@@ -78,3 +78,10 @@ def test_sst2_examples_name_registered_parts():
         assert cfg.data.dataset in DATASETS
         assert cfg.teacher.model in MODELS and cfg.student.model in MODELS
         assert all(m.name in METHODS for m in cfg.distill.method_list())
+
+
+def test_real_sst2(dataset_dir, tiny_hf_dir):
+    data = load_dataset("sst2", data_dir=str(dataset_dir("sst2")), tokenizer=str(tiny_hf_dir), max_length=8,
+                        cache=False)
+    assert data.num_train == 67349 and data.num_test == 872 and data.num_classes == 2
+    assert set(torch.unique(data.y_train).tolist()) == {0, 1}

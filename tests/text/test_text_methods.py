@@ -50,7 +50,7 @@ def test_kd_hidden_and_attention_losses_fall(tiny_hf_dir, tiny_tsv):
     layers = {"teacher": [1, 3], "student": [0, 1]}
     methods = [(HiddenStateMatching(layers=layers, loss="mse"), 1.0),
                (AttentionMapMatching(layers=layers), 1.0)]
-    distiller = Distiller(teacher, student, alpha=1.0, temperature=2.0, methods=methods)
+    distiller = Distiller(teacher=teacher, student=student, alpha=1.0, temperature=2.0, methods=methods)
     distiller.check_compatible(ids[:2])
     distiller.setup_methods(ids[:2], len(ids))
     assert isinstance(distiller.methods[0].projections[0], torch.nn.Linear)

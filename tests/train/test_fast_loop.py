@@ -53,7 +53,7 @@ def make_pair(methods=(), seed: int = 0, **kw) -> Distiller:
     torch.manual_seed(seed)
     teacher = MLP(36, (24, 24), 5, dropout=0.5)  # dropout: the cache relies on the teacher's eval mode
     student = MLP(36, (24,), 5)
-    return Distiller(teacher, student, alpha=0.7, temperature=3.0, methods=methods, **kw)
+    return Distiller(teacher=teacher, student=student, alpha=0.7, temperature=3.0, methods=methods, **kw)
 
 
 def train_cfg(**kw) -> TrainConfig:
