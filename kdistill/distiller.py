@@ -24,6 +24,7 @@ from kdistill.train.objective import FitContext, TrainingObjective
 from kdistill.train.precision import autocast_context
 
 log = logging.getLogger("kdistill")
+layers_log = logging.getLogger("kdistill.layers")  # shown by the CLI without -v
 
 
 class Supervised(TrainingObjective):
@@ -191,6 +192,8 @@ class Distiller(TrainingObjective):
         """Check the pair, build method adapters, and cache the teacher when its inputs never change."""
         self.check_compatible(x_train[:2])
         self.setup_methods(x_train[:2], len(x_train))
+        for line in self.feature_layer_summary():
+            layers_log.info("feature layers: %s", line)
         self.to(context.device)  # adapters built by setup_methods
         with autocast_context(context.device, context.amp):  # cached logits match the live teacher's precision
             self._prepare_cache(x_train, context)

@@ -150,3 +150,5 @@ def configure_logging(verbose: bool) -> None:
     handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[handler], force=True)
+    # which layers the feature methods hook changes what is trained: always shown
+    logging.getLogger("kdistill.layers").setLevel(logging.INFO)

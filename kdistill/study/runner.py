@@ -41,14 +41,12 @@ from kdistill.compress.prune import magnitude_prune, make_permanent, save_sparse
 from kdistill.compress.quantize import dynamic_quantize, save_quantized, static_quantize
 from kdistill.config import DistillConfig, ExperimentConfig, ModelConfig
 from kdistill.data import DataSplits
-from kdistill.distiller import Supervised
 from kdistill.errors import ConfigError, ModelError
 from kdistill.eval import parameter_count, predict
-from kdistill.experiment import load_data, model_spec, run_distill, train_model
+from kdistill.experiment import build_run, execute, load_data, model_spec, run_distill, train_model
 from kdistill.models import create_model
 from kdistill.study.config import StudyConfig
 from kdistill.study.measure import ResultsLog, measure_model, torch_threads
-from kdistill.train import fit
 
 log = logging.getLogger("kdistill")
 
@@ -169,9 +167,11 @@ class Study:
         data = self.data
         if self.cfg.prune.finetune_samples:
             data = data.subset(self.cfg.prune.finetune_samples, None, seed=1)
-        history = fit(Supervised(model), data, train, description="fine-tune")
+        exp = ExperimentConfig(name="fine-tune", data=self.cfg.data, train=train)
+        run = build_run(exp, "student", data=data, model=model, out_dir=None)
+        result = execute(run, evaluate=False)
         model.eval()
-        return history.seconds
+        return result.seconds
 
     # -------------------------------------------------------------- stages
 
