@@ -349,3 +349,14 @@ def test_evaluate_checkpoint_reports_the_sparse_size(tmp_path):
     metrics = evaluate_checkpoint(path, load_dataset("digits").subset(50, 40))
     assert metrics["size_bytes"] < 0.3 * metrics["dense_size_bytes"]
     assert metrics["nonzero_params"] < metrics["params"]
+
+
+def test_example_configs_are_valid():
+    from pathlib import Path
+
+    from kdistill.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    for name in ("variational-mnist.yaml", "variational-fashion-mnist.yaml", "methods/variational.yaml"):
+        cfg = load_config(root / name)
+        assert cfg.student.variational is not None and cfg.student.variational.threshold == 3.0

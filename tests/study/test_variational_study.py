@@ -83,3 +83,12 @@ def test_family_is_off_by_default_and_checks_thresholds(tmp_path):
     bad.write_text("models: [mlp-simple]\nvariational: {thresholds: [9]}\n")
     with pytest.raises(ConfigError, match="thresholds"):
         load_study_config(bad)
+
+
+def test_example_study_file_is_valid():
+    from pathlib import Path
+
+    cfg = load_study_config(Path(__file__).resolve().parents[2] / "examples" / "variational-study-mnist.yaml")
+    assert cfg.variational.thresholds == [1.0, 2.0, 3.0, 4.0, 5.0]
+    quick = cfg.quick_version()
+    assert quick.distill.train.epochs == cfg.quick.distill_epochs  # what the family trains for
