@@ -418,7 +418,7 @@ def finish_variational(model: nn.Module, last_path: str | Path | None, out_dir: 
 
     The variational run's model is its *last* epoch (its sparsity grows with
     every epoch of the ELBO; the best-validation epoch is usually an earlier,
-    denser one): it is reloaded from ``last_path``, sparsified at its
+    denser one): it is reloaded from ``last_path``, sparsified in place at its
     threshold and written to ``OUT/sparse.safetensors`` in the bitmask format
     of :func:`kdistill.compress.prune.save_sparse`, with ``metadata``
     (model_spec, data record) and the sparsity report. ``metrics`` has
@@ -437,7 +437,7 @@ def finish_variational(model: nn.Module, last_path: str | Path | None, out_dir: 
         tensors, last_meta = read_checkpoint(last_path)
         load_into(model, tensors, "model", f"'{last_path}'")
         epoch = last_meta.get("epoch")
-    sparse = sparsify(model)
+    sparse = sparsify(model, inplace=True)  # the run's model from here on; no copy of a compiled module
     report = sparsity_report(sparse)
     path = None
     if out_dir is not None and is_main_process():

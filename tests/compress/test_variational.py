@@ -360,3 +360,17 @@ def test_example_configs_are_valid():
     for name in ("variational-mnist.yaml", "variational-fashion-mnist.yaml", "methods/variational.yaml"):
         cfg = load_config(root / name)
         assert cfg.student.variational is not None and cfg.student.variational.threshold == 3.0
+
+
+def test_variational_run_resumes_from_its_checkpoint(tmp_path):
+    from kdistill.experiment import train_model
+
+    raw = {"data": {"dataset": "digits", "limit_train": 200, "limit_test": 50},
+           "student": {"model": "mlp-simple", "variational": {"anneal_epochs": 2}},
+           "train": {"epochs": 1, "batch_size": 50, "progress": False}, "output_dir": str(tmp_path)}
+    first = train_model(parse_config(raw), "student")
+    raw["train"]["epochs"] = 2
+    resumed = train_model(parse_config(raw), "student", resume=tmp_path / "student" / "last.safetensors")
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+    assert resumed.history[0] == first.history[0]
+    assert read_checkpoint_metadata(resumed.checkpoint)["epoch"] == 1
