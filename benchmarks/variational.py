@@ -257,8 +257,11 @@ def main() -> int:
     print(table(rows))
     print(sweep_table(rows))
     if args.write:
-        section = (f"Command: `KDISTILL_DATA=/work/shared/data python benchmarks/variational.py "
-                   f"{' '.join(sys.argv[1:])}`  \nMachine: {args.device_label}.\n\n" + table(rows)
+        # the command that measured the rows: --write only renders them
+        shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--write" and sys.argv[i] != "--write"]
+        command = " ".join(["python benchmarks/variational.py", *shown])
+        section = (f"Command: `KDISTILL_DATA=/work/shared/data {command}`  \n"
+                   f"Machine: {args.device_label}.\n\n" + table(rows)
                    + "\n\nThe trained variational students pruned at other thresholds (no retraining; "
                    "3 is the trained one):\n\n" + sweep_table(rows))
         write_section(args.write, section, START, END)

@@ -162,7 +162,8 @@ def variational_methods(methods: list[MethodConfig], model_cfg: ModelConfig | No
     out = [m.model_copy(update={"options": {**defaults, **m.options}}) if m.name == NAME else m
            for m in methods]
     if not any(m.name == NAME for m in out):
-        log.info("the student is variational: adding the 'variational' KL term to the loss (%s)",
+        on_meta = any(p.is_meta for p in student.parameters())  # the config check before training
+        (log.debug if on_meta else log.info)("the student is variational: adding the 'variational' KL term to the loss (%s)",
                  ", ".join(f"{k}={v}" for k, v in defaults.items()) or "default options")
         out.append(MethodConfig(name=NAME, options=defaults))
     return out
