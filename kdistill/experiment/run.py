@@ -45,7 +45,12 @@ from kdistill.experiment.targets import (
     fold,
     standardised,
 )
-from kdistill.methods.variational import check_methods, supervised_objective, variational_methods
+from kdistill.methods.variational import (
+    check_methods,
+    check_objective,
+    supervised_objective,
+    variational_methods,
+)
 from kdistill.models import create_model
 from kdistill.registry import MODELS
 from kdistill.train import fit, read_checkpoint, seed_everything
@@ -187,6 +192,7 @@ def build_run(
 
     if make_objective is not None:
         objective = make_objective(model)
+        check_objective(objective, model)  # [variational] its KL term must be in the loss
     elif kind == "distill":
         objective = build_distiller(cfg, teacher_view, model, regression=data.task == "regression")
     else:

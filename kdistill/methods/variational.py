@@ -176,3 +176,21 @@ def supervised_objective(model: nn.Module, model_cfg: ModelConfig | None, **kwar
 
         return Supervised(model, **kwargs)
     return VariationalSupervised(model, **method_options(model_cfg), **kwargs)
+
+
+def check_objective(objective: nn.Module, model: nn.Module) -> None:
+    """Refuse to train a variational model with an objective that leaves its KL term out.
+
+    Without the term the noise is learnt but nothing pulls weights to zero, so
+    the sparsified model would be silently denser than asked for.
+    """
+    if not is_variational(model):
+        return
+    methods = getattr(objective, "methods", None) or []
+    if isinstance(objective, VariationalSupervised) or any(isinstance(m, VariationalKL) for m in methods):
+        return
+    raise ConfigError(
+        f"This run trains a variational student with a {type(objective).__name__} objective, which has no "
+        "place for the variational KL term (the prior that prunes the weights). Use plain distillation "
+        "(kdistill distill), a scheme built on it (born-again, takd, multi-teacher, early-stop, "
+        "noisy-student, transfer) or kdistill train; or remove student.variational.")

@@ -374,3 +374,15 @@ def test_variational_run_resumes_from_its_checkpoint(tmp_path):
     assert [h["epoch"] for h in resumed.history] == [0, 1]
     assert resumed.history[0] == first.history[0]
     assert read_checkpoint_metadata(resumed.checkpoint)["epoch"] == 1
+
+
+def test_an_objective_without_the_kl_term_is_refused(tmp_path):
+    from kdistill.schemes import run_experiment
+
+    cfg = parse_config({"data": {"dataset": "digits", "limit_train": 100, "limit_test": 20},
+                        "student": {"model": "mlp-simple", "variational": {}},
+                        "distill": {"scheme": {"name": "dml"}}, "output_dir": str(tmp_path),
+                        "train": {"epochs": 1, "progress": False}})
+    with pytest.raises(ConfigError, match="no place for the variational KL term"):
+        run_experiment(cfg)
+    assert not (tmp_path / "student" / "last.safetensors").exists()
