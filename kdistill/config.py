@@ -80,10 +80,21 @@ class DataConfig(Strict):
     limit_test: int | None = Field(None, gt=0, le=MAX_SAMPLES, description="use only the first N test samples")
 
 
+class VariationalConfig(Strict):
+    """A Bayesian version of the model (sparse variational dropout); see kdistill.compress.variational."""
+
+    threshold: float = Field(3.0, gt=-8, lt=8, description="weights with log alpha at or above it are pruned")
+    kl_weight: float = Field(1.0, ge=0, description="weight of the KL term (1: the ELBO)")
+    anneal_epochs: int = Field(5, ge=0, description="linear warm-up of the KL weight over N epochs (0: none)")
+    init_log_sigma2: float = Field(-10.0, lt=0, description="initial log sigma^2 of every weight")
+
+
 class ModelConfig(Strict):
     model: str
     options: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = Field(None, description="load these weights instead of training")
+    variational: VariationalConfig | None = Field(
+        None, description="train a sparse variational version, e.g. {threshold: 3.0, kl_weight: 1.0}")
 
 
 OptimizerName = Literal["sgd", "adam", "adamw"]

@@ -190,9 +190,14 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     path = Path(out) if out is not None else src.with_name(src.stem + "-export" + SUFFIX[fmt])
     diff: float | None = None
     note: str | None = None
+    sparse = bool(spec.get("variational")) or meta.get("format") == "sparse-bitmask"
     if fmt == "onnx":
         if text:
             export_onnx(model, path)
+        elif sparse:  # zeros stored sparsely (ONNX sparse_initializer)
+            from kdistill.compress.onnx_sparse import sparse_initializers
+
+            atomic_write_bytes(path, sparse_initializers(onnx_bytes(model, shape))[0])
         else:
             atomic_write_bytes(path, onnx_bytes(model, shape))
         run = _onnx_runner(path, text)
@@ -203,6 +208,10 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     elif fmt == "exported-program":
         atomic_write_bytes(path, program_bytes(export_program(model, shape)))
         diff = max_diff(model, load_program(path), shape)
+    elif sparse:  # the bitmask format of kdistill.compress.prune
+        from kdistill.compress.prune import save_sparse
+
+        save_sparse(model, path, {"role": "export", "model_spec": spec})
     else:
         save_dense(model, path, {"role": "export", "model_spec": spec})
     if diff is not None and diff > atol:

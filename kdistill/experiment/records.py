@@ -58,13 +58,16 @@ def model_spec(model_cfg: ModelConfig, data: DataSplits, model: nn.Module | None
     # a model may resolve its options (e.g. a pretrained folder into the config it read) so a
     # checkpoint rebuilds the architecture without the files it was first built from
     options = getattr(model, "rebuild_options", None) or model_cfg.options
-    return {
+    spec = {
         "model": model_cfg.model,
         "options": options,
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
         "dataset": data.name,
     }
+    if model_cfg.variational is not None:  # load_model rebuilds and sparsifies it
+        spec["variational"] = model_cfg.variational.model_dump(mode="json")
+    return spec
 
 
 def data_meta(data: DataSplits) -> dict[str, Any]:

@@ -30,9 +30,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from kdistill.compress.variational import finish_variational, make_variational
 from kdistill.config import AugmentConfig, ExperimentConfig, ModelConfig, TrainConfig
 from kdistill.data import DataSplits
-from kdistill.distiller import Distiller, Supervised, build_method
+from kdistill.distiller import Distiller, build_method
 from kdistill.errors import CheckpointError, ConfigError
 from kdistill.eval import evaluate_model, predict
 from kdistill.experiment.records import data_meta, load_data, model_spec
@@ -43,6 +44,12 @@ from kdistill.experiment.targets import (
     can_fold,
     fold,
     standardised,
+)
+from kdistill.methods.variational import (
+    check_methods,
+    check_objective,
+    supervised_objective,
+    variational_methods,
 )
 from kdistill.models import create_model
 from kdistill.registry import MODELS
@@ -105,7 +112,11 @@ def build_model(model_cfg: ModelConfig, data: DataSplits, teacher: nn.Module | N
     options = dict(model_cfg.options)
     if teacher is not None and "teacher_model" in inspect.signature(MODELS.get(model_cfg.model)).parameters:
         options["teacher_model"] = teacher
-    return create_model(model_cfg.model, tuple(data.input_shape), data.num_classes, **options)
+    model = create_model(model_cfg.model, tuple(data.input_shape), data.num_classes, **options)
+    if model_cfg.variational is not None:  # [variational] Bayesian Linear/Conv2d layers, same module paths
+        v = model_cfg.variational
+        model = make_variational(model, log_sigma2_init=v.init_log_sigma2, threshold=v.threshold)
+    return model
 
 
 def schedule(cfg: ExperimentConfig, role: str) -> TrainConfig:
@@ -125,7 +136,8 @@ def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Modul
                     regression: bool = False) -> Distiller:
     """The config's :class:`Distiller` for this pair (methods built from ``distill.methods``)."""
     d = cfg.distill
-    methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in d.method_list()]
+    method_cfgs = variational_methods(d.method_list(), cfg.student, student)  # [variational] KL term
+    methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in method_cfgs]
     return Distiller(teacher=teacher, student=student, student_loss_fn=_regression_loss if regression else None,
                      alpha=d.alpha, temperature=d.temperature, methods=methods,
                      teacher_precision=d.teacher_precision,
@@ -180,11 +192,13 @@ def build_run(
 
     if make_objective is not None:
         objective = make_objective(model)
+        check_objective(objective, model)  # [variational] its KL term must be in the loss
     elif kind == "distill":
         objective = build_distiller(cfg, teacher_view, model, regression=data.task == "regression")
     else:
-        objective = Supervised(model, loss_fn=_regression_loss if data.task == "regression" else None,
-                               label_smoothing=train_cfg.label_smoothing)
+        objective = supervised_objective(model, model_cfg,  # [variational] + its KL term
+                                         loss_fn=_regression_loss if data.task == "regression" else None,
+                                         label_smoothing=train_cfg.label_smoothing)
 
     spec_cfg = model_cfg if model_cfg is not None else ModelConfig(model=type(model).__name__)
     metadata: dict[str, Any] = {"role": role, "model_spec": model_spec(spec_cfg, data, model),
@@ -219,14 +233,18 @@ def execute(
                       cache_teacher=run.cache, metadata=run.metadata, description=run.description,
                       on_epoch_end=on_epoch_end, tracker=run.cfg.tracking if out is not None else None)
         _load_best(run.model, history.best_path)
+        sparse = finish_variational(run.model, history.last_path, out, run.metadata)  # [variational]
+        if sparse is not None:  # the last epoch, sparsified, saved as OUT/sparse.safetensors
+            run.model = sparse.model
         if run.target_scale is not None:
             fold(run.model, run.target_scale)  # predictions in the data's own units from here on
         metrics: dict[str, Any] = {}
         if evaluate:
-            metrics = evaluate_run(run)
+            metrics = {**evaluate_run(run), **(sparse.metrics if sparse else {})}
             if out is not None:
                 _write_metrics(out, metrics)
-    return RunResult(run.model, metrics, history.best_path, history.epochs, history.seconds,
+    best = sparse.path if sparse is not None else history.best_path
+    return RunResult(run.model, metrics, best, history.epochs, history.seconds,
                      best_score=history.best_score)
 
 
@@ -388,6 +406,8 @@ def run_distill(
     """
     if cfg.student is None and student is None:
         raise ConfigError("Distillation needs a 'student' section with at least 'model: NAME'.")
+    if student is None:
+        check_methods(cfg.distill.method_list(), cfg.student)  # [variational] before the teacher trains
     data = data if data is not None else load_data(cfg)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     teacher = teacher if teacher is not None else get_teacher(cfg, data, out)

@@ -13,6 +13,12 @@ from typing import Any
 
 from torch import nn
 
+from kdistill.compress.variational import (
+    has_variational_state,
+    make_variational,
+    sparse_metrics,
+    sparsify,
+)
 from kdistill.data import DataSplits, available_datasets, load_dataset
 from kdistill.errors import CheckpointError, ConfigError, DataError, ModelError, shorten
 from kdistill.eval import evaluate_model, predict
@@ -98,6 +104,10 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"Checkpoint '{checkpoint}' does not record which model it holds; load it into your "
             "own module with kdistill.train.checkpoint.load_into()."
         )
+    if meta.get("format") == "sparse-bitmask":  # a pruned or sparsified model file
+        from kdistill.compress.prune import load_sparse
+
+        return load_sparse(checkpoint)
     spec = require_model_spec(meta, f"Checkpoint '{checkpoint}'")
     key = str(Path(checkpoint).resolve())
     if key in _LOADING:
@@ -112,7 +122,11 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                               f"{error}") from None
     finally:
         _LOADING.discard(key)
+    variational = bool(spec.get("variational")) and has_variational_state(tensors)
+    if variational:  # a variational training checkpoint: rebuilt as trained, returned sparsified
+        make_variational(model, threshold=float(spec["variational"].get("threshold", 3.0)))
     load_into(model, tensors, "model", f"'{checkpoint}'")
+    model = sparsify(model, inplace=True) if variational else model
     scale = TargetScale.from_dict(meta.get("target_scale"))
     if scale is not None:  # trained on standardised targets: predict in the data's own units
         try:
@@ -150,4 +164,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataSplits,
         teacher, teacher_meta = load_model(teacher_checkpoint)
         check_checkpoint_fits(teacher_meta, data, teacher_checkpoint)
         teacher_logits = predict(teacher, data.x_test)
-    return evaluate_model(model, data, teacher_logits=teacher_logits)
+    metrics = evaluate_model(model, data, teacher_logits=teacher_logits)
+    if meta.get("model_spec", {}).get("variational"):  # its deployable size is the sparse encoding
+        metrics.update(sparse_metrics(model))
+    return metrics

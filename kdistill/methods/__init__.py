@@ -17,7 +17,9 @@ crd        Tian et al. 2020 (contrastive, memory bank)     yes
 
 For transformers, ``hidden-states`` (hidden-state matching through a learned
 projection) and ``attention-maps`` (attention-probability matching, TinyBERT,
-Jiao et al. 2020) take a teacher-to-student layer map.
+Jiao et al. 2020) take a teacher-to-student layer map. ``variational`` (Hegde
+et al. 2019) is the KL term of a variational student (``student.variational``),
+added automatically for such a student.
 """
 
 from kdistill.methods import (  # noqa: F401  (registers the methods)
@@ -33,6 +35,7 @@ from kdistill.methods import (  # noqa: F401  (registers the methods)
     regression,
     rkd,
     sp,
+    variational,
 )
 from kdistill.methods.base import DistillationMethod, StepContext, soft_kl
 from kdistill.methods.features import FeaturePairMethod, default_feature_layer, make_adapter

@@ -52,6 +52,23 @@ class PruneConfig(Strict):
     finetune_samples: int | None = Field(None, gt=0, description="fine-tune on a random draw of N samples")
 
 
+class StudyVariational(Strict):
+    """The variational-student family (Hegde et al. 2019): distilled students that prune themselves.
+
+    Each selected (teacher, student) pair trains a sparse variational dropout
+    student against the teacher (:mod:`kdistill.compress.variational`), then
+    sparsifies it once per ``thresholds`` entry: one row per threshold.
+    """
+
+    teachers: Selection | list[str] | None = Field(None, description="default: distill.teachers")
+    students: Selection | list[str] | None = Field(None, description="default: distill.students")
+    thresholds: list[float] = Field(default_factory=lambda: [3.0], min_length=1,
+                                    description="log-alpha thresholds, one sparsified model each")
+    kl_weight: float = Field(1.0, ge=0)
+    anneal_epochs: int = Field(5, ge=0)
+    train: TrainConfig | None = Field(None, description="default: distill.train, else train")
+
+
 class MeasureConfig(Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 256])
     threads: int = Field(1, gt=0, description="CPU threads for every latency measurement")
@@ -89,6 +106,8 @@ class StudyConfig(Strict):
     prune: PruneConfig = Field(default_factory=PruneConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     quick: QuickConfig = Field(default_factory=QuickConfig)
+    variational: StudyVariational | None = Field(
+        None, description="the variational-student family; off unless given (e.g. variational: {})")
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or os.path.join("runs", self.name))
@@ -131,6 +150,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_describe(error, f"'{path}'")) from None
+    for t in cfg.variational.thresholds if cfg.variational else []:
+        if not -8 < t < 8:
+            raise ConfigError(f"Study '{path}': variational thresholds must lie in (-8, 8), got {t}.")
     for s in [*cfg.prune.sparsities, *cfg.prune.structured]:
         if not 0 < s < 1:
             raise ConfigError(f"Study '{path}': pruning levels must be between 0 and 1, got {s}.")

@@ -1,4 +1,4 @@
-"""The study's five figures, drawn with matplotlib from the rows of ``results.json``.
+"""The study's figures, drawn with matplotlib from the rows of ``results.json``.
 
 Each function takes the rows and returns PNG bytes; :data:`PLOTS` maps file
 names to (title, function). Sizes are bytes of the saved file on a log axis.
@@ -15,7 +15,7 @@ Row = dict[str, Any]
 COLORS = {
     "baseline": "#1f77b4", "dynamic-int8": "#ff7f0e", "static-int8": "#d62728",
     "prune-unstructured": "#9467bd", "prune-structured": "#8c564b", "distilled": "#2ca02c",
-    "distilled+dynamic-int8": "#17becf",
+    "distilled+dynamic-int8": "#17becf", "variational": "#e377c2",
 }
 MARKERS = {"mlp": "o", "cnn": "s", "resnet": "^"}
 
@@ -258,10 +258,62 @@ def pruning_impact(rows: list[Row]) -> bytes:
     return _png(fig)
 
 
+def accuracy_vs_nonzero(rows: list[Row]) -> bytes:
+    """Accuracy against non-zero parameters: magnitude pruning (a line per model) vs variational students.
+
+    Dense baselines and distilled students are drawn at their full parameter
+    count; each variational student at each threshold is one star, joined to
+    its dense distilled peer (same teacher and student) by a dotted line.
+    """
+    plt = _plt()
+    data = ok_rows(rows)
+    sparse = [r for r in data if r["technique"] in ("prune-unstructured", "variational")]
+    if not sparse:
+        return _empty("Accuracy vs Non-zero Parameters", "pruned or variational model")
+    fig, ax = plt.subplots(figsize=(10, 6))
+    base = {r["model"]: r for r in data if r["technique"] == "baseline"}
+    cmap = plt.cm.tab10
+    models = sorted({r["model"] for r in sparse}, key=lambda m: base.get(m, {}).get("params", 0))
+    for i, m in enumerate(models):
+        color = cmap(i % 10)
+        pts = sorted([r for r in data if r["model"] == m and r["technique"] == "prune-unstructured"],
+                     key=lambda r: -r["nonzero_params"])
+        if m in base:
+            pts = [base[m], *pts]
+        if pts:
+            ax.plot([r["nonzero_params"] for r in pts], [100 * r["accuracy"] for r in pts], marker="o",
+                    color=color, lw=1, ms=5, label=f"{m}: trained alone, then magnitude-pruned")
+        for r in [r for r in data if r["model"] == m and r["technique"] == "variational"]:
+            ax.scatter([r["nonzero_params"]], [100 * r["accuracy"]], marker="*", s=180, color=color,
+                       edgecolors="black", linewidths=0.6, zorder=3)
+            ax.annotate(f"{r['source']}, {r['setting']}", (r["nonzero_params"], 100 * r["accuracy"]),
+                        fontsize=7, xytext=(6, 4), textcoords="offset points")
+            peer = next((p for p in data if p["technique"] == "distilled" and p["model"] == m
+                         and p["source"] == r["source"]), None)
+            if peer:
+                ax.scatter([peer["nonzero_params"]], [100 * peer["accuracy"]], marker="D", s=45,
+                           color=color, edgecolors="black", linewidths=0.6, zorder=3)
+                ax.plot([peer["nonzero_params"], r["nonzero_params"]],
+                        [100 * peer["accuracy"], 100 * r["accuracy"]], ":", color=color, lw=1)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [plt.Line2D([], [], color="grey", marker="*", ms=12, ls="", label="variational student"),
+                plt.Line2D([], [], color="grey", marker="D", ls="", label="dense distilled student")]
+    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.set_xscale("log")
+    ax.set_xlabel("non-zero parameters (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    _zoom(ax, sparse + list(base.values()))
+    ax.set_title("Accuracy vs Non-zero Parameters: Magnitude Pruning vs Variational Student")
+    return _png(fig)
+
+
 PLOTS: dict[str, tuple[str, Callable[[list[Row]], bytes]]] = {
     "accuracy_vs_size.png": ("Model Accuracy vs Size", accuracy_vs_size),
     "distillation_impact.png": ("Impact of Knowledge Distillation", distillation_impact),
     "teacher_vs_student.png": ("Teacher vs Distilled Student", teacher_vs_student),
     "quantization_impact.png": ("Impact of Quantization", quantization_impact),
     "pruning_impact.png": ("Impact of Pruning", pruning_impact),
+    "accuracy_vs_nonzero.png": ("Accuracy vs Non-zero Parameters: Pruning vs Variational Student",
+                                accuracy_vs_nonzero),
 }

@@ -1,4 +1,4 @@
-"""report.html: one self-contained page with the findings, the five plots and the full table.
+"""report.html: one self-contained page with the findings, the plots and the full table.
 
 The plots are embedded as base64 PNG (the page opens anywhere, offline) and
 also written next to it. The "which technique when" section is computed from
@@ -16,6 +16,7 @@ from typing import Any
 
 from kdistill.eval import format_bytes
 from kdistill.study.plots import PLOTS, ok_rows, pareto_front
+from kdistill.study.variational import findings as variational_findings
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
 
 Row = dict[str, Any]
@@ -86,6 +87,7 @@ def findings(rows: list[Row], tolerance: float = 0.01) -> list[str]:
         parts = [f"{s}: median {100 * statistics.median(v):+.2f} points at "
                  f"{100 * statistics.median(ratios[s]):.0f}% of the file size" for s, v in sorted(by_setting.items())]
         out.append(f"{label} (after the fine-tune): " + "; ".join(parts) + ".")
+    out += variational_findings(rows)
     fastest = [r for r in near if r.get("torch_ms_b1") is not None]
     if fastest:
         r = min(fastest, key=lambda r: r["torch_ms_b1"])
@@ -175,7 +177,7 @@ def summary_markdown(rows: list[Row]) -> str:
 
 def write_report(rows: list[Row], out: str | Path, title: str, config: Any = None,
                  data_summary: str = "") -> dict[str, Path]:
-    """Write the five PNGs and report.html into ``out``; return the paths by name."""
+    """Write the PNGs of :data:`PLOTS` and report.html into ``out``; return the paths by name."""
     out = Path(out)
     images: dict[str, bytes] = {}
     files: dict[str, Path] = {"csv": out / "results.csv", "json": out / "results.json"}

@@ -14,7 +14,8 @@
 then distils every selected student from every selected, larger teacher
 (``distilled``, the foundation's :class:`~kdistill.distiller.Distiller` through
 :func:`kdistill.experiment.run_distill`) and quantizes each distilled student
-(``distilled+dynamic-int8``).
+(``distilled+dynamic-int8``). With a ``variational`` section it also distils
+variational students that prune themselves (:mod:`kdistill.study.variational`).
 
 Every model is saved as a deployable file under ``models/`` and measured by
 :func:`kdistill.study.measure.measure_model`; its row is appended to
@@ -47,6 +48,7 @@ from kdistill.experiment import build_run, execute, load_data, model_spec, run_d
 from kdistill.models import create_model
 from kdistill.study.config import StudyConfig
 from kdistill.study.measure import ResultsLog, measure_model, torch_threads
+from kdistill.study.variational import run_family as run_variational_family
 
 log = logging.getLogger("kdistill")
 
@@ -312,6 +314,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path | None = None, quick: bool =
         study.prune(name)
     for teacher, student in distill_pairs(cfg, study.sizes):
         study.distill(teacher, student)
+    run_variational_family(study)  # the variational students (only with a `variational` section)
     from kdistill.study.report import write_report  # late: plotting loads matplotlib
 
     files = write_report(study.log.rows, out, title=f"Compression study: {data.name}"
