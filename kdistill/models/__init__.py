@@ -8,6 +8,8 @@ registers the built-in families:
 * ``cnn-simple`` / ``cnn-medium`` / ``cnn-deep`` (:mod:`kdistill.models.cnn`)
 * ``resnet-simple`` / ``resnet-medium`` / ``resnet-deep`` (:mod:`kdistill.models.resnet`)
 * ``hinton-teacher`` / ``hinton-student`` (:mod:`kdistill.models.hinton`)
+* detectors, on canvases (:mod:`kdistill.detection.models`): ``fcos-simple`` /
+  ``fcos-medium`` / ``fcos-deep``
 * text, on token ids (needs ``kdistill[nlp]``): ``hf-classifier``, ``hf-distil``,
   ``tiny-transformer`` (:mod:`kdistill.models.text`), ``bilstm``, ``text-cnn``
   (:mod:`kdistill.models.text_rnn`)
@@ -23,6 +25,7 @@ from typing import Any
 
 from torch import nn
 
+from kdistill.detection import models as detection  # noqa: F401  (fcos-simple / -medium / -deep)
 from kdistill.models import cnn, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
 from kdistill.models.cnn import ConvNet
 from kdistill.models.mlp import MLP
