@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from kdistill import detection
 from kdistill.config import ExperimentConfig, ModelConfig, TrainConfig
 from kdistill.data import DataSplits
 from kdistill.distiller import Distiller, Supervised, build_method
@@ -79,14 +80,18 @@ def train_model(
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir() / role
     seed_everything(train_cfg.seed)  # the initial weights follow train.seed too
     model = build_model(model_cfg, data)
-    loss_fn = _regression_loss if data.num_classes == 0 else None
-    objective = Supervised(model, loss_fn=loss_fn, label_smoothing=train_cfg.label_smoothing)
+    detecting = _detection_run(data, model)  # [detection] objective and metrics from kdistill.detection
+    if detecting:
+        objective = detection.build_objective(cfg, model)
+    else:
+        loss_fn = _regression_loss if data.num_classes == 0 else None
+        objective = Supervised(model, loss_fn=loss_fn, label_smoothing=train_cfg.label_smoothing)
     meta = {"role": role, "model_spec": model_spec(model_cfg, data, model), **_data_meta(data)}
     augment = cfg.teacher_augment if role == "teacher" and cfg.teacher_augment else cfg.data.augment
     history = fit(objective, data, train_cfg, out_dir=out, resume=resume,
                   augment_jitter=augment.jitter, metadata=meta, description=f"train {role}")
     _load_best(model, history.best_path)
-    metrics = evaluate_model(model, data, device=None)
+    metrics = detection.evaluate_detector(model, data) if detecting else evaluate_model(model, data, device=None)
     _write_metrics(out, metrics)
     return RunResult(model, metrics, history.best_path, history.epochs, history.seconds)
 
@@ -138,22 +143,42 @@ def run_distill(
     if cfg.student is None:
         raise ConfigError("Distillation needs a 'student' section with at least 'model: NAME'.")
     data = data if data is not None else load_data(cfg)
+    if data.task == "detection":  # [detection] refuse classifier-only settings before training a teacher
+        detection.check_config(cfg)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     teacher = teacher if teacher is not None else get_teacher(cfg, data, out)
     if student is None:
         seed_everything(cfg.train.seed)  # the initial weights follow train.seed too
         student = build_model(cfg.student, data, teacher)
-    distiller = build_distiller(cfg, teacher, student, regression=data.num_classes == 0)
+    detecting = _detection_run(data, student)  # [detection]
+    if detecting:
+        distiller = detection.build_objective(cfg, student, teacher)
+    else:
+        distiller = build_distiller(cfg, teacher, student, regression=data.num_classes == 0)
     meta = {"role": "student", "model_spec": model_spec(cfg.student, data, student),
             "distill": cfg.distill.model_dump(mode="json"), **_data_meta(data)}
     history = fit(distiller, data, cfg.train, out_dir=out / "student", resume=resume,
                   augment_jitter=cfg.data.augment.jitter, cache_teacher=cfg.distill.cache,
                   metadata=meta, description="distil student")
     _load_best(student, history.best_path)
-    teacher_logits = predict(teacher, data.x_test)
-    metrics = evaluate_model(student, data, teacher_logits=teacher_logits)
+    if detecting:  # [detection]
+        metrics = detection.evaluate_detector(student, data, teacher=teacher)
+    else:
+        teacher_logits = predict(teacher, data.x_test)
+        metrics = evaluate_model(student, data, teacher_logits=teacher_logits)
     _write_metrics(out / "student", metrics)
     return RunResult(student, metrics, history.best_path, history.epochs, history.seconds)
+
+
+def _detection_run(data: DataSplits, model: nn.Module) -> bool:
+    """[detection] True when ``data`` is a detection set; a detector on any other data is a ConfigError."""
+    if data.task == "detection":
+        return True
+    if detection.is_detector(model):
+        raise ConfigError(f"{type(model).__name__} is an object detector, but data set '{data.name}' is a "
+                          f"{data.task} set; detectors train on detection sets (canvas-mnist, "
+                          "canvas-fashion-mnist, canvas-digits).")
+    return False
 
 
 def _load_best(model: nn.Module, best_path: Path | None) -> None:
