@@ -27,9 +27,9 @@ level, so hooks on it see one output per level.
 ==============  ===============  ============  =====  ==========  ============
 name            backbone widths  convs/stage   FPN    head width  params (10 classes)
 ==============  ===============  ============  =====  ==========  ============
-fcos-simple     8-16-32-48       1             32     32 x 2      71,047
-fcos-medium     16-32-64-96      1             48     48 x 2      207,815
-fcos-deep       24-48-96-128     2             64     64 x 2      617,095
+fcos-simple     8-16-32-48       1             32     32 x 2      82,441
+fcos-medium     16-32-64-96      1             48     48 x 2      218,065
+fcos-deep       24-48-96-128     2             64     64 x 2      665,097
 ==============  ===============  ============  =====  ==========  ============
 
 (parameter counts do not depend on the canvas size). Options: ``widths``,
@@ -280,20 +280,20 @@ def _build(name: str, input_shape: Sequence[int], num_classes: int, kwargs: dict
 
 @register_model("fcos-simple")
 def fcos_simple(input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> DenseDetector:
-    """Backbone 8-16-32-48, FPN 32, head 32 x 2 convs: 71,047 parameters (10 classes)."""
+    """Backbone 8-16-32-48, FPN 32, head 32 x 2 convs: 82,441 parameters (10 classes)."""
     return _build("fcos-simple", input_shape, num_classes, kwargs, widths=(8, 16, 32, 48), convs_per_stage=1,
                   fpn_width=32, head_width=32, head_convs=2, levels=2)
 
 
 @register_model("fcos-medium")
 def fcos_medium(input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> DenseDetector:
-    """Backbone 16-32-64-96, FPN 48, head 48 x 2 convs: 207,815 parameters (10 classes)."""
+    """Backbone 16-32-64-96, FPN 48, head 48 x 2 convs: 218,065 parameters (10 classes)."""
     return _build("fcos-medium", input_shape, num_classes, kwargs, widths=(16, 32, 64, 96), convs_per_stage=1,
                   fpn_width=48, head_width=48, head_convs=2, levels=2)
 
 
 @register_model("fcos-deep")
 def fcos_deep(input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> DenseDetector:
-    """Backbone 24-48-96-128 with 2 convs per stage, FPN 64, head 64 x 2 convs: 617,095 parameters."""
+    """Backbone 24-48-96-128 with 2 convs per stage, FPN 64, head 64 x 2 convs: 665,097 parameters."""
     return _build("fcos-deep", input_shape, num_classes, kwargs, widths=(24, 48, 96, 128), convs_per_stage=2,
                   fpn_width=64, head_width=64, head_convs=2, levels=2)

@@ -1,5 +1,6 @@
 """Detection through the project's one training loop: train, distil, reload, the CLI, and user errors."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,10 @@ def test_user_mistakes_exit_2_in_words(args, words, tmp_path, capsys):
 def test_benchmark_examples_validate(name):
     cfg = load_config(ROOT / "examples" / f"{name}.yaml")
     assert cfg.data.dataset.startswith("canvas-") and cfg.distill.method_list()
+
+
+def test_cli_evaluate_a_detector_checkpoint(tmp_path, tiny_options, capsys):
+    result = train_model(_cfg(tmp_path, tiny_options), "teacher")
+    code = main(["evaluate", str(result.checkpoint), "--teacher", str(result.checkpoint), "--json"])
+    metrics = json.loads(capsys.readouterr().out)
+    assert code == 0 and metrics["AP"] == pytest.approx(result.metrics["AP"])
