@@ -29,6 +29,10 @@ class DataSplits:
     with absolute paths, ``data_dir``) when it came from a config's ``data``
     section; checkpoints store it so ``kdistill evaluate`` can reload the test
     split. ``None`` for data built any other way.
+
+    ``kind`` declares a task that the targets' type cannot show, e.g.
+    ``"detection"`` for padded box targets (see :mod:`kdistill.detection.data`);
+    ``None`` infers classification or regression.
     """
 
     name: str
@@ -42,6 +46,7 @@ class DataSplits:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     source: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(d) for d in self.input_shape)
@@ -62,7 +67,9 @@ class DataSplits:
 
     @property
     def task(self) -> str:
-        """``"classification"`` or ``"regression"`` (``num_classes == 0``)."""
+        """``kind`` when declared, else ``"classification"`` or ``"regression"`` (``num_classes == 0``)."""
+        if self.kind is not None:
+            return self.kind
         return "regression" if self.num_classes == 0 else "classification"
 
     @property

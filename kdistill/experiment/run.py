@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from kdistill import detection
 from kdistill.compress.variational import finish_variational, make_variational
 from kdistill.config import AugmentConfig, ExperimentConfig, ModelConfig, TrainConfig
 from kdistill.data import DataSplits
@@ -193,6 +194,8 @@ def build_run(
     if make_objective is not None:
         objective = make_objective(model)
         check_objective(objective, model)  # [variational] its KL term must be in the loss
+    elif _detection_run(data, model):  # [detection] box losses, AP for the best epoch
+        objective = detection.build_objective(cfg, model, teacher if kind == "distill" else None)
     elif kind == "distill":
         objective = build_distiller(cfg, teacher_view, model, regression=data.task == "regression")
     else:
@@ -251,6 +254,8 @@ def execute(
 def evaluate_run(run: Run) -> dict[str, Any]:
     """Test metrics of the trained model, with fidelity to the teacher of a distillation run."""
     data = run.eval_data
+    if data.task == "detection":  # [detection] COCO-style AP, fidelity AP50 to the teacher
+        return detection.evaluate_detector(run.model, data, teacher=run.teacher)
     teacher_logits = predict(run.teacher, data.x_test) if run.teacher is not None and len(data.x_test) else None
     metrics = evaluate_model(run.model, data, teacher_logits=teacher_logits)
     if data.task == "regression":
@@ -409,6 +414,8 @@ def run_distill(
     if student is None:
         check_methods(cfg.distill.method_list(), cfg.student)  # [variational] before the teacher trains
     data = data if data is not None else load_data(cfg)
+    if data.task == "detection":  # [detection] refuse classifier-only settings before training a teacher
+        detection.check_config(cfg)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     teacher = teacher if teacher is not None else get_teacher(cfg, data, out)
     run = build_run(cfg, "distill", data=data, teacher=teacher, model=student, out_dir=out / "student")
@@ -416,6 +423,17 @@ def run_distill(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _detection_run(data: DataSplits, model: nn.Module) -> bool:
+    """[detection] True when ``data`` is a detection set; a detector on any other data is a ConfigError."""
+    if data.task == "detection":
+        return True
+    if detection.is_detector(model):
+        raise ConfigError(f"{type(model).__name__} is an object detector, but data set '{data.name}' is a "
+                          f"{data.task} set; detectors train on detection sets (canvas-mnist, "
+                          "canvas-fashion-mnist, canvas-digits).")
+    return False
 
 
 def _load_best(model: nn.Module, best_path: Path | None) -> None:

@@ -20,6 +20,8 @@ from kdistill.compress.variational import (
     sparsify,
 )
 from kdistill.data import DataSplits, available_datasets, load_dataset
+from kdistill.detection.evaluate import evaluate_detector
+from kdistill.detection.models import is_detector
 from kdistill.errors import CheckpointError, ConfigError, DataError, ModelError, shorten
 from kdistill.eval import evaluate_model, predict
 from kdistill.experiment.targets import TargetScale, fold
@@ -159,6 +161,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataSplits,
     """Test-set metrics of a saved model, with fidelity to a teacher if one is given."""
     model, meta = load_model(checkpoint)
     check_checkpoint_fits(meta, data, checkpoint)
+    if data.task == "detection" or is_detector(model):  # [detection] AP instead of accuracy
+        if not is_detector(model) or data.task != "detection":
+            raise ConfigError(f"Checkpoint '{checkpoint}' holds a {'detector' if is_detector(model) else 'classifier'}"
+                              f" but data set '{data.name}' is a {data.task} set; evaluate it on the kind of "
+                              "data it was trained on.")
+        teacher = load_model(teacher_checkpoint)[0] if teacher_checkpoint is not None else None
+        return evaluate_detector(model, data, teacher=teacher)
     teacher_logits = None
     if teacher_checkpoint is not None:
         teacher, teacher_meta = load_model(teacher_checkpoint)

@@ -58,6 +58,9 @@ def validate_experiment(cfg: ExperimentConfig, data: DataSplits, *, scheme: str 
     for m in cfg.distill.method_list():
         build_method(m.name, m.options, cfg.distill.temperature)
     _check_fitnets_stages(cfg)
+    if data.task == "detection":  # detectors: detection methods only, no classifier-output checks
+        _validate_detection(cfg, data, scheme)
+        return
     regression = data.task == "regression"
     if regression and scheme in {"dml", "multi-teacher"}:
         raise ConfigError(f"Scheme '{scheme}' mixes class distributions and cannot train a regressor "
@@ -97,6 +100,21 @@ def validate_experiment(cfg: ExperimentConfig, data: DataSplits, *, scheme: str 
         meta_model(cfg.student.model_copy(update={"options": {**cfg.student.options, "dropout": 0.3}}),
                    data, "noisy student (with its dropout option)")
     check_pair(cfg, teacher, student, data)
+
+
+def _validate_detection(cfg: ExperimentConfig, data: DataSplits, scheme: str | None) -> None:
+    from kdistill import detection
+    from kdistill.detection.objective import DETECTORS
+
+    if scheme is not None:
+        raise ConfigError(f"Scheme '{scheme}' trains classifiers; a detector distils with kdistill distill and "
+                          "a detection method (crosskd, pred-mimic, feat-imitation).")
+    detection.check_config(cfg)
+    for role, model_cfg in (("student", cfg.student), ("teacher", cfg.teacher)):
+        if model_cfg is not None and not (role == "teacher" and model_cfg.checkpoint):
+            if not detection.is_detector(meta_model(model_cfg, data, role)):
+                raise ConfigError(f"The data set is a detection set, but the {role} '{model_cfg.model}' is not a "
+                                  f"detector; use a detector model ({DETECTORS}).")
 
 
 def validate_output_dir(folder: str | Path) -> None:

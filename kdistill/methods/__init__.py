@@ -15,6 +15,10 @@ sp         Tung & Mori 2019 (similarity-preserving)        yes
 crd        Tian et al. 2020 (contrastive, memory bank)     yes
 ========== =============================================== =====================
 
+For dense detectors (:mod:`kdistill.detection`): ``crosskd`` (Wang et al.
+2023, cross-head), ``pred-mimic`` (prediction mimicking) and
+``feat-imitation`` (FitNets-style hints on the FPN maps).
+
 For transformers, ``hidden-states`` (hidden-state matching through a learned
 projection) and ``attention-maps`` (attention-probability matching, TinyBERT,
 Jiao et al. 2020) take a teacher-to-student layer map. ``variational`` (Hegde
@@ -26,12 +30,15 @@ from kdistill.methods import (  # noqa: F401  (registers the methods)
     attention,
     attention_maps,
     crd,
+    crosskd,
     dkd,
+    feat_imitation,
     fitnets,
     hidden_states,
     kd,
     nst,
     pkt,
+    pred_mimic,
     regression,
     rkd,
     sp,

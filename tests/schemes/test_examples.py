@@ -62,7 +62,11 @@ def _fast_overrides(path):
     return overrides
 
 
-@pytest.mark.parametrize("path", [p for p in EXAMPLES if p.stem not in {"regression", "transfer-dataset"}],
+# the detection methods' examples train detectors; tests/detection runs them with detector-sized overrides
+DETECTION = {"crosskd", "pred-mimic", "feat-imitation"}
+
+
+@pytest.mark.parametrize("path", [p for p in EXAMPLES if p.stem not in {"regression", "transfer-dataset"} | DETECTION],
                          ids=lambda p: p.stem)
 def test_example_runs_end_to_end(path, tmp_path):
     cfg = load_config(path, _fast_overrides(path) + [f"output_dir={tmp_path}"])
