@@ -88,7 +88,7 @@ class Schedule:
     lr: float = SCHEDULE["lr"]
     weight_decay: float = SCHEDULE["weight_decay"]
     cnn_epochs: int = SCHEDULE["cnn_epochs"]
-    teacher2_epochs: int = 15
+    teacher2_epochs: int = 10
     limit_train: int | None = None
     limit_test: int | None = None
 
@@ -125,6 +125,7 @@ class DataSet:
         self.teacher_metrics = evaluate_model(self.teacher, self.data, latency=False)
         meta = read_checkpoint_metadata(self.teacher_dir / "last.safetensors")
         self.info["teacher"] = {"accuracy": self.teacher_metrics["accuracy"], "params": self.teacher_metrics["params"],
+                                "epochs": self.teacher_cfg.teacher_train.epochs,
                                 "val_history": [h.get("val_score") for h in meta.get("history", [])],
                                 "train_wall_s": sum(h.get("seconds", 0.0) for h in meta.get("history", []))}
         early = self.teacher_dir / f"epoch-{self.early_epoch:03d}.safetensors"
@@ -174,7 +175,7 @@ class DataSet:
             model = get_teacher(cfg, self.data, self.work / "second")
             self.teacher2_ckpt = self.work / "second" / "teacher" / "best.safetensors"
             if "second" not in self.info:
-                self.info["second"] = {"model": "hinton-teacher",
+                self.info["second"] = {"model": "hinton-teacher", "epochs": cfg.teacher_train.epochs,
                                        "accuracy": evaluate_model(model, self.data, latency=False)["accuracy"],
                                        "cpu_s": cpu_seconds() - c0, "wall_s": time.perf_counter() - t0}
                 self.write_info()
@@ -335,6 +336,7 @@ def main() -> int:
     trials = {"default": args.trials, "kd": args.kd_trials, "rkd": args.slow_trials, "crd": args.slow_trials}
     for name in args.datasets:
         ds = DataSet(name, work, sched, args.quick)
+        atomic_write_text(ds.work / "bench-command.json", json.dumps({"command": command}))
         ds.second_teacher()  # needs no cnn-medium teacher: trained while that one may still be training
         ds.prepare_teacher(poll=120.0 if args.wait_for_teacher else None)
         print(f"[{name}] teacher test accuracy {ds.teacher_metrics['accuracy']:.4f}", flush=True)
@@ -344,9 +346,10 @@ def main() -> int:
                 run_table(ds, student, "cnn", cnn_rows(small_values), seeds, report, args.only)
                 continue
             values = tuned_values(ds, student, trials, run=True) if student in args.tune else small_values
-            run_table(ds, student, "tuned", tuned_rows(values, OTHER[name]), seeds, report, args.only)
+            epochs = ds.teacher_cfg.teacher_train.epochs
+            run_table(ds, student, "tuned", tuned_rows(values, OTHER[name], epochs), seeds, report, args.only)
             if student in args.paper_students:
-                run_table(ds, student, "paper", paper_rows(OTHER[name]), paper_seeds, report, args.only)
+                run_table(ds, student, "paper", paper_rows(OTHER[name], epochs), paper_seeds, report, args.only)
     report()
     return 0
 

@@ -25,6 +25,11 @@ def convergence(records: list[dict[str, Any]]) -> str:
             "across seeds: " + "; ".join(parts) + ".")
 
 
+def _epochs(teachers: dict[str, Any], which: str) -> str:
+    found = sorted({str(t.get(which, {}).get("epochs", "?")) for t in teachers.values()})
+    return "/".join(found) or "?"
+
+
 def setup_text(teachers: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Set-up",
@@ -33,11 +38,12 @@ def setup_text(teachers: dict[str, Any], records: list[dict[str, Any]]) -> list[
         "holds out the same 10% of the training set per seed (`train.val_fraction: 0.1`) to pick its best "
         "epoch, and tuning scores trials on that split; the test set is used for nothing but the tables.",
         "",
-        "Teachers: `cnn-medium` (94,186 parameters), 15 epochs, AdamW lr 2e-3, batch 128, random 2-pixel "
-        "crops (and left-right flips on Fashion-MNIST), trained once per data set by "
-        "`kdistill train benchmarks/methods/teacher-<ds>.yaml` and shared by every row. The multi-teacher "
-        "row adds `hinton-teacher` (784-1200-1200-10, dropout 0.5, 2-pixel crops, 15 epochs); the "
-        "early-stopped-teacher row uses epoch 4 (`epoch-003`) of the same cnn-medium run.",
+        f"Teachers: `cnn-medium` (94,186 parameters), {_epochs(teachers, 'teacher')} epochs, AdamW lr 2e-3, "
+        "batch 128, random 2-pixel crops (and left-right flips on Fashion-MNIST), trained once per data set "
+        "by `kdistill train benchmarks/methods/teacher-<ds>.yaml` and shared by every row. The "
+        "multi-teacher row adds `hinton-teacher` (784-1200-1200-10, dropout 0.5, the same augmentation, "
+        f"{_epochs(teachers, 'second')} epochs, AdamW lr 1e-3); the early-stopped-teacher row uses epoch 4 "
+        "(`epoch-003`) of the same cnn-medium run.",
         "",
         "| data set | teacher | test accuracy (%) | early-stopped teacher, epoch 4 (%) | hinton-teacher (%) |",
         "|---|---|---|---|---|",

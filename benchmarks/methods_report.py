@@ -205,7 +205,18 @@ def _short(label: str) -> str:
     return label if len(label) <= 38 else label[:36] + "…"
 
 
+def commands(work: Path, datasets: list[str]) -> list[str]:
+    """The command lines that produced the runs, one per data set (each process records its own)."""
+    found = []
+    for name in datasets:
+        path = work / name / "bench-command.json"
+        if path.exists():
+            found.append(json.loads(path.read_text())["command"])
+    return list(dict.fromkeys(found))
+
+
 def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: bool = False) -> None:
+    command = "; ".join(f"`{c}`" for c in commands(work, datasets)) or f"`{command}`"
     records = [r for r in load_records(work) if r["dataset"] in datasets]
     tuning = [t for t in load_tuning(work) if t["dataset"] in datasets]
     teachers = {k: v for k, v in load_teachers(work).items() if k in datasets}
@@ -258,7 +269,9 @@ def markdown(records, tuning, teachers, all_lines, command: str, quick: bool) ->
         lines += ["**Quick check (`--quick`): a 2,000-image subset, 1 epoch, 1 seed. These numbers only show "
                   "that the pipeline runs; they measure nothing.**", ""]
     lines += [
-        f"Command: `{command.strip()}` (resumable: finished runs are kept in the work folder and never rerun).",
+        "Commands (with `KDISTILL_DATA` naming the folder holding `mnist/` and `fashion-mnist/`): "
+        f"{command} (resumable: finished runs are kept in the work folder and never rerun; running a "
+        "command again only rewrites this report).",
         "",
         f"Machine: {machine()}; the machine was shared with other jobs, so wall times run well above CPU "
         f"times. Cost of everything in this report: {_hours(run_cpu + tune_cpu + extra_cpu)} of CPU time "

@@ -139,20 +139,25 @@ def _scheme(kd: dict[str, float], name: str, **options: Any) -> dict[str, Any]:
             "scheme": {"name": name, "options": options}}
 
 
-def rows_for(values: dict[str, dict[str, float]], other: str) -> list[Row]:
-    """Every MLP row at ``values`` (per method; schemes use the kd values)."""
-    kd = values["kd"]
-    kd_text = describe("kd", kd)
+def rows_for(values: dict[str, dict[str, float]], other: str, teacher_epochs: int) -> list[Row]:
+    """Every MLP row at ``values`` (per method; schemes use the kd values); rows whose values are
+    missing (a method not tuned yet) are left out."""
     rows = [alone_row()]
     for method in ("kd", "dkd", "regression", *FEATURE_METHODS):
-        label = {"regression": "regression (logit MSE)"}.get(method, method)
-        rows.append(Row(method, label, _const({"distill": method_section(method, values[method])}),
-                        describe(method, values[method]), uses=(method,)))
-    kd_crd = {"alpha": kd["alpha"], "temperature": kd["temperature"],
-              "methods": [{"name": "kd"}, {"name": "crd", "weight": values["kd+crd"]["weight"],
-                                           "options": dict(CRD)}]}
-    rows.append(Row("kd-crd", "kd + crd", _const({"distill": kd_crd}),
-                    f"{kd_text}, crd weight={values['kd+crd']['weight']:.3g}", uses=("kd", "crd")))
+        if method in values:
+            label = {"regression": "regression (logit MSE)"}.get(method, method)
+            rows.append(Row(method, label, _const({"distill": method_section(method, values[method])}),
+                            describe(method, values[method]), uses=(method,)))
+    if "kd" not in values:
+        return rows + [dml_row()]
+    kd = values["kd"]
+    kd_text = describe("kd", kd)
+    if "kd+crd" in values:
+        kd_crd = {"alpha": kd["alpha"], "temperature": kd["temperature"],
+                  "methods": [{"name": "kd"}, {"name": "crd", "weight": values["kd+crd"]["weight"],
+                                               "options": dict(CRD)}]}
+        rows.append(Row("kd-crd", "kd + crd", _const({"distill": kd_crd}),
+                        f"{kd_text}, crd weight={values['kd+crd']['weight']:.3g}", uses=("kd", "crd")))
 
     def multi(ds, student, seed):
         return {"distill": _scheme(kd, "multi-teacher", combine="arithmetic", teachers=[
@@ -181,7 +186,8 @@ def rows_for(values: dict[str, dict[str, float]], other: str) -> list[Row]:
             _const({"distill": _scheme(kd, "takd", assistants=[{"model": "mlp-medium"}])}), kd_text,
             uses=("takd",)),
         dml_row(),
-        Row("early-stop", "early-stopped teacher (epoch 4 of 15)", early, kd_text, uses=("early-stop",)),
+        Row("early-stop", f"early-stopped teacher (epoch 4 of {teacher_epochs})", early, kd_text,
+            uses=("early-stop",)),
         Row("noisy-student", "noisy student (teacher: this student alone, same size)", noisy,
             f"{kd_text}; input noise 0.1, dropout 0.3", needs_alone=True, uses=("noisy-student",)),
         Row("transfer-munge", "transfer (MUNGE x1, no labels)",
@@ -193,17 +199,18 @@ def rows_for(values: dict[str, dict[str, float]], other: str) -> list[Row]:
     return rows
 
 
-def tuned_rows(values: dict[str, dict[str, float]], other: str) -> list[Row]:
+def tuned_rows(values: dict[str, dict[str, float]], other: str, teacher_epochs: int) -> list[Row]:
     values = dict(values)
-    values["kd+crd"] = values["crd"]  # kd + crd reuses the kd and crd values tuned separately
-    return rows_for(values, other)
+    if "crd" in values:
+        values["kd+crd"] = values["crd"]  # kd + crd reuses the kd and crd values tuned separately
+    return rows_for(values, other, teacher_epochs)
 
 
-def paper_rows(other: str) -> list[Row]:
+def paper_rows(other: str, teacher_epochs: int) -> list[Row]:
     values = dict(PAPER)
     # RepDistiller's CE + KD + 0.8 CRD is 0.5 CE + 0.5 KD + 0.4 CRD up to a factor AdamW ignores
     values["kd+crd"] = {"weight": 0.4}
-    rows = rows_for(values, other)
+    rows = rows_for(values, other, teacher_epochs)
     for row in rows:
         if row.slug == "kd-crd":
             row.build = _const({"distill": {"alpha": 0.5, "temperature": 4.0, "methods": [
@@ -220,11 +227,12 @@ def _conv_pairs(name: str, weight: float) -> dict[str, Any]:
 
 def cnn_rows(values: dict[str, dict[str, float]]) -> list[Row]:
     """The conv student: alone, kd at the small MLP's tuned values, at and nst at the papers' weights."""
-    kd = values["kd"]
-    return [
-        alone_row(),
-        Row("kd", "kd", _const({"distill": method_section("kd", kd)}),
-            describe("kd", kd) + " (tuned on mlp-simple [32])", column="tuned", uses=("kd",)),
+    rows = [alone_row()]
+    if "kd" in values:
+        rows.append(Row("kd", "kd", _const({"distill": method_section("kd", values["kd"])}),
+                        describe("kd", values["kd"]) + " (tuned on mlp-simple [32])", column="tuned",
+                        uses=("kd",)))
+    return rows + [
         Row("at", "at", _const({"distill": _conv_pairs("at", 1000.0)}),
             "weight=1000 per pair, features.1 and features.2", column="paper", uses=("at",)),
         Row("nst", "nst", _const({"distill": _conv_pairs("nst", 50.0)}),
