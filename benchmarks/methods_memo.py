@@ -27,7 +27,7 @@ import kdistill.schemes.transfer as transfer_module
 from kdistill.distiller import Distiller
 from kdistill.teacher_cache import TeacherCache
 
-_CACHE_BYTES = 2 * 1024**3  # teacher caches with conv features are ~250 MB each on 54k images
+_CACHE_BYTES = 1200 * 1024**2  # a teacher cache with conv features is ~250 MB on 54k images
 
 
 def tensor_digest(x: Tensor) -> str:
