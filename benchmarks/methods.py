@@ -54,7 +54,9 @@ from methods_rows import (  # noqa: E402
     SEARCH,
     STUDENTS,
     Row,
+    alone_row,
     cnn_rows,
+    dml_row,
     paper_rows,
     short_values,
     tune_base,
@@ -109,6 +111,7 @@ class DataSet:
         self.teacher_dir = self.work / "teacher"
         self.teacher_ckpt = self.teacher_dir / "best.safetensors"
         self.teacher2_ckpt: Path | None = None
+        self.teacher_logits: torch.Tensor | None = None  # test logits, once the teacher is there
         self.info_path = self.work / "bench-teachers.json"
         self.info = json.loads(self.info_path.read_text()) if self.info_path.exists() else {}
 
@@ -260,16 +263,31 @@ def run_one(ds: DataSet, student: str, column: str, row: Row, seed: int) -> tupl
     record = {
         "dataset": ds.name, "student": student, "column": column, "row": row.slug, "label": row.label,
         "settings": row.settings, "seed": seed, "params": best["params"],
-        "accuracy": best["accuracy"], "agreement": best["agreement"], "kl": best["kl"],
-        "last_accuracy": last["accuracy"], "last_agreement": last["agreement"], "last_kl": last["kl"],
+        "accuracy": best["accuracy"], "agreement": best.get("agreement"), "kl": best.get("kl"),
+        "last_accuracy": last["accuracy"], "last_agreement": last.get("agreement"), "last_kl": last.get("kl"),
+        "best_path": str(result.checkpoint), "last_path": str(last_path),
         "best_epoch": int(last_meta.get("best_epoch", -1)), "epochs": cfg.train.epochs,
         "val_history": history, "wall_s": wall, "cpu_s": cpu, "config": raw,
     }
     atomic_write_text(record_path, json.dumps(record, indent=2, default=float))
+    fidelity = (f"agree {record['agreement']:.4f} kl {record['kl']:.4f}" if record["agreement"] is not None
+                else "agreement pending")
     print(f"[{ds.name}] {student:5s} {column:6s} {row.label:42s} seed {seed}: best {best['accuracy']:.4f} "
-          f"last {last['accuracy']:.4f} agree {best['agreement']:.4f} kl {best['kl']:.4f} "
-          f"({wall:.0f} s wall, {cpu:.0f} s CPU)", flush=True)
+          f"last {last['accuracy']:.4f} {fidelity} ({wall:.0f} s wall, {cpu:.0f} s CPU)", flush=True)
     return record, True
+
+
+def fill_fidelity(ds: DataSet) -> None:
+    """Agreement and KL with the teacher for runs that finished before the teacher did (no teacher rows)."""
+    for path in sorted(ds.work.glob("runs/*/*/*/seed*/result.json")):
+        record = json.loads(path.read_text())
+        if record.get("agreement") is not None:
+            continue
+        for prefix, key in (("", "best_path"), ("last_", "last_path")):
+            model, _ = load_model(record[key])
+            m = evaluate_model(model, ds.data, teacher_logits=ds.teacher_logits, latency=False)
+            record[f"{prefix}agreement"], record[f"{prefix}kl"] = m["agreement"], m["kl"]
+        atomic_write_text(path, json.dumps(record, indent=2, default=float))
 
 
 def run_table(ds: DataSet, student: str, column: str, rows: list[Row], seeds: list[int], report,
@@ -338,7 +356,12 @@ def main() -> int:
         ds = DataSet(name, work, sched, args.quick)
         atomic_write_text(ds.work / "bench-command.json", json.dumps({"command": command}))
         ds.second_teacher()  # needs no cnn-medium teacher: trained while that one may still be training
+        if args.wait_for_teacher and teacher_state(ds.teacher_cfg, ds.data, ds.teacher_dir) != "finished":
+            for student in args.students:  # the rows that need no teacher, while it trains elsewhere
+                free = [alone_row()] if student == "cnn" else [alone_row(), dml_row()]
+                run_table(ds, student, "shared", free, seeds, report, args.only)
         ds.prepare_teacher(poll=120.0 if args.wait_for_teacher else None)
+        fill_fidelity(ds)
         print(f"[{name}] teacher test accuracy {ds.teacher_metrics['accuracy']:.4f}", flush=True)
         small_values = tuned_values(ds, "small", trials, run="small" in args.tune)
         for student in args.students:

@@ -51,7 +51,8 @@ def setup_text(teachers: dict[str, Any], records: list[dict[str, Any]]) -> list[
     for name, info in teachers.items():
         early = info.get("early", {}).get("accuracy")
         second = info.get("second", {}).get("accuracy")
-        lines.append(f"| {name} | cnn-medium | {100 * info['teacher']['accuracy']:.2f} | "
+        teacher = info.get("teacher", {}).get("accuracy")
+        lines.append(f"| {name} | cnn-medium | {'still training' if teacher is None else f'{100 * teacher:.2f}'} | "
                      f"{'-' if early is None else f'{100 * early:.2f}'} | "
                      f"{'-' if second is None else f'{100 * second:.2f}'} |")
     lines += [

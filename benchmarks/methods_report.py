@@ -72,7 +72,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+def _fmt(values: list[float | None], scale: float = 100.0, digits: int = 2) -> str:
+    if not values or any(v is None for v in values):
+        return "-"  # agreement of a run that finished before the teacher: filled in later
     mean, std = _mean_std(values)
     if len(values) == 1:
         return f"{mean * scale:.{digits}f}"
