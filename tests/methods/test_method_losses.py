@@ -157,6 +157,26 @@ def test_crd_memory_bank_size_and_update():
     assert changed == [5, 7, 9]
 
 
+def test_crd_critic_scores_the_positive_and_the_drawn_negatives():
+    # with Z = 1 the critic returns exp(<anchor, bank[j]> / tau) for j = the sample's own row, then
+    # its K negatives; recompute every score from the drawn rows and check none is the positive
+    method = CRD("0", "0", feat_dim=4, num_negatives=5, nce_temperature=0.5)
+    method.k = 5
+    bank = nn.functional.normalize(torch.randn(12, 4), dim=1)
+    anchor = nn.functional.normalize(torch.randn(3, 4), dim=1)
+    indices = torch.tensor([0, 6, 11])
+    torch.manual_seed(3)
+    positive, negatives = method._critic(anchor, bank, indices, torch.ones(()))
+    torch.manual_seed(3)
+    drawn = torch.randint(0, 11, (3, 5))
+    drawn = drawn + (drawn >= indices.unsqueeze(1)).long()
+    assert not (drawn == indices.unsqueeze(1)).any()
+    expected_pos = torch.exp((anchor * bank[indices]).sum(1) / 0.5)
+    expected_neg = torch.exp(torch.stack([bank[drawn[i]] @ anchor[i] for i in range(3)]) / 0.5)
+    assert torch.allclose(positive, expected_pos, atol=1e-6)
+    assert torch.allclose(negatives, expected_neg, atol=1e-6)
+
+
 def test_methods_compose_as_a_weighted_sum():
     teacher, student = nn.Linear(3, 4), nn.Linear(3, 4)
     x, y = torch.randn(5, 3), torch.tensor([0, 1, 2, 3, 0])

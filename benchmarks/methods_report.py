@@ -1,0 +1,302 @@
+"""The methods benchmark's report, built only from the result files in the work folder.
+
+Writes ``METHODS_BENCHMARK.md`` and ``benchmarks/methods.{json,csv,png}``
+under the docs folder. Every number comes from a ``result.json`` written by a
+finished run (or a tuning summary / teacher record), so the report can be
+rewritten at any time, also while runs are still going.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
+
+COLUMNS = ("tuned", "paper")
+STUDENT_ORDER = ("small", "large", "cnn")
+DATASETS = ("fashion-mnist", "mnist")
+STUDENT_TITLES = {"small": "mlp-simple [32], 25,450 parameters",
+                  "large": "mlp-simple [128], 101,770 parameters",
+                  "cnn": "cnn-simple [16, 32, 64], 24,058 parameters"}
+COLUMN_TITLES = {"tuned": "settings chosen by `kdistill tune` on the validation split",
+                 "paper": "the papers' default settings"}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_records(work: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted(work.glob("*/runs/*/*/*/seed*/result.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue  # a file being replaced right now: the next report picks it up
+    return records
+
+
+def load_tuning(work: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(work.glob("*/tune/*/*/bench.json")):
+        record = json.loads(path.read_text())
+        if "best_params" in record:
+            out.append({"dataset": path.parts[-5], "student": path.parts[-3], "method": path.parts[-2], **record})
+    return out
+
+
+def load_teachers(work: Path) -> dict[str, Any]:
+    out = {}
+    for path in sorted(work.glob("*/bench-teachers.json")):
+        out[path.parent.name] = json.loads(path.read_text())
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _fmt(values: list[float | None], scale: float = 100.0, digits: int = 2) -> str:
+    if not values or any(v is None for v in values):
+        return "-"  # agreement of a run that finished before the teacher: filled in later
+    mean, std = _mean_std(values)
+    if len(values) == 1:
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def summarise(records: list[dict[str, Any]], dataset: str, student: str, column: str) -> list[dict[str, Any]]:
+    """One line per row of a (data set, student, column) table, with the gain over the student alone, best first."""
+    mine = [r for r in records if r["dataset"] == dataset and r["student"] == student
+            and r["column"] in (column, "shared")]
+    alone = {r["seed"]: r for r in mine if r["row"] == "alone"}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for r in mine:
+        rows.setdefault(r["row"], []).append(r)
+    lines = []
+    for slug, rs in rows.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        paired = [r["accuracy"] - alone[r["seed"]]["accuracy"] for r in rs if r["seed"] in alone]
+        paired_last = [r["last_accuracy"] - alone[r["seed"]]["last_accuracy"] for r in rs if r["seed"] in alone]
+        lines.append({
+            "dataset": dataset, "student": student, "column": column, "row": slug, "label": rs[0]["label"],
+            "settings": rs[0]["settings"], "seeds": len(rs),
+            "accuracy": [r["accuracy"] for r in rs], "last_accuracy": [r["last_accuracy"] for r in rs],
+            "agreement": [r["agreement"] for r in rs], "kl": [r["kl"] for r in rs],
+            "gain": paired, "gain_last": paired_last, "cpu_s": [r["cpu_s"] for r in rs],
+            "wall_s": [r["wall_s"] for r in rs], "best_epoch": [r["best_epoch"] for r in rs],
+        })
+    lines.sort(key=lambda x: -statistics.fmean(x["gain"]) if x["gain"] else 0.0)
+    return lines
+
+
+def table_markdown(lines: list[dict[str, Any]]) -> list[str]:
+    out = ["| method | settings | seeds | test acc., best epoch (%) | test acc., last epoch (%) | "
+           "gain over alone (points) | agreement with teacher (%) | KL(teacher‖student) | CPU s per run |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for x in lines:
+        gain = _fmt(x["gain"]) if x["gain"] else "-"
+        if x["row"] == "alone":
+            gain = "0 (reference)"
+        gain = f"**{gain}**" if x["gain"] and _mean_std(x["gain"])[0] > 0 and x["row"] != "alone" else gain
+        out.append(f"| {x['label']} | {x['settings']} | {x['seeds']} | {_fmt(x['accuracy'])} | "
+                   f"{_fmt(x['last_accuracy'])} | {gain} | {_fmt(x['agreement'])} | "
+                   f"{_fmt(x['kl'], 1.0, 3)} | {statistics.fmean(x['cpu_s']):.0f} |")
+    return out
+
+
+def targets(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
+    """The two targets, checked per data set and student from the tuned tables."""
+    out = []
+    for (dataset, student, column), lines in all_lines.items():
+        if column != "tuned" or student == "cnn":
+            continue
+        alone = next((x for x in lines if x["row"] == "alone"), None)
+        others = [x for x in lines if x["row"] != "alone" and x["gain"]]
+        if alone is None or not others:
+            continue
+        best = max(others, key=lambda x: statistics.fmean(x["gain"]))
+        gain, gain_std = _mean_std(best["gain"])
+        spread = max(_mean_std(alone["accuracy"])[1], gain_std)
+        met = gain > 2 * spread and len(best["gain"]) > 1
+        kd = next((x for x in lines if x["row"] == "kd"), None)
+        kd_text = "kd not run yet"
+        if kd is not None and kd["gain"]:
+            kd_gain = statistics.fmean(kd["gain"])
+            kd_text = (f"kd at its tuned settings {'is not' if kd_gain >= 0 else 'IS'} below the student alone "
+                       f"({100 * kd_gain:+.2f} points)")
+        out.append(f"- {dataset}, {STUDENT_TITLES[student]}: best method **{best['label']}**, "
+                   f"{100 * gain:+.2f} ± {100 * gain_std:.2f} points over the student alone (seed spread of "
+                   f"the student alone ± {100 * _mean_std(alone['accuracy'])[1]:.2f}): target "
+                   f"{'met' if met else 'NOT met'} (gain > 2 x the larger spread, {len(best['gain'])} seeds); "
+                   f"{kd_text}.")
+    return out
+
+
+def plot_png(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(d, s) for d in DATASETS for s in STUDENT_ORDER
+              if any(k[0] == d and k[1] == s for k in all_lines)]
+    if not panels:
+        panels = [("none", "small")]
+    ncols = min(3, len(panels))
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 7.2 * nrows), dpi=100, squeeze=False)
+    colours = {"tuned": "tab:blue", "paper": "tab:orange"}
+    for ax, (dataset, student) in zip(axes.flat, panels):
+        tuned = all_lines.get((dataset, student, "tuned"), [])
+        order = [x["row"] for x in tuned if x["row"] != "alone"]
+        for column in COLUMNS:
+            for x in all_lines.get((dataset, student, column), []):
+                if x["row"] not in order and x["row"] != "alone":
+                    order.append(x["row"])
+        labels = {}
+        for column, offset in zip(COLUMNS, (-0.18, 0.18)):
+            lines = {x["row"]: x for x in all_lines.get((dataset, student, column), [])}
+            ys, xs, errs = [], [], []
+            for i, slug in enumerate(order):
+                if slug in lines and lines[slug]["gain"]:
+                    mean, std = _mean_std(lines[slug]["gain"])
+                    ys.append(i + offset)
+                    xs.append(100 * mean)
+                    errs.append(100 * std)
+                    labels[slug] = lines[slug]["label"]
+            if xs:
+                ax.errorbar(xs, ys, xerr=errs, fmt="o", color=colours[column], capsize=3, markersize=5,
+                            label={"tuned": "tuned settings", "paper": "papers' defaults"}[column])
+        ax.axvline(0.0, color="black", linewidth=1)
+        ax.set_yticks(range(len(order)))
+        ax.set_yticklabels([_short(labels.get(s, s)) for s in order], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("gain over the student alone (points)")
+        ax.set_title(f"{dataset}: {STUDENT_TITLES[student]}", fontsize=10)
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("Test accuracy gain over the same student trained alone: mean ± std of the paired "
+                 "per-seed differences", fontsize=11)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= 38 else label[:36] + "…"
+
+
+def commands(work: Path, datasets: list[str]) -> list[str]:
+    """The command lines that produced the runs, one per data set (each process records its own)."""
+    found = []
+    for name in datasets:
+        path = work / name / "bench-command.json"
+        if path.exists():
+            found.append(json.loads(path.read_text())["command"])
+    return list(dict.fromkeys(found))
+
+
+def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: bool = False) -> None:
+    command = "; ".join(f"`{c}`" for c in commands(work, datasets)) or f"`{command}`"
+    records = [r for r in load_records(work) if r["dataset"] in datasets]
+    tuning = [t for t in load_tuning(work) if t["dataset"] in datasets]
+    teachers = {k: v for k, v in load_teachers(work).items() if k in datasets}
+    all_lines: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for dataset in DATASETS:
+        for student in STUDENT_ORDER:
+            for column in COLUMNS:
+                has = any(r["dataset"] == dataset and r["student"] == student and r["column"] == column
+                          for r in records)
+                if has:
+                    all_lines[(dataset, student, column)] = summarise(records, dataset, student, column)
+    out = docs / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    slim = [{k: v for k, v in r.items() if k != "config"} for r in records]
+    atomic_write_text(out / "methods.json", json.dumps(
+        {"command": command, "machine": machine(), "teachers": teachers, "tuning": tuning, "runs": slim},
+        indent=1, default=float))
+    buffer = io.StringIO()
+    fields = ["dataset", "student", "column", "row", "label", "settings", "seed", "params", "accuracy",
+              "last_accuracy", "agreement", "kl", "best_epoch", "epochs", "wall_s", "cpu_s"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(slim)
+    atomic_write_text(out / "methods.csv", buffer.getvalue())
+    atomic_write_bytes(out / "methods.png", plot_png(all_lines))
+    text = markdown(records, tuning, teachers, all_lines, command, quick)
+    atomic_write_text(docs / "METHODS_BENCHMARK.md", text)
+
+
+def machine() -> str:
+    import os
+
+    return f"{os.cpu_count()}-core CPU ({cpu_model()}), no GPU, torch {torch.__version__}, 1 torch thread per process"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h"
+
+
+def markdown(records, tuning, teachers, all_lines, command: str, quick: bool) -> str:
+    from methods_notes import method_notes, not_run, setup_text, tuning_table
+
+    run_cpu = sum(r["cpu_s"] for r in records)
+    tune_cpu = sum(t.get("cpu_s", 0.0) for t in tuning)
+    extra_cpu = sum(t.get("second", {}).get("cpu_s", 0.0) for t in teachers.values())
+    run_wall = sum(r["wall_s"] for r in records)
+    tune_wall = sum(t.get("wall_s", 0.0) for t in tuning)
+    lines = ["# Distillation methods on MNIST and Fashion-MNIST", ""]
+    if quick:
+        lines += ["**Quick check (`--quick`): a 2,000-image subset, 1 epoch, 1 seed. These numbers only show "
+                  "that the pipeline runs; they measure nothing.**", ""]
+    lines += [
+        "Commands (with `KDISTILL_DATA` naming the folder holding `mnist/` and `fashion-mnist/`): "
+        f"{command} (resumable: finished runs are kept in the work folder and never rerun; running a "
+        "command again only rewrites this report).",
+        "",
+        f"Machine: {machine()}; the machine was shared with other jobs, so wall times run well above CPU "
+        f"times. Cost of everything in this report: {_hours(run_cpu + tune_cpu + extra_cpu)} of CPU time "
+        f"({_hours(run_cpu)} runs, {_hours(tune_cpu)} tuning, {_hours(extra_cpu)} second teachers), "
+        f"{_hours(run_wall + tune_wall)} wall time; {len(records)} runs. The two cnn-medium teachers "
+        "(trained before, by `benchmarks/methods/teacher-<ds>.yaml`) are not counted.",
+        "",
+    ]
+    lines += setup_text(teachers, records)
+    target_lines = targets(all_lines)
+    if target_lines:
+        lines += ["## Targets", "", *target_lines, ""]
+    for dataset in DATASETS:
+        for student in STUDENT_ORDER:
+            for column in COLUMNS:
+                table = all_lines.get((dataset, student, column))
+                if not table:
+                    continue
+                lines += [f"## {dataset}: {STUDENT_TITLES[student]}: {COLUMN_TITLES[column]}", ""]
+                lines += table_markdown(table)
+                lines.append("")
+    lines += ["![gain over the student alone](benchmarks/methods.png)", ""]
+    lines += tuning_table(tuning)
+    lines += method_notes()
+    lines.append(not_run(records))
+    return "\n".join(lines) + "\n"
