@@ -363,6 +363,17 @@ def _data_key(record: Any) -> Any:
     return {k: v for k, v in record.items() if k != "files"} if isinstance(record, dict) else record
 
 
+def _same_settings(saved: Any, current: dict[str, Any], model: type) -> bool:
+    """Whether a checkpoint's recorded section equals this config's; a key the older
+    record lacks (a setting added since) counts at its default."""
+    if not isinstance(saved, dict):
+        return False
+    defaults = {name: f.get_default(call_default_factory=True) for name, f in model.model_fields.items()
+                if not f.is_required()}
+    defaults = {k: v.model_dump(mode="json") if hasattr(v, "model_dump") else v for k, v in defaults.items()}
+    return all(saved.get(k, defaults.get(k)) == current.get(k, defaults.get(k)) for k in {*saved, *current})
+
+
 def teacher_state(cfg: ExperimentConfig, data: DataSplits, folder: Path) -> str:
     """What an earlier run left in ``folder``: ``"finished"``, ``"unfinished"``, ``"different"`` or ``"none"``.
 
@@ -379,8 +390,9 @@ def teacher_state(cfg: ExperimentConfig, data: DataSplits, folder: Path) -> str:
         return "different"
     train = schedule(cfg, "teacher")
     same = (meta.get("role") == "teacher"
-            and meta.get("model_config") == cfg.teacher.model_dump(mode="json")
-            and _schedule_key(meta.get("train") or {}) == _schedule_key(train.model_dump(mode="json"))
+            and _same_settings(meta.get("model_config"), cfg.teacher.model_dump(mode="json"), ModelConfig)
+            and _same_settings(_schedule_key(meta.get("train") or {}),
+                               _schedule_key(train.model_dump(mode="json")), TrainConfig)
             and _data_key(meta.get("data")) == _data_key(data.source)
             and (meta.get("model_spec") or {}).get("num_classes") == data.num_classes)
     if not same:

@@ -173,3 +173,19 @@ def test_build_run_without_output_writes_nothing(tmp_path, monkeypatch):
     result = execute(run)
     assert result.checkpoint is None and list(tmp_path.iterdir()) == []
     assert 0 <= result.metrics["accuracy"] <= 1
+
+
+def test_a_finished_teacher_from_an_older_record_is_still_reused(tmp_path):
+    """A setting added to the config since the teacher was saved counts at its default, not as a change."""
+    from kdistill.config import ModelConfig, TrainConfig
+    from kdistill.experiment.run import _same_settings
+
+    current = ModelConfig(model="cnn-medium").model_dump(mode="json")
+    older = {k: v for k, v in current.items() if k != "variational"}
+    assert _same_settings(older, current, ModelConfig)
+    assert not _same_settings({**older, "model": "cnn-deep"}, current, ModelConfig)
+    train = TrainConfig().model_dump(mode="json")
+    assert _same_settings({k: v for k, v in train.items() if k != "label_smoothing"}, train, TrainConfig)
+    changed = TrainConfig(label_smoothing=0.1).model_dump(mode="json")
+    assert not _same_settings({k: v for k, v in train.items() if k != "label_smoothing"}, changed, TrainConfig)
+    assert not _same_settings(None, current, ModelConfig)
