@@ -79,11 +79,16 @@ class OutputError(KDistillError, OSError):
 class UnknownNameError(ConfigError, KeyError):
     """A registry lookup for a name that was never registered."""
 
-    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+    def __init__(self, kind: str, name: str, known: list[str], candidates: list[str] | None = None) -> None:
         text = name if isinstance(name, str) else repr(name)
         # difflib is quadratic in the name's length: a pasted paragraph must not hang it
-        close = difflib.get_close_matches(text, known, n=3) if len(text) <= 200 else []
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        close: list[str] = []
+        if len(text) <= 200:
+            # a near-miss of a registered name wins; else names under a prefix (timm/...) are offered too
+            close = difflib.get_close_matches(text, known, n=3, cutoff=0.85) or difflib.get_close_matches(
+                text, known + (candidates or []), n=3)
+        # a suggestion may be built from the user's text: keep it short too
+        hint = f" Did you mean {', '.join(repr(shorten(c)) for c in close)}?" if close else ""
         message = (
             f"Unknown {kind} '{shorten(text)}'.{hint} Available {kind}s: {', '.join(known) or '(none)'}."
         )

@@ -53,8 +53,9 @@ class Registry(Generic[F]):
         if slash and prefix in self._prefixes:
             return self._prefixes[prefix](rest)
         # "resnet18" or "timmm/resnet18" is matched against "timm/resnet18" too
-        known = self.names() + [f"{p}/{rest if slash else name}" for p in sorted(self._prefixes)]
-        raise UnknownNameError(self.kind, name, known) from None
+        guesses = [f"{p}/{rest if slash else name}" for p in sorted(self._prefixes)]
+        known = self.names() + [f"{p}/<name>" for p in sorted(self._prefixes)]
+        raise UnknownNameError(self.kind, name, known, candidates=guesses) from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)
