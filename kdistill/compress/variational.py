@@ -101,6 +101,21 @@ class _Variational:
         self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, float(log_sigma2_init)))
         self.threshold = float(threshold)
 
+    def _empty_dense(self) -> nn.Module:
+        raise NotImplementedError
+
+    def to_dense(self, threshold: float | None = None) -> nn.Module:
+        """The plain layer (``nn.Linear`` / ``nn.Conv2d``) holding the masked weights (pruned entries exactly zero)."""
+        dense = self._empty_dense()
+        with torch.no_grad():
+            dense.weight.copy_(self.masked_weight(threshold))
+            if self.bias is not None:
+                dense.bias.copy_(self.bias)
+        return dense
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, threshold={self.threshold:g}"
+
     def _copy_dense(self, dense: nn.Module) -> None:
         with torch.no_grad():
             self.weight.copy_(dense.weight)
@@ -139,18 +154,9 @@ class VariationalLinear(_Variational, nn.Linear):
         variance = F.linear(x * x, torch.exp(self.log_sigma2))
         return _sample(mean, variance)
 
-    def to_dense(self, threshold: float | None = None) -> nn.Linear:
-        """A plain ``nn.Linear`` holding the masked weights (pruned entries exactly zero)."""
-        dense = nn.Linear(self.in_features, self.out_features, self.bias is not None,
-                          device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            dense.weight.copy_(self.masked_weight(threshold))
-            if self.bias is not None:
-                dense.bias.copy_(self.bias)
-        return dense
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, threshold={self.threshold:g}"
+    def _empty_dense(self) -> nn.Linear:
+        return nn.Linear(self.in_features, self.out_features, self.bias is not None,
+                         device=self.weight.device, dtype=self.weight.dtype)
 
 
 class VariationalConv2d(_Variational, nn.Conv2d):
@@ -186,17 +192,8 @@ class VariationalConv2d(_Variational, nn.Conv2d):
         variance = self._conv_forward(x * x, torch.exp(self.log_sigma2), None)
         return _sample(mean, variance)
 
-    def to_dense(self, threshold: float | None = None) -> nn.Conv2d:
-        """A plain ``nn.Conv2d`` holding the masked weights (pruned entries exactly zero)."""
-        dense = nn.Conv2d(**self._arguments(self))
-        with torch.no_grad():
-            dense.weight.copy_(self.masked_weight(threshold))
-            if self.bias is not None:
-                dense.bias.copy_(self.bias)
-        return dense
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, threshold={self.threshold:g}"
+    def _empty_dense(self) -> nn.Conv2d:
+        return nn.Conv2d(**self._arguments(self))
 
 
 VARIATIONAL = (VariationalLinear, VariationalConv2d)
