@@ -46,7 +46,7 @@ DETECTION_DATASETS = "canvas-mnist, canvas-fashion-mnist, canvas-digits"
 DETECTORS = "fcos-simple, fcos-medium, fcos-deep"
 
 
-def _check_detector(model: nn.Module, role: str) -> None:
+def check_detector(model: nn.Module, role: str) -> None:
     if not is_detector(model):
         raise ConfigError(f"The data set is a detection set, but the {role} is a {type(model).__name__}, not a "
                           f"detector; use a detector model ({DETECTORS}).")
@@ -64,7 +64,7 @@ class DetectionObjective(TrainingObjective):
 
     def __init__(self, model: nn.Module, loss: FCOSLoss | None = None) -> None:
         super().__init__()
-        _check_detector(model, "model")
+        check_detector(model, "model")
         self.student = model
         self.loss = loss or FCOSLoss()
 
@@ -95,7 +95,7 @@ class DetectionDistiller(DetectionObjective):
     def __init__(self, teacher: nn.Module, student: nn.Module,
                  methods: Sequence[tuple[DetectionMethod, float]], loss: FCOSLoss | None = None) -> None:
         super().__init__(student, loss)
-        _check_detector(teacher, "teacher")
+        check_detector(teacher, "teacher")
         for method, _ in methods:
             if not isinstance(method, DetectionMethod):
                 raise ConfigError(f"{type(method).__name__} is not a detection method; detectors distil with "
@@ -230,10 +230,10 @@ def build_objective(cfg: Any, model: nn.Module, teacher: nn.Module | None = None
     """
     from kdistill.distiller import build_method
 
-    _check_detector(model, "student" if teacher is not None else "model")
+    check_detector(model, "student" if teacher is not None else "model")
     if teacher is None:
         return DetectionObjective(model)
-    _check_detector(teacher, "teacher")
+    check_detector(teacher, "teacher")
     check_config(cfg)
     d = cfg.distill
     methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in d.method_list()]

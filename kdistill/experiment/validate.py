@@ -103,18 +103,15 @@ def validate_experiment(cfg: ExperimentConfig, data: DataSplits, *, scheme: str 
 
 
 def _validate_detection(cfg: ExperimentConfig, data: DataSplits, scheme: str | None) -> None:
-    from kdistill import detection
-    from kdistill.detection.objective import DETECTORS
+    from kdistill.detection.objective import check_config, check_detector
 
     if scheme is not None:
         raise ConfigError(f"Scheme '{scheme}' trains classifiers; a detector distils with kdistill distill and "
                           "a detection method (crosskd, pred-mimic, feat-imitation).")
-    detection.check_config(cfg)
+    check_config(cfg)
     for role, model_cfg in (("student", cfg.student), ("teacher", cfg.teacher)):
         if model_cfg is not None and not (role == "teacher" and model_cfg.checkpoint):
-            if not detection.is_detector(meta_model(model_cfg, data, role)):
-                raise ConfigError(f"The data set is a detection set, but the {role} '{model_cfg.model}' is not a "
-                                  f"detector; use a detector model ({DETECTORS}).")
+            check_detector(meta_model(model_cfg, data, role), role)
 
 
 def validate_output_dir(folder: str | Path) -> None:
