@@ -237,6 +237,9 @@ def run_tune(
         rdb, url = _study_storage(storage, out)
         study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True,
                                     sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed), pruner=pruner)
+        # a seeded sampler restarts its random draws on every call: a resumed (or second) worker
+        # would try the first trials' values again, so its seed moves on by the trials already there
+        study.sampler = optuna.samplers.TPESampler(seed=cfg.tune.seed + len(study.get_trials(deepcopy=False)))
 
     def objective(trial: Any) -> float:
         params = {key: _suggest(trial, key, spec) for key, spec in search.items()}

@@ -79,6 +79,16 @@ def test_interrupted_search_resumes_from_its_storage(tmp_path, digits, monkeypat
     states = [t.state.name for t in result.study.trials]
     assert states[:2] == ["COMPLETE", "FAIL"] and len(states) == 4  # two new trials, not three
     assert result.study.trials[0].params == first  # the earlier trial was kept
+    # the resumed search draws new values, not the first trial's again
+    assert result.study.trials[2].params != first and result.study.trials[3].params != first
+
+
+def test_a_resumed_search_never_repeats_earlier_draws(tmp_path, digits):
+    cfg = parse_config(BASE)
+    run_tune(cfg, 2, out_dir=tmp_path, data=digits)
+    result = run_tune(cfg, 4, out_dir=tmp_path, data=digits)
+    drawn = [tuple(sorted(t.params.items())) for t in result.study.trials]
+    assert len(drawn) == 4 and len(set(drawn)) == 4
 
 
 OWN_TEACHER = {**BASE, "teacher": {"model": "mlp-simple"},
