@@ -89,6 +89,12 @@ def run_transfer(cfg: ExperimentConfig, *, data: DataSplits | None = None, out_d
             raise DataError(f"transfer: '{dataset}' inputs have shape {other.input_shape} but the student "
                             f"takes {data.input_shape}; a transfer set must have the same input shape.")
         inputs = other.x_train
+        if not include_train:
+            # measured in docs/METHODS_BENCHMARK.md: MNIST images alone teach a Fashion-MNIST student 8%
+            log.warning("transfer: the transfer set holds only '%s' inputs and none of '%s'; a student that "
+                        "never sees inputs of its own classes learns little from them (the methods "
+                        "benchmark measured 8-20%% accuracy this way). Set the scheme's option "
+                        "include_train: true to add the training inputs.", dataset, data.name)
     if limit:
         inputs = inputs[torch.randperm(len(inputs), generator=torch.Generator().manual_seed(0))[:limit]]
     if include_train:

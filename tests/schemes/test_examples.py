@@ -1,5 +1,6 @@
 """Every example config validates, names registered methods, and runs end to end on a tiny budget."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,15 +86,23 @@ def test_regression_example_beats_predicting_the_mean(tmp_path):
     assert result.metrics["r2_vs_mean"] > 0.1 and "teacher_mse" in result.metrics
 
 
-def test_transfer_dataset_example(tmp_path, idx_dir):
+@pytest.mark.parametrize("include_train", [True, False])
+def test_transfer_dataset_example(include_train, tmp_path, idx_dir, caplog):
     for name in ("mnist", "fashion-mnist"):  # skip unless the run below can find both without downloading
         idx_dir(name)
     path = ROOT / "examples/methods/transfer-dataset.yaml"
     cfg = load_config(path, _fast_overrides(path) + ["data.download=false",
                                                      "distill.scheme.options.limit=200",
+                                                     f"distill.scheme.options.include_train={include_train}",
                                                      f"output_dir={tmp_path}"])
-    result = run_experiment(cfg)
+    with caplog.at_level("WARNING", logger="kdistill"):
+        result = run_experiment(cfg)
     assert (tmp_path / "scheme.json").exists() and 0.0 <= result.metrics["accuracy"] <= 1.0
+    summary = json.loads((tmp_path / "scheme.json").read_text())
+    # the other set's 200 images, plus the training images when asked for
+    assert (summary["size"] > 200) is include_train
+    # a transfer set of the other data set's images alone is legal but warned about
+    assert ("include_train: true" in caplog.text) is not include_train
 
 
 @pytest.mark.parametrize("method, produced", [("crd", "student/best.safetensors"),
