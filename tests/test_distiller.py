@@ -4,22 +4,11 @@ import math
 
 import pytest
 import torch
+from helpers import Fixed
 from torch import nn
 
 from kdistill.distiller import Distiller, Supervised
 from kdistill.errors import ConfigError, ModelError
-
-
-class Fixed(nn.Module):
-    """A 'model' that returns preset logits, so the loss can be checked exactly."""
-
-    def __init__(self, logits):
-        super().__init__()
-        self.logits = nn.Parameter(torch.tensor(logits, dtype=torch.float32))
-
-    def forward(self, x):
-        return self.logits.expand(len(x), -1)
-
 
 # student logits [1, 2], teacher [2, 1], T = 2, label 0:
 #   p_s = softmax([0.5, 1.0]) = [0.3775406688, 0.6224593312]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import Fixed
 from torch import nn
 
 from kdistill.distiller import Distiller
@@ -16,15 +17,6 @@ FORMULA = [
     "loss = (1 - alpha) * student_loss_fn(student_logits, labels)",
     "+ alpha * T**2 * distillation_loss_fn(log_softmax(student_logits / T), softmax(teacher_logits / T))",
 ]
-
-
-class Fixed(nn.Module):
-    def __init__(self, logits):
-        super().__init__()
-        self.logits = nn.Parameter(torch.tensor(logits, dtype=torch.float32))
-
-    def forward(self, x):
-        return self.logits.expand(len(x), -1)
 
 
 def test_positional_models_are_refused():

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import Fixed
 from torch import nn
 
 from kdistill.config import parse_config
@@ -13,15 +14,6 @@ from kdistill.schemes.dml import MutualLearning
 from kdistill.schemes.multi_teacher import TeacherEnsemble
 from kdistill.schemes.noisy_student import add_input_noise
 from kdistill.schemes.transfer import munge
-
-
-class Fixed(nn.Module):
-    def __init__(self, logits):
-        super().__init__()
-        self.logits = torch.tensor([logits])
-
-    def forward(self, x):
-        return self.logits.expand(len(x), -1)
 
 
 def test_all_schemes_are_registered():
