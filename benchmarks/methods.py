@@ -6,7 +6,8 @@ What it measures, per data set (full 60,000 / 10,000 images; 10% of train held
 out for picking the best epoch and for tuning, the test set never used for a
 choice):
 
-* the teacher: ``cnn-medium`` trained by ``benchmarks/methods/teacher-<ds>.yaml``
+* the teacher: the model ``benchmarks/methods/teacher-<ds>.yaml`` names (``cnn-medium``
+  on MNIST, ``cnn-deep`` on Fashion-MNIST), trained by that file
   into ``<work>/<ds>/teacher`` (reused when finished, resumed when not, waited
   for while another process trains it);
 * students ``mlp-simple`` (hidden [32], 25k parameters) and ``mlp-simple``
@@ -110,6 +111,7 @@ class DataSet:
         self.data = load_data(self.teacher_cfg)
         self.teacher_dir = self.work / "teacher"
         self.teacher_ckpt = self.teacher_dir / "best.safetensors"
+        self.teacher_model: str = raw["teacher"]["model"]
         self.teacher2_ckpt: Path | None = None
         self.teacher_logits: torch.Tensor | None = None  # test logits, once the teacher is there
         self.info_path = self.work / "bench-teachers.json"
@@ -127,7 +129,8 @@ class DataSet:
         self.teacher_logits = predict(self.teacher, self.data.x_test)
         self.teacher_metrics = evaluate_model(self.teacher, self.data, latency=False)
         meta = read_checkpoint_metadata(self.teacher_dir / "last.safetensors")
-        self.info["teacher"] = {"accuracy": self.teacher_metrics["accuracy"], "params": self.teacher_metrics["params"],
+        self.info["teacher"] = {"model": self.teacher_model, "accuracy": self.teacher_metrics["accuracy"],
+                                "params": self.teacher_metrics["params"],
                                 "epochs": self.teacher_cfg.teacher_train.epochs,
                                 "val_history": [h.get("val_score") for h in meta.get("history", [])],
                                 "train_wall_s": sum(h.get("seconds", 0.0) for h in meta.get("history", []))}
@@ -191,7 +194,7 @@ def base_raw(ds: DataSet, student: str, seed: int, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "data": ds.data_section(),
-        "teacher": {"model": "cnn-medium", "checkpoint": str(ds.teacher_ckpt)},
+        "teacher": {"model": ds.teacher_model, "checkpoint": str(ds.teacher_ckpt)},
         "student": json.loads(json.dumps(STUDENTS[student])),
         "train": {"epochs": epochs, "batch_size": s.batch_size, "seed": seed, "progress": False,
                   "device": "cpu",
@@ -200,17 +203,29 @@ def base_raw(ds: DataSet, student: str, seed: int, name: str) -> dict[str, Any]:
     }
 
 
+def record_command(path: Path, command: str) -> None:
+    """Append ``command`` to the data set's command history (the report lists them in order)."""
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    history = saved.get("commands") or ([saved["command"]] if "command" in saved else [])
+    if not history or history[-1] != command:
+        history.append(command)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"commands": history}, indent=1))
+
+
 # --------------------------------------------------------------------------- tuning
 
 
-def tuned_values(ds: DataSet, student: str, trials: dict[str, int], run: bool) -> dict[str, dict[str, float]]:
-    """Per method, the values ``kdistill tune`` chose on the validation split (searched now or read back).
+def tuned_values(ds: DataSet, student: str, trials: dict[str, int], run: bool,
+                 methods: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Per method (all of ``SEARCH``, or ``methods``), the values ``kdistill tune`` chose on the
+    validation split (searched now or read back).
 
     ``<tune folder>/bench.json`` records the finished trial count, the search
     space and the CPU and wall time spent (summed over interrupted calls).
     """
     values: dict[str, dict[str, float]] = {}
-    for method in SEARCH:
+    for method in methods or SEARCH:
         out = ds.work / "tune" / student / method
         cost_path = out / "bench.json"
         n = 2 if ds.quick else trials.get(method, trials["default"])
@@ -225,7 +240,8 @@ def tuned_values(ds: DataSet, student: str, trials: dict[str, int], run: bool) -
                 result = run_tune(cfg, n, out_dir=out, data=ds.data, study_name=f"{student}-{method}")
             finally:
                 cost.update(wall_s=cost.get("wall_s", 0.0) + time.perf_counter() - t0,
-                            cpu_s=cost.get("cpu_s", 0.0) + cpu_seconds() - c0, search=raw["tune"]["search"])
+                            cpu_s=cost.get("cpu_s", 0.0) + cpu_seconds() - c0, search=raw["tune"]["search"],
+                            pruner=raw["tune"]["pruner"])
                 atomic_write_text(cost_path, json.dumps(cost, indent=2))
             cost.update(finished=result.finished_trials, best_params=result.best_params,
                         best_value=result.best_value)
@@ -244,7 +260,15 @@ def run_one(ds: DataSet, student: str, column: str, row: Row, seed: int) -> tupl
     folder = ds.work / "runs" / student / column / row.slug / f"seed{seed}"
     record_path = folder / "result.json"
     if record_path.exists():
-        return json.loads(record_path.read_text()), False
+        record = json.loads(record_path.read_text())
+        if record.get("settings") == row.settings:
+            return record, False
+        # the row's settings changed (tuned again, say): the old run answers another question
+        stale = ds.work / "superseded" / student / column / row.slug / f"seed{seed}-{int(time.time())}"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(stale)
+        print(f"[{ds.name}] {row.label} seed {seed}: settings changed from {record.get('settings')!r} to "
+              f"{row.settings!r}; the old run moved to {stale}", flush=True)
     raw = base_raw(ds, student, seed, f"bench-{ds.name}-{student}-{column}-{row.slug}-{seed}")
     for key, value in row.overrides(ds, student, seed).items():
         raw[key] = value
@@ -322,13 +346,19 @@ def main() -> int:
                         help="tuning trials for rkd and crd (several times the cost of a kd run)")
     parser.add_argument("--tune", nargs="*", default=["small"], choices=list(STUDENTS),
                         help="students tuned on their own; the others reuse the small student's values")
+    parser.add_argument("--tune-methods", nargs="*", default=None, choices=list(SEARCH),
+                        help="the methods a --tune student other than small tunes on its own (default: "
+                             "all); the rest reuse the small student's values")
     parser.add_argument("--only", nargs="*", help="run only these row slugs")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     parser.add_argument("--quick", action="store_true", help="tiny end-to-end check (subset, 1 epoch, 1 seed)")
     parser.add_argument("--report-only", action="store_true", help="write the report from finished runs")
     parser.add_argument("--wait-for-teacher", action="store_true",
-                        help="never train the cnn-medium teacher here: wait until another process finished it")
+                        help="never train the main teacher here: wait until another process finished it")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where the report goes")
+    parser.add_argument("--earlier", default="runs/bench-methods-teacher-cnn-medium",
+                        help="a work folder of earlier runs with a weaker teacher, compared in the report "
+                             "when it exists")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -345,7 +375,8 @@ def main() -> int:
     command = "python benchmarks/methods.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
 
     def report() -> None:
-        methods_report.write(work, args.datasets if args.quick else list(OTHER), docs, command, quick=args.quick)
+        methods_report.write(work, args.datasets if args.quick else list(OTHER), docs, command, quick=args.quick,
+                             earlier=None if args.quick else Path(args.earlier))
 
     if args.report_only:
         report()
@@ -354,7 +385,7 @@ def main() -> int:
     trials = {"default": args.trials, "kd": args.kd_trials, "rkd": args.slow_trials, "crd": args.slow_trials}
     for name in args.datasets:
         ds = DataSet(name, work, sched, args.quick)
-        atomic_write_text(ds.work / "bench-command.json", json.dumps({"command": command}))
+        record_command(ds.work / "bench-command.json", command)
         ds.second_teacher()  # needs no cnn-medium teacher: trained while that one may still be training
         if args.wait_for_teacher and teacher_state(ds.teacher_cfg, ds.data, ds.teacher_dir) != "finished":
             for student in args.students:  # the rows that need no teacher, while it trains elsewhere
@@ -368,11 +399,15 @@ def main() -> int:
             if student == "cnn":
                 run_table(ds, student, "cnn", cnn_rows(small_values), seeds, report, args.only)
                 continue
-            values = tuned_values(ds, student, trials, run=True) if student in args.tune else small_values
+            values = dict(small_values)
+            if student in args.tune:
+                values.update(tuned_values(ds, student, trials, run=True, methods=args.tune_methods))
             epochs = ds.teacher_cfg.teacher_train.epochs
-            run_table(ds, student, "tuned", tuned_rows(values, OTHER[name], epochs), seeds, report, args.only)
+            run_table(ds, student, "tuned", tuned_rows(values, OTHER[name], epochs, ds.teacher_model), seeds,
+                      report, args.only)
             if student in args.paper_students:
-                run_table(ds, student, "paper", paper_rows(OTHER[name], epochs), paper_seeds, report, args.only)
+                run_table(ds, student, "paper", paper_rows(OTHER[name], epochs, ds.teacher_model), paper_seeds,
+                          report, args.only)
     report()
     return 0
 

@@ -207,18 +207,57 @@ def _short(label: str) -> str:
     return label if len(label) <= 38 else label[:36] + "…"
 
 
-def commands(work: Path, datasets: list[str]) -> list[str]:
-    """The command lines that produced the runs, one per data set (each process records its own)."""
-    found = []
+def commands(work: Path, datasets: list[str]) -> dict[str, list[str]]:
+    """Per data set, the command lines that produced its runs, in the order they ran."""
+    found = {}
     for name in datasets:
         path = work / name / "bench-command.json"
         if path.exists():
-            found.append(json.loads(path.read_text())["command"])
-    return list(dict.fromkeys(found))
+            saved = json.loads(path.read_text())
+            found[name] = saved.get("commands") or [saved["command"]]
+    return found
 
 
-def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: bool = False) -> None:
-    command = "; ".join(f"`{c}`" for c in commands(work, datasets)) or f"`{command}`"
+def teacher_comparison(earlier: Path, records: list[dict[str, Any]], teachers: dict[str, Any]) -> list[str]:
+    """The tuned rows' gains with an earlier, weaker teacher (a work folder moved aside) beside today's."""
+    old_records = load_records(earlier)
+    old_teachers = load_teachers(earlier)
+    lines: list[str] = []
+    for dataset in DATASETS:
+        if dataset not in old_teachers or dataset not in teachers:
+            continue
+        old_t, new_t = old_teachers[dataset]["teacher"], teachers[dataset].get("teacher", {})
+        if "accuracy" not in new_t:
+            continue
+        old_name, new_name = old_t.get("model", "cnn-medium"), new_t.get("model", "?")
+        history = commands(earlier, [dataset]).get(dataset, [])
+        lines += [
+            f"## {dataset}: what a stronger teacher changes", "",
+            f"The same tuned rows, run first with `{old_name}` as the teacher ({100 * old_t['accuracy']:.2f}%, "
+            f"{old_t.get('epochs', '?')} epochs) and now with `{new_name}` ({100 * new_t['accuracy']:.2f}%). "
+            "Tuning was redone for the new teacher, so the settings differ; the student alone is the same "
+            f"runs in both. The earlier runs are in `{earlier}/{dataset}` (moved there from `runs/bench-methods`, "
+            "with the teacher config they used); their commands, in order: "
+            + "; ".join(f"`{c}`" for c in history) + ".", "",
+            f"| student | method | gain with {old_name} (points) | gain with {new_name} (points) |",
+            "|---|---|---|---|",
+        ]
+        for student in ("small", "large"):
+            old = {x["row"]: x for x in summarise(old_records, dataset, student, "tuned")}
+            new = summarise(records, dataset, student, "tuned")
+            for x in new:
+                if x["row"] == "alone" or not x["gain"]:
+                    continue
+                before = old.get(x["row"])
+                lines.append(f"| {STUDENT_TITLES[student]} | {x['label']} | "
+                             f"{_fmt(before['gain']) if before and before['gain'] else '-'} | {_fmt(x['gain'])} |")
+        lines.append("")
+    return lines
+
+
+def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: bool = False,
+          earlier: Path | None = None) -> None:
+    history = commands(work, datasets) or {"all": [command]}
     records = [r for r in load_records(work) if r["dataset"] in datasets]
     tuning = [t for t in load_tuning(work) if t["dataset"] in datasets]
     teachers = {k: v for k, v in load_teachers(work).items() if k in datasets}
@@ -234,7 +273,7 @@ def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: b
     out.mkdir(parents=True, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k != "config"} for r in records]
     atomic_write_text(out / "methods.json", json.dumps(
-        {"command": command, "machine": machine(), "teachers": teachers, "tuning": tuning, "runs": slim},
+        {"commands": history, "machine": machine(), "teachers": teachers, "tuning": tuning, "runs": slim},
         indent=1, default=float))
     buffer = io.StringIO()
     fields = ["dataset", "student", "column", "row", "label", "settings", "seed", "params", "accuracy",
@@ -244,7 +283,10 @@ def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: b
     writer.writerows(slim)
     atomic_write_text(out / "methods.csv", buffer.getvalue())
     atomic_write_bytes(out / "methods.png", plot_png(all_lines))
-    text = markdown(records, tuning, teachers, all_lines, command, quick)
+    text = markdown(records, tuning, teachers, all_lines, history, quick)
+    if earlier is not None and earlier.exists():
+        marker = "![gain over the student alone]"
+        text = text.replace(marker, "\n".join(teacher_comparison(earlier, records, teachers)) + "\n" + marker, 1)
     atomic_write_text(docs / "METHODS_BENCHMARK.md", text)
 
 
@@ -254,11 +296,17 @@ def machine() -> str:
     return f"{os.cpu_count()}-core CPU ({cpu_model()}), no GPU, torch {torch.__version__}, 1 torch thread per process"
 
 
+def _teacher_cost(teachers: dict[str, Any]) -> str:
+    parts = [f"{name} {info['teacher'].get('model', 'cnn-medium')} {info['teacher']['train_wall_s'] / 60:.0f} min wall"
+             for name, info in teachers.items() if info.get("teacher", {}).get("train_wall_s")]
+    return "; ".join(parts) or "no record"
+
+
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def markdown(records, tuning, teachers, all_lines, command: str, quick: bool) -> str:
+def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]], quick: bool) -> str:
     from methods_notes import method_notes, not_run, setup_text, tuning_table
 
     run_cpu = sum(r["cpu_s"] for r in records)
@@ -271,15 +319,20 @@ def markdown(records, tuning, teachers, all_lines, command: str, quick: bool) ->
         lines += ["**Quick check (`--quick`): a 2,000-image subset, 1 epoch, 1 seed. These numbers only show "
                   "that the pipeline runs; they measure nothing.**", ""]
     lines += [
-        "Commands (with `KDISTILL_DATA` naming the folder holding `mnist/` and `fashion-mnist/`): "
-        f"{command} (resumable: finished runs are kept in the work folder and never rerun; running a "
-        "command again only rewrites this report).",
+        "Commands, in the order they ran (with `KDISTILL_DATA` naming the folder holding `mnist/` and "
+        "`fashion-mnist/`). They resume: a finished run is kept in the work folder and never rerun unless "
+        "its row's settings changed (then the old run moves to `<work>/<ds>/superseded/`), and `--only` "
+        "limits a command to the rows it names. Running a command again only rewrites this report.",
         "",
+    ]
+    for name, found in history.items():
+        lines += [f"{name}:", ""] + [f"{i}. `{c}`" for i, c in enumerate(found, 1)] + [""]
+    lines += [
         f"Machine: {machine()}; the machine was shared with other jobs, so wall times run well above CPU "
         f"times. Cost of everything in this report: {_hours(run_cpu + tune_cpu + extra_cpu)} of CPU time "
         f"({_hours(run_cpu)} runs, {_hours(tune_cpu)} tuning, {_hours(extra_cpu)} second teachers), "
-        f"{_hours(run_wall + tune_wall)} wall time; {len(records)} runs. The two cnn-medium teachers "
-        "(trained before, by `benchmarks/methods/teacher-<ds>.yaml`) are not counted.",
+        f"{_hours(run_wall + tune_wall)} wall time; {len(records)} runs. The main teachers "
+        "(trained before, by `benchmarks/methods/teacher-<ds>.yaml`) are not counted: " + _teacher_cost(teachers) + ".",
         "",
     ]
     lines += setup_text(teachers, records)
