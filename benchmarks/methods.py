@@ -205,8 +205,7 @@ def base_raw(ds: DataSet, student: str, seed: int, name: str) -> dict[str, Any]:
 
 def record_command(path: Path, command: str) -> None:
     """Append ``command`` to the data set's command history (the report lists them in order)."""
-    saved = json.loads(path.read_text()) if path.exists() else {}
-    history = saved.get("commands") or ([saved["command"]] if "command" in saved else [])
+    history = methods_report.command_history(path)
     if not history or history[-1] != command:
         history.append(command)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,8 @@ def _epochs(teachers: dict[str, Any], which: str) -> str:
     return "/".join(found) or "?"
 
 
-def _model(info: dict[str, Any]) -> str:
+def teacher_model(info: dict[str, Any]) -> str:
+    """The main teacher's model name in a data set's teacher record."""
     return info.get("teacher", {}).get("model", "cnn-medium")  # records from before the field existed
 
 
@@ -39,7 +40,7 @@ def _teacher_names(teachers: dict[str, Any]) -> str:
     for name, info in teachers.items():
         t = info.get("teacher", {})
         params = f"{t['params']:,} parameters, " if "params" in t else ""
-        parts.append(f"`{_model(info)}` on {name} ({params}{t.get('epochs', '?')} epochs)")
+        parts.append(f"`{teacher_model(info)}` on {name} ({params}{t.get('epochs', '?')} epochs)")
     return "; ".join(parts) or "none yet"
 
 
@@ -65,7 +66,7 @@ def setup_text(teachers: dict[str, Any], records: list[dict[str, Any]]) -> list[
         early = info.get("early", {}).get("accuracy")
         second = info.get("second", {}).get("accuracy")
         teacher = info.get("teacher", {}).get("accuracy")
-        lines.append(f"| {name} | {_model(info)} | {'still training' if teacher is None else f'{100 * teacher:.2f}'} | "
+        lines.append(f"| {name} | {teacher_model(info)} | {'still training' if teacher is None else f'{100 * teacher:.2f}'} | "
                      f"{'-' if early is None else f'{100 * early:.2f}'} | "
                      f"{'-' if second is None else f'{100 * second:.2f}'} |")
     lines += [

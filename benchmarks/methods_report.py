@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from methods_notes import method_notes, not_run, setup_text, teacher_model, tuning_table
 
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
 
@@ -207,15 +208,18 @@ def _short(label: str) -> str:
     return label if len(label) <= 38 else label[:36] + "…"
 
 
+def command_history(path: Path) -> list[str]:
+    """The commands recorded in a data set's ``bench-command.json``, oldest first (none if absent)."""
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text())
+    return saved.get("commands") or [saved["command"]]  # one "command": the file's first format
+
+
 def commands(work: Path, datasets: list[str]) -> dict[str, list[str]]:
     """Per data set, the command lines that produced its runs, in the order they ran."""
-    found = {}
-    for name in datasets:
-        path = work / name / "bench-command.json"
-        if path.exists():
-            saved = json.loads(path.read_text())
-            found[name] = saved.get("commands") or [saved["command"]]
-    return found
+    found = {name: command_history(work / name / "bench-command.json") for name in datasets}
+    return {name: history for name, history in found.items() if history}
 
 
 def teacher_comparison(earlier: Path, records: list[dict[str, Any]], teachers: dict[str, Any]) -> list[str]:
@@ -229,7 +233,7 @@ def teacher_comparison(earlier: Path, records: list[dict[str, Any]], teachers: d
         old_t, new_t = old_teachers[dataset]["teacher"], teachers[dataset].get("teacher", {})
         if "accuracy" not in new_t:
             continue
-        old_name, new_name = old_t.get("model", "cnn-medium"), new_t.get("model", "?")
+        old_name, new_name = teacher_model(old_teachers[dataset]), teacher_model(teachers[dataset])
         history = commands(earlier, [dataset]).get(dataset, [])
         lines += [
             f"## {dataset}: what a stronger teacher changes", "",
@@ -283,10 +287,8 @@ def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: b
     writer.writerows(slim)
     atomic_write_text(out / "methods.csv", buffer.getvalue())
     atomic_write_bytes(out / "methods.png", plot_png(all_lines))
-    text = markdown(records, tuning, teachers, all_lines, history, quick)
-    if earlier is not None and earlier.exists():
-        marker = "![gain over the student alone]"
-        text = text.replace(marker, "\n".join(teacher_comparison(earlier, records, teachers)) + "\n" + marker, 1)
+    comparison = teacher_comparison(earlier, records, teachers) if earlier is not None and earlier.exists() else []
+    text = markdown(records, tuning, teachers, all_lines, history, quick, comparison)
     atomic_write_text(docs / "METHODS_BENCHMARK.md", text)
 
 
@@ -297,7 +299,7 @@ def machine() -> str:
 
 
 def _teacher_cost(teachers: dict[str, Any]) -> str:
-    parts = [f"{name} {info['teacher'].get('model', 'cnn-medium')} {info['teacher']['train_wall_s'] / 60:.0f} min wall"
+    parts = [f"{name} {teacher_model(info)} {info['teacher']['train_wall_s'] / 60:.0f} min wall"
              for name, info in teachers.items() if info.get("teacher", {}).get("train_wall_s")]
     return "; ".join(parts) or "no record"
 
@@ -306,9 +308,8 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]], quick: bool) -> str:
-    from methods_notes import method_notes, not_run, setup_text, tuning_table
-
+def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]], quick: bool,
+             comparison: list[str]) -> str:
     run_cpu = sum(r["cpu_s"] for r in records)
     tune_cpu = sum(t.get("cpu_s", 0.0) for t in tuning)
     extra_cpu = sum(t.get("second", {}).get("cpu_s", 0.0) for t in teachers.values())
@@ -348,6 +349,7 @@ def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]]
                 lines += [f"## {dataset}: {STUDENT_TITLES[student]}: {COLUMN_TITLES[column]}", ""]
                 lines += table_markdown(table)
                 lines.append("")
+    lines += comparison
     lines += ["![gain over the student alone](benchmarks/methods.png)", ""]
     lines += tuning_table(tuning)
     lines += method_notes()
