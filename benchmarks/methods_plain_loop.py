@@ -3,7 +3,8 @@
     KDISTILL_DATA=/path/to/data python benchmarks/methods_plain_loop.py --dataset mnist --hidden 32 128
 
 It loads the benchmark's teacher (``<work>/<dataset>/teacher/best.safetensors``,
-trained by ``benchmarks/methods.py``), computes its logits once, and trains a
+trained by ``benchmarks/methods/teacher-<dataset>.yaml``; ``--work`` picks an
+earlier work folder, e.g. the one with the cnn-medium Fashion-MNIST teacher), computes its logits once, and trains a
 784-H-10 MLP (the benchmark's ``mlp-simple`` students) with the benchmark's
 schedule: 15 epochs, batch 128, AdamW lr 2e-3, weight decay 5e-4, cosine
 decay per step, on all 60,000 training images (no validation split, last
