@@ -166,6 +166,42 @@ def method_notes() -> list[str]:
     ]
 
 
+# the tables the benchmark is designed to fill: (student, column); the large student has no papers' column
+PLANNED = (("small", "tuned"), ("small", "paper"), ("large", "tuned"), ("cnn", "tuned"), ("cnn", "paper"))
+COLUMN_SHORT = {"tuned": "tuned", "paper": "papers' defaults"}
+
+
+def rows_missing(records: list[dict[str, Any]], seeds: int = 3) -> str:
+    """The planned rows with fewer than ``seeds`` finished seeds, per data set, student and column."""
+    from methods_rows import PAPER, cnn_rows, paper_rows
+
+    mlp_slugs = [row.slug for row in paper_rows("", 0, "")]
+    cnn = cnn_rows({"kd": PAPER["kd"]})
+    done: dict[tuple[str, str, str, str], int] = {}
+    for r in records:
+        key = (r["dataset"], r["student"], r["column"], r["row"])
+        done[key] = done.get(key, 0) + 1
+    parts, listed = [], set()
+    for dataset in ("fashion-mnist", "mnist"):
+        for student, column in PLANNED:
+            if student == "cnn":
+                slugs = [(row.slug, row.column) for row in cnn if row.column in (column, "shared")]
+            else:
+                slugs = [(slug, "shared" if slug in ("alone", "dml") else column) for slug in mlp_slugs]
+            short = []
+            for slug, col in slugs:
+                key = (dataset, student, col, slug)
+                n = done.get(key, 0)
+                if n < seeds and key not in listed:  # a shared run (alone, dml) is listed once
+                    listed.add(key)
+                    short.append(f"{slug} ({n} of {seeds} seeds)" if n else slug)
+            if short:
+                parts.append(f"{dataset}, {STUDENT_SHORT[student]}, {COLUMN_SHORT[column]}: {', '.join(short)}")
+    if not parts:
+        return f"Every planned row has {seeds} seeds."
+    return f"Planned rows not run yet (or with fewer than {seeds} seeds): " + "; ".join(parts) + "."
+
+
 def not_run(records: list[dict[str, Any]]) -> str:
     from kdistill.registry import METHODS
     from kdistill.schemes import scheme_names
