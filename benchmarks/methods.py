@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -203,6 +204,28 @@ def base_raw(ds: DataSet, student: str, seed: int, name: str) -> dict[str, Any]:
     }
 
 
+def reuse_work(source: Path, work: Path, name: str) -> None:
+    """Let ``work`` share ``source``'s teachers (links) and tuned values (copies of the finished searches'
+    records) for data set ``name``, so another schedule (``--epochs``) is compared at the same settings."""
+    src, dst = source / name, work / name
+    if not (src / "teacher").is_dir():
+        raise SystemExit(f"--reuse {source}: {src / 'teacher'} holds no teacher; run the benchmark there first.")
+    dst.mkdir(parents=True, exist_ok=True)
+    for folder in ("teacher", "second"):
+        if (src / folder).is_dir() and not (dst / folder).exists():
+            (dst / folder).symlink_to((src / folder).resolve(), target_is_directory=True)
+    for record in src.glob("tune/*/*/bench.json"):
+        target = dst / record.relative_to(src)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(record, target)
+    info, target = src / "bench-teachers.json", dst / "bench-teachers.json"
+    if info.exists() and not target.exists():
+        teachers = json.loads(info.read_text())
+        teachers.get("second", {}).update(cpu_s=0.0, wall_s=0.0)  # trained there, not paid again here
+        atomic_write_text(target, json.dumps(teachers, indent=2))
+
+
 def record_command(path: Path, command: str) -> None:
     """Append ``command`` to the data set's command history (the report lists them in order)."""
     history = methods_report.command_history(path)
@@ -348,6 +371,11 @@ def main() -> int:
     parser.add_argument("--tune-methods", nargs="*", default=None, choices=list(SEARCH),
                         help="the methods a --tune student other than small tunes on its own (default: "
                              "all); the rest reuse the small student's values")
+    parser.add_argument("--epochs", type=int, default=SCHEDULE["epochs"],
+                        help="epochs of the MLP students (the tables: %(default)s); use another work folder "
+                             "for another length, or the finished runs are superseded")
+    parser.add_argument("--reuse", help="another work folder whose teachers and tuned values this one "
+                                            "shares (for a run at another --epochs)")
     parser.add_argument("--only", nargs="*", help="run only these row slugs")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     parser.add_argument("--quick", action="store_true", help="tiny end-to-end check (subset, 1 epoch, 1 seed)")
@@ -355,6 +383,9 @@ def main() -> int:
     parser.add_argument("--wait-for-teacher", action="store_true",
                         help="never train the main teacher here: wait until another process finished it")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where the report goes")
+    parser.add_argument("--longer", default="runs/bench-methods-40ep",
+                        help="a work folder of runs with a longer MLP schedule (--epochs), reported beside "
+                             "these when it exists")
     parser.add_argument("--earlier", default="runs/bench-methods-teacher-cnn-medium",
                         help="a work folder of earlier runs with a weaker teacher, compared in the report "
                              "when it exists")
@@ -364,7 +395,10 @@ def main() -> int:
     if not os.environ.get("KDISTILL_DATA"):
         print("set KDISTILL_DATA to the folder holding mnist/ and fashion-mnist/", file=sys.stderr)
         return 2
-    sched = Schedule()
+    if args.epochs < 1:
+        print(f"--epochs takes a positive count of epochs, got {args.epochs}", file=sys.stderr)
+        return 2
+    sched = Schedule(epochs=args.epochs)
     work = Path(args.work)
     seeds, paper_seeds = args.seeds, args.paper_seeds or args.seeds
     if args.quick:
@@ -375,7 +409,8 @@ def main() -> int:
 
     def report() -> None:
         methods_report.write(work, args.datasets if args.quick else list(OTHER), docs, command, quick=args.quick,
-                             earlier=None if args.quick else Path(args.earlier))
+                             earlier=None if args.quick else Path(args.earlier),
+                             longer=None if args.quick or Path(args.longer) == work else Path(args.longer))
 
     if args.report_only:
         report()
@@ -383,6 +418,8 @@ def main() -> int:
     methods_memo.install()
     trials = {"default": args.trials, "kd": args.kd_trials, "rkd": args.slow_trials, "crd": args.slow_trials}
     for name in args.datasets:
+        if args.reuse:
+            reuse_work(Path(args.reuse), work, name)
         ds = DataSet(name, work, sched, args.quick)
         record_command(ds.work / "bench-command.json", command)
         ds.second_teacher()  # needs no cnn-medium teacher: trained while that one may still be training

@@ -25,6 +25,12 @@ def convergence(records: list[dict[str, Any]]) -> str:
             "across seeds: " + "; ".join(parts) + ".")
 
 
+def _run_epochs(records: list[dict[str, Any]], students: tuple[str, ...], default: int) -> str:
+    """The schedule length(s) the finished runs of these students used (``default`` before any ran)."""
+    found = sorted({r["epochs"] for r in records if r["student"] in students and r.get("epochs")})
+    return "/".join(map(str, found)) if found else str(default)
+
+
 def _epochs(teachers: dict[str, Any], which: str) -> str:
     found = sorted({str(t.get(which, {}).get("epochs", "?")) for t in teachers.values()})
     return "/".join(found) or "?"
@@ -73,8 +79,9 @@ def setup_text(teachers: dict[str, Any], records: list[dict[str, Any]]) -> list[
         "",
         "Students, trained without augmentation (so the teacher's logits and features come from the "
         "teacher cache): `mlp-simple` with hidden [32] (25,450 parameters) and with hidden [128] "
-        f"(101,770), {SCHEDULE['epochs']} epochs; `cnn-simple` with widths [16, 32, 64] (24,058), "
-        f"{SCHEDULE['cnn_epochs']} epochs, for the methods that need conv feature maps (at, nst). AdamW lr "
+        f"(101,770), {_run_epochs(records, ('small', 'large'), SCHEDULE['epochs'])} epochs; `cnn-simple` with "
+        f"widths [16, 32, 64] (24,058), {_run_epochs(records, ('cnn',), SCHEDULE['cnn_epochs'])} epochs, for "
+        "the methods that need conv feature maps (at, nst). AdamW lr "
         f"{SCHEDULE['lr']:g}, weight decay {SCHEDULE['weight_decay']:g}, batch {SCHEDULE['batch_size']}, "
         "cosine decay; "
         "the same schedule for every row, so rows differ only in the loss (or scheme). Seeds 0, 1, 2: seed "

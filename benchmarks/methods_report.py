@@ -26,6 +26,7 @@ from methods_notes import (
     teacher_model,
     tuning_table,
 )
+from methods_rows import SCHEDULE
 from methods_schedule import schedule_section
 
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
@@ -130,7 +131,7 @@ def table_markdown(lines: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def targets(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
+def targets(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]], epochs: dict[str, Any]) -> list[str]:
     """The two targets, checked per data set and student from the tuned tables (the cnn student's kd
     uses the small student's tuned values)."""
     out = []
@@ -152,7 +153,7 @@ def targets(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list
             whose = "the small student's" if student == "cnn" else "its"
             kd_text = (f"kd at {whose} tuned settings {'is not' if kd_gain >= 0 else 'IS'} below the student "
                        f"alone ({100 * kd_gain:+.2f} points)")
-        out.append(f"- {dataset}, {STUDENT_TITLES[student]}: best method **{best['label']}**, "
+        out.append(f"- {dataset}, {STUDENT_TITLES[student]}, {epochs[student]} epochs: best method **{best['label']}**, "
                    f"{100 * gain:+.2f} ± {100 * gain_std:.2f} points over the student alone (seed spread of "
                    f"the student alone ± {100 * _mean_std(alone['accuracy'])[1]:.2f}): target "
                    f"{'met' if met else 'NOT met'} (gain > 2 x the larger spread, {len(best['gain'])} seeds); "
@@ -269,8 +270,34 @@ def teacher_comparison(earlier: Path, records: list[dict[str, Any]], teachers: d
     return lines
 
 
+def longer_schedule(longer: Path) -> tuple[list[str], list[str]]:
+    """Target lines and a section for the runs of a work folder with a longer MLP schedule (``--epochs``)."""
+    records = load_records(longer)
+    all_lines = {}
+    for dataset in DATASETS:
+        for student in ("small", "large"):
+            if any(r["dataset"] == dataset and r["student"] == student for r in records):
+                all_lines[(dataset, student, "tuned")] = summarise(records, dataset, student, "tuned")
+    if not all_lines:
+        return [], []
+    epochs = "/".join(str(e) for e in sorted({r["epochs"] for r in records}))
+    history = commands(longer, list(DATASETS))
+    section = [
+        f"## {epochs} epochs instead of {SCHEDULE['epochs']}: the MLP students alone and with kd", "",
+        f"The same students, trained for {epochs} epochs with everything else as above: validation split, best "
+        f"and last epoch, the same teachers, and kd at the values tuned for {SCHEDULE['epochs']} epochs (not "
+        f"searched again). `{longer}` links this benchmark's teachers and copies its tuning records "
+        "(`--reuse`; the first runs were made in a folder prepared the same way by hand, and the commands "
+        "with `--reuse` read every run back unchanged). Commands, in order: "
+        + "; ".join(f"`{c}`" for found in history.values() for c in found) + ".", "",
+    ]
+    for (dataset, student, _), lines in all_lines.items():
+        section += [f"{dataset}, {STUDENT_TITLES[student]}:", "", *table_markdown(lines), ""]
+    return targets(all_lines, {"small": epochs, "large": epochs}), section
+
+
 def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: bool = False,
-          earlier: Path | None = None) -> None:
+          earlier: Path | None = None, longer: Path | None = None) -> None:
     history = commands(work, datasets) or {"all": [command]}
     records = [r for r in load_records(work) if r["dataset"] in datasets]
     tuning = [t for t in load_tuning(work) if t["dataset"] in datasets]
@@ -300,7 +327,9 @@ def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: b
     comparison = teacher_comparison(earlier, records, teachers) if earlier is not None and earlier.exists() else []
     if (work / "schedule.jsonl").exists():
         comparison += schedule_section(work / "schedule.jsonl")
-    text = markdown(records, tuning, teachers, all_lines, history, quick, comparison)
+    longer_targets, longer_section = longer_schedule(longer) if longer is not None and longer.exists() else ([], [])
+    text = markdown(records, tuning, teachers, all_lines, history, quick, longer_section + comparison,
+                    longer_targets)
     atomic_write_text(docs / "METHODS_BENCHMARK.md", text)
 
 
@@ -321,7 +350,7 @@ def _hours(seconds: float) -> str:
 
 
 def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]], quick: bool,
-             comparison: list[str]) -> str:
+             comparison: list[str], more_targets: list[str] | None = None) -> str:
     run_cpu = sum(r["cpu_s"] for r in records)
     tune_cpu = sum(t.get("cpu_s", 0.0) for t in tuning)
     extra_cpu = sum(t.get("second", {}).get("cpu_s", 0.0) for t in teachers.values())
@@ -349,7 +378,8 @@ def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]]
         "",
     ]
     lines += setup_text(teachers, records)
-    target_lines = targets(all_lines)
+    schedule = {"small": SCHEDULE["epochs"], "large": SCHEDULE["epochs"], "cnn": SCHEDULE["cnn_epochs"]}
+    target_lines = targets(all_lines, schedule) + (more_targets or [])
     if target_lines:
         lines += ["## Targets", "", *target_lines, ""]
     for dataset in DATASETS:
