@@ -270,7 +270,35 @@ def teacher_comparison(earlier: Path, records: list[dict[str, Any]], teachers: d
     return lines
 
 
-def longer_schedule(longer: Path) -> tuple[list[str], list[str]]:
+def kd_gain_png(groups: dict[str, list[tuple[str, list[float]]]]) -> bytes:
+    """Bars of kd's gain over the student alone per (data set, student), one bar per schedule length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / max(len(v) for v in groups.values())
+    for i, name in enumerate(names):
+        for j, (schedule, gains) in enumerate(groups[name]):
+            mean, std = _mean_std(gains)
+            ax.bar(i + (j - 0.5) * width, 100 * mean, width, yerr=100 * std, capsize=3,
+                   color=f"C{j}", label=schedule if i == 0 else None)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("kd gain over alone (points)")
+    ax.set_title("kd at its tuned T and alpha: gain over the student alone, mean ± std over the seeds", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def longer_schedule(longer: Path, main_lines: dict[tuple[str, str, str], list[dict[str, Any]]],
+                    out: Path) -> tuple[list[str], list[str]]:
     """Target lines and a section for the runs of a work folder with a longer MLP schedule (``--epochs``)."""
     records = load_records(longer)
     all_lines = {}
@@ -289,10 +317,20 @@ def longer_schedule(longer: Path) -> tuple[list[str], list[str]]:
         f"searched again). `{longer}` links this benchmark's teachers and copies its tuning records "
         "(`--reuse`; the first runs were made in a folder prepared the same way by hand, and the commands "
         "with `--reuse` read every run back unchanged). Commands, in order: "
-        + "; ".join(f"`{c}`" for found in history.values() for c in found) + ".", "",
+        + "; ".join(f"`{c}`" for found in history.values() for c in found)
+        + f". Cost: {len(records)} runs, {_hours(sum(r['cpu_s'] for r in records))} of CPU time, not counted above.",
+        "",
     ]
+    bars: dict[str, list[tuple[str, list[float]]]] = {}
     for (dataset, student, _), lines in all_lines.items():
         section += [f"{dataset}, {STUDENT_TITLES[student]}:", "", *table_markdown(lines), ""]
+        for label, source in ((f"{SCHEDULE['epochs']} epochs", main_lines.get((dataset, student, "tuned"), [])),
+                              (f"{epochs} epochs", lines)):
+            kd = next((x for x in source if x["row"] == "kd" and x["gain"]), None)
+            if kd is not None:
+                bars.setdefault(f"{dataset}\n{STUDENT_TITLES[student].split(',')[0]}", []).append((label, kd["gain"]))
+    atomic_write_bytes(out / "methods-longer.png", kd_gain_png(bars))
+    section += ["![kd's gain at both schedule lengths](benchmarks/methods-longer.png)", ""]
     return targets(all_lines, {"small": epochs, "large": epochs}), section
 
 
@@ -327,7 +365,8 @@ def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: b
     comparison = teacher_comparison(earlier, records, teachers) if earlier is not None and earlier.exists() else []
     if (work / "schedule.jsonl").exists():
         comparison += schedule_section(work / "schedule.jsonl")
-    longer_targets, longer_section = longer_schedule(longer) if longer is not None and longer.exists() else ([], [])
+    longer_targets, longer_section = (longer_schedule(longer, all_lines, out) if longer is not None and longer.exists()
+                                      else ([], []))
     text = markdown(records, tuning, teachers, all_lines, history, quick, longer_section + comparison,
                     longer_targets)
     atomic_write_text(docs / "METHODS_BENCHMARK.md", text)
