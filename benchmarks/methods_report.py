@@ -28,6 +28,7 @@ from methods_notes import (
 )
 from methods_rows import SCHEDULE
 from methods_schedule import schedule_section
+from methods_stats import fmt, mean_std
 
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
 
@@ -78,19 +79,6 @@ def load_teachers(work: Path) -> dict[str, Any]:
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _fmt(values: list[float | None], scale: float = 100.0, digits: int = 2) -> str:
-    if not values or any(v is None for v in values):
-        return "-"  # agreement of a run that finished before the teacher: filled in later
-    mean, std = _mean_std(values)
-    if len(values) == 1:
-        return f"{mean * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
-
-
 def summarise(records: list[dict[str, Any]], dataset: str, student: str, column: str) -> list[dict[str, Any]]:
     """One line per row of a (data set, student, column) table, with the gain over the student alone, best first."""
     mine = [r for r in records if r["dataset"] == dataset and r["student"] == student
@@ -116,18 +104,30 @@ def summarise(records: list[dict[str, Any]], dataset: str, student: str, column:
     return lines
 
 
+def tables(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """The summarised table of every (data set, student, column) with at least one run of that column."""
+    found = {}
+    for dataset in DATASETS:
+        for student in STUDENT_ORDER:
+            for column in COLUMNS:
+                if any(r["dataset"] == dataset and r["student"] == student and r["column"] == column
+                       for r in records):
+                    found[(dataset, student, column)] = summarise(records, dataset, student, column)
+    return found
+
+
 def table_markdown(lines: list[dict[str, Any]]) -> list[str]:
     out = ["| method | settings | seeds | test acc., best epoch (%) | test acc., last epoch (%) | "
            "gain over alone (points) | agreement with teacher (%) | KL(teacher‖student) | CPU s per run |",
            "|---|---|---|---|---|---|---|---|---|"]
     for x in lines:
-        gain = _fmt(x["gain"]) if x["gain"] else "-"
+        gain = fmt(x["gain"]) if x["gain"] else "-"
         if x["row"] == "alone":
             gain = "0 (reference)"
-        gain = f"**{gain}**" if x["gain"] and _mean_std(x["gain"])[0] > 0 and x["row"] != "alone" else gain
-        out.append(f"| {x['label']} | {x['settings']} | {x['seeds']} | {_fmt(x['accuracy'])} | "
-                   f"{_fmt(x['last_accuracy'])} | {gain} | {_fmt(x['agreement'])} | "
-                   f"{_fmt(x['kl'], 1.0, 3)} | {statistics.fmean(x['cpu_s']):.0f} |")
+        gain = f"**{gain}**" if x["gain"] and mean_std(x["gain"])[0] > 0 and x["row"] != "alone" else gain
+        out.append(f"| {x['label']} | {x['settings']} | {x['seeds']} | {fmt(x['accuracy'])} | "
+                   f"{fmt(x['last_accuracy'])} | {gain} | {fmt(x['agreement'])} | "
+                   f"{fmt(x['kl'], 1.0, 3)} | {statistics.fmean(x['cpu_s']):.0f} |")
     return out
 
 
@@ -143,8 +143,8 @@ def targets(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]], epochs:
         if alone is None or not others:
             continue
         best = max(others, key=lambda x: statistics.fmean(x["gain"]))
-        gain, gain_std = _mean_std(best["gain"])
-        spread = max(_mean_std(alone["accuracy"])[1], gain_std)
+        gain, gain_std = mean_std(best["gain"])
+        spread = max(mean_std(alone["accuracy"])[1], gain_std)
         met = gain > 2 * spread and len(best["gain"]) > 1
         kd = next((x for x in lines if x["row"] == "kd"), None)
         kd_text = "kd not run yet"
@@ -155,7 +155,7 @@ def targets(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]], epochs:
                        f"alone ({100 * kd_gain:+.2f} points)")
         out.append(f"- {dataset}, {STUDENT_TITLES[student]}, {epochs[student]} epochs: best method **{best['label']}**, "
                    f"{100 * gain:+.2f} ± {100 * gain_std:.2f} points over the student alone (seed spread of "
-                   f"the student alone ± {100 * _mean_std(alone['accuracy'])[1]:.2f}): target "
+                   f"the student alone ± {100 * mean_std(alone['accuracy'])[1]:.2f}): target "
                    f"{'met' if met else 'NOT met'} (gain > 2 x the larger spread, {len(best['gain'])} seeds); "
                    f"{kd_text}.")
     return out
@@ -188,7 +188,7 @@ def plot_png(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]]) -> byt
             ys, xs, errs = [], [], []
             for i, slug in enumerate(order):
                 if slug in lines and lines[slug]["gain"]:
-                    mean, std = _mean_std(lines[slug]["gain"])
+                    mean, std = mean_std(lines[slug]["gain"])
                     ys.append(i + offset)
                     xs.append(100 * mean)
                     errs.append(100 * std)
@@ -265,7 +265,7 @@ def teacher_comparison(earlier: Path, records: list[dict[str, Any]], teachers: d
                     continue
                 before = old.get(x["row"])
                 lines.append(f"| {STUDENT_TITLES[student]} | {x['label']} | "
-                             f"{_fmt(before['gain']) if before and before['gain'] else '-'} | {_fmt(x['gain'])} |")
+                             f"{fmt(before['gain']) if before and before['gain'] else '-'} | {fmt(x['gain'])} |")
         lines.append("")
     return lines
 
@@ -282,7 +282,7 @@ def kd_gain_png(groups: dict[str, list[tuple[str, list[float]]]]) -> bytes:
     width = 0.8 / max(len(v) for v in groups.values())
     for i, name in enumerate(names):
         for j, (schedule, gains) in enumerate(groups[name]):
-            mean, std = _mean_std(gains)
+            mean, std = mean_std(gains)
             ax.bar(i + (j - 0.5) * width, 100 * mean, width, yerr=100 * std, capsize=3,
                    color=f"C{j}", label=schedule if i == 0 else None)
     ax.set_xticks(range(len(names)), names, fontsize=8)
@@ -301,11 +301,7 @@ def longer_schedule(longer: Path, main_lines: dict[tuple[str, str, str], list[di
                     out: Path) -> tuple[list[str], list[str]]:
     """Target lines and a section for the runs of a work folder with a longer MLP schedule (``--epochs``)."""
     records = load_records(longer)
-    all_lines = {}
-    for dataset in DATASETS:
-        for student in ("small", "large"):
-            if any(r["dataset"] == dataset and r["student"] == student for r in records):
-                all_lines[(dataset, student, "tuned")] = summarise(records, dataset, student, "tuned")
+    all_lines = tables(records)
     if not all_lines:
         return [], []
     epochs = "/".join(str(e) for e in sorted({r["epochs"] for r in records}))
@@ -340,14 +336,7 @@ def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: b
     records = [r for r in load_records(work) if r["dataset"] in datasets]
     tuning = [t for t in load_tuning(work) if t["dataset"] in datasets]
     teachers = {k: v for k, v in load_teachers(work).items() if k in datasets}
-    all_lines: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for dataset in DATASETS:
-        for student in STUDENT_ORDER:
-            for column in COLUMNS:
-                has = any(r["dataset"] == dataset and r["student"] == student and r["column"] == column
-                          for r in records)
-                if has:
-                    all_lines[(dataset, student, column)] = summarise(records, dataset, student, column)
+    all_lines = tables(records)
     out = docs / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k != "config"} for r in records]

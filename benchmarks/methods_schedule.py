@@ -8,16 +8,10 @@ the report's section, with the command of every group of runs written out from t
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
-
-def _mean_std(values: list[float]) -> str:
-    mean = 100 * statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+from methods_stats import fmt
 
 
 def load_runs(path: Path) -> list[dict[str, Any]]:
@@ -46,8 +40,8 @@ def schedule_section(path: Path) -> list[str]:
                 if not seeds:
                     cells += ["-", "-", "-"]
                     continue
-                cells += [_mean_std([ce[s] for s in seeds]), _mean_std([dist[s] for s in seeds]),
-                          _mean_std([dist[s] - ce[s] for s in seeds])]
+                cells += [fmt([ce[s] for s in seeds]), fmt([dist[s] for s in seeds]),
+                          fmt([dist[s] - ce[s] for s in seeds])]
                 commands.append(f"`python benchmarks/methods_plain_loop.py --dataset {dataset} --hidden {hidden} "
                                 f"--epochs {e} --seeds {' '.join(map(str, seeds))} --settings 0,1 {kd[0]:g},{kd[1]:g} "
                                 f"--out {path}`")
