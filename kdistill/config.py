@@ -136,6 +136,9 @@ class TrainConfig(Strict):
     amp: AmpMode = "auto"
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held out of train to pick the best epoch")
     grad_clip: float | None = Field(None, gt=0)
+    max_norm: float | None = Field(
+        None, gt=0, le=1e6, description="after every step, clip each unit's incoming weight vector (a row of a "
+        "Linear weight, one filter of a conv) to this L2 norm (max-norm constraint, Hinton et al. 2012)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     progress: bool = True
     batch_scope: BatchScope = Field(

@@ -59,7 +59,7 @@ log = logging.getLogger("kdistill")
 #: an epoch whose mean loss exceeds this many times the run's first-step loss has diverged
 DIVERGENCE_FACTOR = 1000.0
 
-__all__ = ["History", "autocast_context", "fit", "resolve_device", "score", "seed_everything",
+__all__ = ["History", "apply_max_norm", "autocast_context", "fit", "resolve_device", "score", "seed_everything",
            "split_validation"]
 
 
@@ -273,6 +273,8 @@ def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_ji
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(s.params, cfg.grad_clip)
         s.optimizer.step()
+        if cfg.max_norm:
+            apply_max_norm(s.modules.values(), cfg.max_norm)
         # record the first non-finite step without a host sync
         bad = ~torch.isfinite(loss.detach())
         first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
@@ -284,6 +286,27 @@ def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_ji
         if progress:
             progress.advance(task)
     return sums, first_bad_step, first_loss
+
+
+_MAX_NORM_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@torch.no_grad()
+def apply_max_norm(modules: Any, max_norm: float) -> None:
+    """Max-norm constraint (Hinton et al. 2012, "Improving neural networks by preventing co-adaptation of
+    feature detectors"): every unit's incoming weight vector ``w`` whose L2 norm exceeds ``max_norm`` is
+    rescaled to ``w * max_norm / ||w||``; shorter vectors are left alone.
+
+    A unit is an output row of an ``nn.Linear`` weight or one output filter of a convolution. Biases
+    are not constrained. Called after every optimiser step, so the constraint holds at every step.
+    """
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, _MAX_NORM_LAYERS) and layer.weight.requires_grad:
+                weight = layer.weight
+                norms = weight.flatten(1).norm(dim=1).clamp_min(1e-12)
+                scale = (max_norm / norms).clamp(max=1.0)
+                weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
 
 
 def _check_loss(history: History, record: dict[str, float], bad_step: int, epoch: int) -> None:
