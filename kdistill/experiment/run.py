@@ -429,9 +429,41 @@ def run_distill(
     if data.task == "detection":  # [detection] refuse classifier-only settings before training a teacher
         detection.check_config(cfg)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
+    if resume is not None:
+        check_resumable_student(cfg, data, out, resume, teacher_given=teacher is not None)
     teacher = teacher if teacher is not None else get_teacher(cfg, data, out)
     run = build_run(cfg, "distill", data=data, teacher=teacher, model=student, out_dir=out / "student")
     return execute(run, resume=resume)
+
+
+def check_resumable_student(cfg: ExperimentConfig, data: DataSplits, out: Path, resume: str | Path,
+                            teacher_given: bool = False) -> None:
+    """Refuse a distillation resume whose student would continue under other data or a new teacher.
+
+    A student checkpoint holds what it learnt from one teacher on one data set. Continuing it on
+    other data, or under a teacher trained anew because its recorded settings no longer match
+    this config, mixes two runs into one without a trace; both are refused before anything trains.
+    """
+    meta = read_checkpoint_metadata(resume)
+    saved = meta.get("data")
+    if isinstance(saved, dict) and data.source is not None and _data_key(saved) != _data_key(data.source):
+        changes = sorted(k for k in set(_data_key(saved)) | set(_data_key(data.source))
+                         if _data_key(saved).get(k) != _data_key(data.source).get(k))
+        raise ConfigError(
+            f"--resume '{resume}': that student was trained on other data than this config loads "
+            f"(data record differs in: {', '.join(changes)}; the checkpoint has {_data_key(saved)!r}, this "
+            f"config {_data_key(data.source)!r}). Continuing it would train on other data, and its teacher "
+            "would be retrained on that data under the half-trained student. Resume with the data settings "
+            "that wrote the checkpoint, or start a new run without --resume.")
+    if teacher_given or cfg.teacher is None or cfg.teacher.checkpoint:
+        return
+    folder = out / "teacher"
+    if teacher_state(cfg, data, folder) == "different":
+        raise ConfigError(
+            f"--resume '{resume}': the teacher in {folder} was trained with other settings than this config's "
+            "teacher, teacher_train (or train) schedule and data, so a new teacher would be trained under the "
+            "half-trained student. Resume with the settings that trained the teacher, name it with "
+            "teacher.checkpoint, or start a new run without --resume.")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -11,8 +11,11 @@ import time
 import pytest
 import yaml
 
+from safetensors.torch import save_file
+
 from kdistill.cli.main import main
 from kdistill.train import read_checkpoint
+from kdistill.train.checkpoint import META_KEY
 
 CONFIG = {
     "name": "flags",
@@ -100,6 +103,48 @@ def test_resume_reuses_the_finished_teacher_and_reports_changed_settings(tmp_pat
     assert (teacher_file.stat().st_mtime_ns, teacher_file.read_bytes()) == before
     assert meta_of(out / "student" / "last.safetensors")["epoch"] == 2
     assert "train.epochs: 2 -> 3" in err_text(capsys)
+
+
+def test_resume_reports_loss_and_world_size_changes(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    out = tmp_path / "run"
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress"]) == 0
+    last = out / "student" / "last.safetensors"
+    changed = ["--set", "distill.temperature=2", "--set", "distill.alpha=0.5", "--method", "dkd"]
+    capsys.readouterr()
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "3", "--resume", str(last),
+                 *changed]) == 0
+    text = err_text(capsys)
+    for change in ("distill.temperature: 4.0 -> 2.0", "distill.alpha: 0.9 -> 0.5", "distill.method: 'kd' -> 'dkd'"):
+        assert change in text
+    # as if the checkpoint had come from a 2-process torchrun job
+    tensors, meta = read_checkpoint(last)
+    save_file(tensors, str(last), metadata={META_KEY: json.dumps(dict(meta, world_size=2))})
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "4", "--resume", str(last),
+                 *changed]) == 0
+    text = err_text(capsys)
+    assert "resuming a 2-process run as 1 process" in text
+    assert "distill.temperature" not in text  # the same loss as the run it continues
+
+
+def test_resume_with_other_data_is_refused_before_a_teacher_trains(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    out = tmp_path / "run"
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress"]) == 0
+    teacher_file = out / "teacher" / "best.safetensors"
+    before = teacher_file.read_bytes()
+    capsys.readouterr()
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "3",
+                 "--resume", str(out / "student" / "last.safetensors"), "--set", "data.limit_train=120"]) == 2
+    text = err_text(capsys)
+    assert "trained on other data" in text and "limit_train" in text
+    assert teacher_file.read_bytes() == before
+    # a changed teacher schedule would retrain the teacher under the resumed student: refused too
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "3",
+                 "--resume", str(out / "student" / "last.safetensors"),
+                 "--set", "teacher_train.optimizer.lr=0.01"]) == 2
+    assert "a new teacher would be trained under the half-trained student" in err_text(capsys)
+    assert teacher_file.read_bytes() == before
 
 
 def test_an_unfinished_teacher_is_resumed_not_reused(tmp_path):
