@@ -65,6 +65,7 @@ from kdistill.train.checkpoint import (
 from kdistill.train.distributed import is_main_process
 from kdistill.train.lock import folder_lock
 from kdistill.train.objective import TrainingObjective
+from kdistill.train.tracking import Tracker
 
 log = logging.getLogger("kdistill")
 
@@ -223,18 +224,22 @@ def execute(
     resume: str | Path | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     evaluate: bool = True,
+    tracker: Tracker | None = None,
 ) -> RunResult:
     """Train ``run``, load its best epoch, and (unless ``evaluate=False``) score it on the test split.
 
     The run folder is locked while training, so a second process writing the
-    same folder is refused instead of interleaving checkpoints.
+    same folder is refused instead of interleaving checkpoints. Epoch records go
+    to ``tracker`` when one is given, else to the config's ``tracking`` writers
+    in the run folder (a run written nowhere is tracked only through ``tracker``).
     """
     out = run.out_dir
+    tracking = tracker if tracker is not None else run.cfg.tracking if out is not None else None
     with folder_lock(out, "training") if out is not None and is_main_process() else _nothing():
         history = fit(run.objective, run.data, run.train, out_dir=out, resume=resume,
                       augment_jitter=run.augment.jitter, augment_flip=run.augment.flip,
                       cache_teacher=run.cache, metadata=run.metadata, description=run.description,
-                      on_epoch_end=on_epoch_end, tracker=run.cfg.tracking if out is not None else None)
+                      on_epoch_end=on_epoch_end, tracker=tracking)
         _load_best(run.model, history.best_path)
         sparse = finish_variational(run.model, history.last_path, out, run.metadata)  # [variational]
         if sparse is not None:  # the last epoch, sparsified, saved as OUT/sparse.safetensors
