@@ -10,7 +10,6 @@ import time
 
 import pytest
 import yaml
-
 from safetensors.torch import save_file
 
 from kdistill.cli.main import main
