@@ -71,7 +71,7 @@ def test_train_epochs_flag_and_set_apply_to_the_teacher_it_trains(tmp_path, caps
     assert "applied train.epochs to teacher_train" in err_text(capsys)
 
 
-def test_distill_flags_scope_student_epochs_teacher_epochs_and_shared_seed(tmp_path):
+def test_distill_flags_scope_student_epochs_teacher_epochs_and_shared_seed(tmp_path, capsys):
     cfg = write_config(tmp_path)
     out = tmp_path / "run"
     assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "1",
@@ -80,6 +80,17 @@ def test_distill_flags_scope_student_epochs_teacher_epochs_and_shared_seed(tmp_p
     assert (teacher["epoch"], student["epoch"]) == (1, 0)
     assert teacher["train"]["seed"] == student["train"]["seed"] == 7
     assert teacher["train"]["progress"] is student["train"]["progress"] is False
+    assert "also the teacher's schedule" not in err_text(capsys)  # the teacher has its own schedule
+
+
+def test_distill_epochs_says_when_it_sets_the_teachers_epochs_too(tmp_path, capsys):
+    raw = {k: v for k, v in CONFIG.items() if k != "teacher_train"}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "1"]) == 0
+    assert "a teacher trained by this run trains for 1 epochs too" in err_text(capsys)
+    assert meta_of(out / "teacher" / "last.safetensors")["epoch"] == 0  # applied, as said
 
 
 def test_method_flag_replaces_the_configured_list(tmp_path):
