@@ -52,6 +52,7 @@ from kdistill.train.checkpoint import (
 from kdistill.train.objective import FitContext, TrainingObjective, score
 from kdistill.train.optim import build_optimizer, lr_factor, set_lr
 from kdistill.train.precision import autocast_context, enable_tf32
+from kdistill.train.targets import TargetScale, fold, standardise_for_training
 from kdistill.train.tracking import Tracker, write_history_csv
 
 log = logging.getLogger("kdistill")
@@ -74,6 +75,7 @@ class History:
     last_path: Path | None = None
     seconds: float = 0.0
     initial_loss: float | None = None
+    target_scale: TargetScale | None = None  # [regression] the standardisation the checkpoints were trained in
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -402,6 +404,37 @@ def fit(
     out; with ``out_dir``, ``history.csv`` is rewritten each epoch. Under ``torchrun`` training is data-parallel
     (see :mod:`kdistill.train.distributed`).
     """
+    data, target_scale, restore_teacher = standardise_for_training(objective, data)  # [regression]
+    if target_scale is not None:  # load_model folds it back: a checkpoint always predicts in the data's units
+        metadata = dict(metadata or {}, target_scale=target_scale.to_dict())
+    try:
+        history = _fit(objective, data, cfg, out_dir=out_dir, resume=resume, augment_jitter=augment_jitter,
+                       augment_flip=augment_flip, cache_teacher=cache_teacher, metadata=metadata,
+                       description=description, on_epoch_end=on_epoch_end, tracker=tracker)
+    finally:
+        restore_teacher()
+    if target_scale is not None:
+        fold(objective.student, target_scale)
+        history.target_scale = target_scale
+    return history
+
+
+def _fit(
+    objective: TrainingObjective,
+    data: DataSplits,
+    cfg: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    augment_jitter: int = 0,
+    augment_flip: bool = False,
+    cache_teacher: bool | str = True,
+    metadata: dict[str, Any] | None = None,
+    description: str = "train",
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    tracker: Tracker | TrackingConfig | None = None,
+) -> History:
+    """The loop itself; :func:`fit` with the targets as they are."""
     cache = ("auto" if cache_teacher else "off") if isinstance(cache_teacher, bool) else cache_teacher
     out = Path(out_dir) if out_dir is not None else None
     s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out)
