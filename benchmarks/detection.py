@@ -222,7 +222,7 @@ def write_report(args: argparse.Namespace, results: list[dict[str, Any]], teache
     ]
     for label in labels:
         rs = [r for r in results if r["label"] == label]
-        fid = [r["fidelity_AP50"] for r in rs if "fidelity_AP50" in r]
+        fid = [r["fidelity_AP50"] for r in rs if r.get("fidelity_AP50") is not None]
         lines.append(f"| {label} | {len(rs)} | " + " | ".join(_ms([r[m] for r in rs]) for m in METRICS)
                      + f" | {_ms(fid) if fid else '-'} | {_ms([r.get('cpu_seconds', r['seconds']) for r in rs], 1, 0)} |")
     lines += ["", verdict(results), ""] + curve_table(results, teacher) + [""] + cost_table(args, results, teacher)

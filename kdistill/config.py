@@ -144,6 +144,9 @@ class TrainConfig(Strict):
     batch_scope: BatchScope = Field(
         "global", description="under torchrun: batch_size is the global batch, or per process")
     lr_scaling: LrScaling = Field("none", description="under torchrun: scale lr by world size")
+    sync_batchnorm: bool = Field(
+        False, description="under torchrun: BatchNorm layers of the trained model normalise with the statistics "
+        "of the whole global batch, so N processes follow the single-process run")
     keep_epochs: bool = Field(False, description="also keep every epoch's checkpoint as epoch-XXX.safetensors")
     compile: bool = Field(False, description="torch.compile the student and teacher")
     cuda_graphs: bool = Field(False, description="CUDA only: compile with CUDA graphs (reduce-overhead)")

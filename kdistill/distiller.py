@@ -20,7 +20,7 @@ from kdistill.methods.base import DistillationMethod, StepContext
 from kdistill.methods.hooks import FeatureHooks
 from kdistill.registry import METHODS
 from kdistill.teacher_cache import Storage, TeacherCache
-from kdistill.train.objective import FitContext, TrainingObjective
+from kdistill.train.objective import FitContext, LabelLoss, TrainingObjective, regression_loss
 from kdistill.train.precision import autocast_context
 
 log = logging.getLogger("kdistill")
@@ -28,13 +28,14 @@ layers_log = logging.getLogger("kdistill.layers")  # shown by the CLI without -v
 
 
 class Supervised(TrainingObjective):
-    """Plain training objective (cross-entropy, or MSE for regression) with the Distiller's interface."""
+    """Plain training objective with the Distiller's interface. The default ``loss_fn`` follows the
+    targets: cross-entropy for class labels, MSE for a regression set's real-valued targets."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
                  label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.student = model
-        self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.loss_fn = loss_fn or LabelLoss(label_smoothing)
 
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
         loss = self.loss_fn(self.student(inputs), labels)
@@ -58,7 +59,8 @@ class Distiller(TrainingObjective):
       ``alpha=0.9`` here. At ``alpha=1`` the label term is not computed, at
       ``alpha=0`` the distillation term is not.
     * ``student_loss_fn(student_logits, labels)``: PyTorch's (input, target)
-      order; default ``nn.CrossEntropyLoss()``.
+      order; default ``nn.CrossEntropyLoss()``, or the mean squared error for
+      ``task="regression"``.
     * ``distillation_loss_fn(log_p_student, p_teacher)``: the student's
       *log*-probabilities at temperature ``T`` first and the teacher's
       probabilities second, as ``nn.KLDivLoss`` expects; default
@@ -104,7 +106,7 @@ class Distiller(TrainingObjective):
             raise ConfigError(f"temperature must be positive, got {temperature}.")
         self.teacher = teacher
         self.student = student
-        self.student_loss_fn = student_loss_fn or nn.CrossEntropyLoss()
+        self.student_loss_fn = student_loss_fn or (regression_loss if task == "regression" else nn.CrossEntropyLoss())
         self.distillation_loss_fn = distillation_loss_fn or nn.KLDivLoss(reduction="batchmean")
         self.alpha = float(alpha)
         self.temperature = float(temperature)

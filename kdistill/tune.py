@@ -36,6 +36,7 @@ from kdistill.experiment import build_run, execute, get_teacher, load_data
 from kdistill.experiment.validate import meta_model, validate_experiment, validate_output_dir
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
 from kdistill.train.lock import folder_lock
+from kdistill.train.tracking import Tracker
 
 log = logging.getLogger("kdistill")
 
@@ -215,6 +216,7 @@ def run_tune(
         raise ConfigError(f"--trials must be at least 1, got {trials}.")
     if cfg.student is None:
         raise ConfigError("Tuning needs a 'student' section with at least 'model: NAME'.")
+    _refuse_scheme(cfg)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir() / "tune"
     validate_output_dir(out)
     search = cfg.tune.search or default_search(cfg)
@@ -241,6 +243,10 @@ def run_tune(
         # would try the first trials' values again, so its seed moves on by the trials already there
         study.sampler = optuna.samplers.TPESampler(seed=cfg.tune.seed + len(study.get_trials(deepcopy=False)))
 
+    if cfg.tracking.tensorboard or cfg.tracking.mlflow:
+        log.warning("tracking: every trial is tracked as its own run, named '%s-trial-N' (%s)", name,
+                    _tracking_places(cfg, out))
+
     def objective(trial: Any) -> float:
         params = {key: _suggest(trial, key, spec) for key, spec in search.items()}
         trial_cfg = apply_params(base, params)
@@ -249,6 +255,8 @@ def run_tune(
         # regression objective), only written nowhere: every trial starts from the same weights
         run = build_run(trial_cfg, "student" if teacher is None else "distill", data=data, teacher=teacher,
                         out_dir=None)
+        tracker = Tracker.open(trial_cfg.tracking, out, run_name=f"{name}-trial-{trial.number}",
+                               params={"trial": trial.number, **normalised_dump(trial_cfg)})
 
         def report(epoch: int, record: dict[str, float]) -> None:
             trial.report(record["val_score"], epoch)
@@ -256,11 +264,13 @@ def run_tune(
                 raise optuna.TrialPruned(f"val_score {record['val_score']:.4f} below the median at epoch {epoch}")
 
         try:
-            result = execute(run, on_epoch_end=report, evaluate=False)
+            result = execute(run, on_epoch_end=report, evaluate=False, tracker=tracker)
         except TrainingError as error:
             # a diverging learning rate is an outcome of the search, not a user mistake
             trial.set_user_attr("diverged", str(error))
             raise optuna.TrialPruned("the loss became NaN, infinite or diverged") from None
+        finally:
+            tracker.close("FAILED")  # a no-op once training closed it; else it stopped before training
         return result.best_score
 
     remaining = trials - _count_finished(study)
@@ -274,6 +284,31 @@ def run_tune(
         log.info("study '%s' already has %d finished trials", name, trials)
     with folder_lock(out, "writing the search's results", wait=True):
         return _write_results(study, base, out, url, name)
+
+
+def _refuse_scheme(cfg: ExperimentConfig) -> None:
+    """A search tunes one distillation run; a scheme (several runs) is not what a trial trains."""
+    from kdistill.schemes import scheme_names
+
+    scheme = cfg.distill.scheme.name if cfg.distill.scheme is not None else None
+    if scheme is None and cfg.distill.method in scheme_names():
+        scheme = cfg.distill.method
+    if scheme is not None:
+        raise ConfigError(
+            f"kdistill tune searches the settings of one distillation run, but the config names the scheme "
+            f"'{scheme}' (several runs), which a trial would not run. Remove distill.scheme (or set "
+            "distill.method to a loss method such as kd) to tune the one run, then use the best values in "
+            "the scheme's config.")
+
+
+def _tracking_places(cfg: ExperimentConfig, out: Path) -> str:
+    base = Path(cfg.tracking.dir) if cfg.tracking.dir else out
+    places = []
+    if cfg.tracking.tensorboard:
+        places.append(f"TensorBoard under {base / 'tensorboard'}")
+    if cfg.tracking.mlflow:
+        places.append(f"MLflow at {cfg.tracking.mlflow_uri or base / 'mlflow.db'}")
+    return ", ".join(places)
 
 
 def _midpoint(spec: SearchParam) -> Any:

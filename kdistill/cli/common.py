@@ -9,7 +9,9 @@ Every command that reads an experiment file builds its config with
 * ``--epochs`` sets the epochs of what the command trains: ``kdistill
   train`` the model it trains (the teacher's schedule, ``teacher_train``
   when the config has one), ``distill`` and ``tune`` the student
-  (``train.epochs``); ``distill --teacher-epochs`` the teacher.
+  (``train.epochs``); ``distill --teacher-epochs`` the teacher. Without a
+  ``teacher_train`` section the teacher trains on ``train`` as well, so
+  ``distill --epochs`` then sets its epochs too, and says so.
 * ``--seed``, ``--device`` and ``--no-progress`` apply to every schedule
   the command may run (``train`` and ``teacher_train``).
 """
@@ -76,6 +78,10 @@ def config_from_args(args: argparse.Namespace, command: str) -> ExperimentConfig
             _section(raw, name)["progress"] = False
     if args.epochs is not None:
         _section(raw, trained_schedule(raw, command, role))["epochs"] = args.epochs
+        if command == "distill" and _trains_teacher_on_train(raw) and getattr(args, "teacher_epochs", None) is None:
+            log.warning("--epochs %d sets train.epochs, which is also the teacher's schedule (the config has no "
+                        "teacher_train section): a teacher trained by this run trains for %d epochs too; give "
+                        "it its own with --teacher-epochs N", args.epochs, args.epochs)
     if getattr(args, "teacher_epochs", None) is not None:
         if not isinstance(raw.get("teacher_train"), dict):
             raw["teacher_train"] = dict(_section(raw, "train"))  # the teacher's own copy of the schedule
@@ -88,6 +94,14 @@ def trained_schedule(raw: dict[str, Any], command: str, role: str) -> str:
     if command == "train" and role == "teacher" and isinstance(raw.get("teacher_train"), dict):
         return "teacher_train"
     return "train"
+
+
+def _trains_teacher_on_train(raw: dict[str, Any]) -> bool:
+    """Whether a teacher this command trains would follow the ``train`` section (no ``teacher_train``,
+    no teacher checkpoint)."""
+    teacher = raw.get("teacher")
+    has_checkpoint = isinstance(teacher, dict) and bool(teacher.get("checkpoint"))
+    return not isinstance(raw.get("teacher_train"), dict) and not has_checkpoint
 
 
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,10 @@ from torch import Tensor, nn
 
 from kdistill.detection.postprocess import detect, targets_to_list
 from kdistill.errors import ConfigError
+from kdistill.eval import LATENCY_THREADS
 from kdistill.eval.measure import cpu_latency, parameter_count, size_on_disk
+
+log = logging.getLogger("kdistill")
 
 SMALL_SIDE = 8.0
 LARGE_SIDE = 24.0
@@ -104,10 +108,13 @@ def evaluate_detector(model: nn.Module, data: Any, teacher: nn.Module | None = N
 
     ``data`` is a detection :class:`~kdistill.data.DataSplits`. ``latency_ms``
     is the median CPU time of one forward pass on one canvas (the network
-    alone; post-processing excluded). Given the ``teacher``,
+    alone; post-processing excluded) with one torch thread, like every other
+    latency kdistill reports (``latency_threads``). Given the ``teacher``,
     ``fidelity_AP50`` is the student's AP50 measured against the teacher's
     own detections with score >= 0.5 as ground truth (1.0: it finds what the
-    teacher finds, where the teacher puts it).
+    teacher finds, where the teacher puts it). When the teacher makes no such
+    detection there is nothing to measure against: ``fidelity_AP50`` is
+    ``None`` and ``fidelity_AP50_missing`` says why.
     """
     predictions = detect(model, data.x_test)
     stats = coco_map(predictions, targets_to_list(data.y_test), data.num_classes)
@@ -117,10 +124,18 @@ def evaluate_detector(model: nn.Module, data: Any, teacher: nn.Module | None = N
     result["params"] = parameter_count(model)
     result["size_bytes"] = size_on_disk(model)
     if latency:
-        result["latency_ms"] = cpu_latency(model, data.input_shape, batch_size=1)["ms_per_sample"]
+        timing = cpu_latency(model, data.input_shape, batch_size=1, threads=LATENCY_THREADS)
+        result["latency_ms"] = timing["ms_per_sample"]
+        result["latency_threads"] = int(timing["threads"])
     if teacher is not None:
         reference = [{"boxes": d["boxes"][d["scores"] >= FIDELITY_SCORE], "labels": d["labels"][d["scores"] >= FIDELITY_SCORE]}
                      for d in detect(teacher, data.x_test)]
         if any(len(r["labels"]) for r in reference):
             result["fidelity_AP50"] = coco_map(predictions, reference, data.num_classes, by_size=False)["AP50"]
+        else:
+            reason = (f"the teacher made no detection with score >= {FIDELITY_SCORE} on the "
+                      f"{len(data.x_test)} test images, so there is nothing to compare the student with")
+            result["fidelity_AP50"] = None
+            result["fidelity_AP50_missing"] = reason
+            log.warning("fidelity_AP50 not measured: %s", reason)
     return result

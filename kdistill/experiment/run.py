@@ -39,13 +39,6 @@ from kdistill.errors import CheckpointError, ConfigError
 from kdistill.eval import evaluate_model, predict
 from kdistill.experiment.records import data_meta, load_data, model_spec
 from kdistill.experiment.saved import check_checkpoint_fits, load_model
-from kdistill.experiment.targets import (
-    StandardisedOutputs,
-    TargetScale,
-    can_fold,
-    fold,
-    standardised,
-)
 from kdistill.methods.variational import (
     check_methods,
     check_objective,
@@ -65,6 +58,8 @@ from kdistill.train.checkpoint import (
 from kdistill.train.distributed import is_main_process
 from kdistill.train.lock import folder_lock
 from kdistill.train.objective import TrainingObjective
+from kdistill.train.targets import fold
+from kdistill.train.tracking import Tracker
 
 log = logging.getLogger("kdistill")
 
@@ -91,8 +86,7 @@ class Run:
     cfg: ExperimentConfig
     kind: RunKind
     role: str                      # "teacher" or "student": the section trained and saved
-    data: DataSplits               # what the loop sees (standardised targets for regression)
-    eval_data: DataSplits          # what the result is evaluated on (the data's own units)
+    data: DataSplits               # in the data's own units (fit standardises regression targets)
     model: nn.Module
     objective: TrainingObjective
     train: TrainConfig
@@ -101,7 +95,6 @@ class Run:
     metadata: dict[str, Any]
     out_dir: Path | None
     teacher: nn.Module | None = None
-    target_scale: TargetScale | None = None
 
     @property
     def description(self) -> str:
@@ -129,18 +122,13 @@ def augmentation(cfg: ExperimentConfig, role: str) -> AugmentConfig:
     return cfg.teacher_augment if role == "teacher" and cfg.teacher_augment is not None else cfg.data.augment
 
 
-def _regression_loss(outputs, targets):
-    return nn.functional.mse_loss(outputs.squeeze(-1), targets)
-
-
 def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Module,
                     regression: bool = False) -> Distiller:
     """The config's :class:`Distiller` for this pair (methods built from ``distill.methods``)."""
     d = cfg.distill
     method_cfgs = variational_methods(d.method_list(), cfg.student, student)  # [variational] KL term
     methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in method_cfgs]
-    return Distiller(teacher=teacher, student=student, student_loss_fn=_regression_loss if regression else None,
-                     alpha=d.alpha, temperature=d.temperature, methods=methods,
+    return Distiller(teacher=teacher, student=student, alpha=d.alpha, temperature=d.temperature, methods=methods,
                      teacher_precision=d.teacher_precision,
                      task="regression" if regression else "classification")
 
@@ -165,7 +153,7 @@ def build_run(
     ``out_dir`` defaults to ``<output_dir>/<role>``; ``None`` writes nothing.
 
     Regression data trains on standardised targets; the model's output layer
-    takes the scale back when the run ends (:mod:`kdistill.experiment.targets`).
+    takes the scale back when the run ends (:mod:`kdistill.train.targets`, applied by ``fit``).
     """
     if kind not in ("teacher", "student", "distill"):
         raise ValueError(f"kind must be 'teacher', 'student' or 'distill', got {kind!r}")
@@ -181,26 +169,15 @@ def build_run(
         seed_everything(train_cfg.seed)  # the initial weights follow the schedule's seed
         model = build_model(model_cfg, data, teacher)
 
-    scale = None
-    if data.task == "regression" and len(data.x_train):
-        if can_fold(model, data.x_train[:2]):
-            scale = TargetScale.of(data.y_train)
-        else:
-            log.warning("%s does not end in a one-output linear layer: regression targets are used "
-                        "unstandardised", type(model).__name__)
-    train_data = standardised(data, scale) if scale is not None else data
-    teacher_view = StandardisedOutputs(teacher, scale) if teacher is not None and scale is not None else teacher
-
     if make_objective is not None:
         objective = make_objective(model)
         check_objective(objective, model)  # [variational] its KL term must be in the loss
     elif _detection_run(data, model):  # [detection] box losses, AP for the best epoch
         objective = detection.build_objective(cfg, model, teacher if kind == "distill" else None)
     elif kind == "distill":
-        objective = build_distiller(cfg, teacher_view, model, regression=data.task == "regression")
+        objective = build_distiller(cfg, teacher, model, regression=data.task == "regression")
     else:
         objective = supervised_objective(model, model_cfg,  # [variational] + its KL term
-                                         loss_fn=_regression_loss if data.task == "regression" else None,
                                          label_smoothing=train_cfg.label_smoothing)
 
     spec_cfg = model_cfg if model_cfg is not None else ModelConfig(model=type(model).__name__)
@@ -208,13 +185,11 @@ def build_run(
                                 "model_config": spec_cfg.model_dump(mode="json"), **data_meta(data)}
     if kind == "distill":
         metadata["distill"] = cfg.distill.model_dump(mode="json")
-    if scale is not None:
-        metadata["target_scale"] = scale.to_dict()
     out = cfg.resolved_output_dir() / role if out_dir is _DEFAULT_OUT else out_dir
-    return Run(cfg=cfg, kind=kind, role=role, data=train_data, eval_data=data, model=model,
+    return Run(cfg=cfg, kind=kind, role=role, data=data, model=model,
                objective=objective, train=train_cfg, augment=augment,
                cache=cfg.distill.cache if kind == "distill" else "off", metadata=metadata,
-               out_dir=Path(out) if out is not None else None, teacher=teacher, target_scale=scale)
+               out_dir=Path(out) if out is not None else None, teacher=teacher)
 
 
 def execute(
@@ -223,24 +198,32 @@ def execute(
     resume: str | Path | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     evaluate: bool = True,
+    tracker: Tracker | None = None,
 ) -> RunResult:
     """Train ``run``, load its best epoch, and (unless ``evaluate=False``) score it on the test split.
 
     The run folder is locked while training, so a second process writing the
-    same folder is refused instead of interleaving checkpoints.
+    same folder is refused instead of interleaving checkpoints. Epoch records go
+    to ``tracker`` when one is given, else to the config's ``tracking`` writers
+    in the run folder (a run written nowhere is tracked only through ``tracker``).
     """
     out = run.out_dir
+    tracking = tracker if tracker is not None else run.cfg.tracking if out is not None else None
     with folder_lock(out, "training") if out is not None and is_main_process() else _nothing():
         history = fit(run.objective, run.data, run.train, out_dir=out, resume=resume,
                       augment_jitter=run.augment.jitter, augment_flip=run.augment.flip,
                       cache_teacher=run.cache, metadata=run.metadata, description=run.description,
-                      on_epoch_end=on_epoch_end, tracker=run.cfg.tracking if out is not None else None)
-        _load_best(run.model, history.best_path)
-        sparse = finish_variational(run.model, history.last_path, out, run.metadata)  # [variational]
+                      on_epoch_end=on_epoch_end, tracker=tracking)
+        # [regression] fit leaves the last epoch in the data's units; checkpoints hold standardised weights
+        scale = history.target_scale
+        reloaded = _load_best(run.model, history.best_path)
+        metadata = dict(run.metadata, target_scale=scale.to_dict()) if scale is not None else run.metadata
+        sparse = finish_variational(run.model, history.last_path, out, metadata)  # [variational]
         if sparse is not None:  # the last epoch, sparsified, saved as OUT/sparse.safetensors
             run.model = sparse.model
-        if run.target_scale is not None:
-            fold(run.model, run.target_scale)  # predictions in the data's own units from here on
+            reloaded = history.last_path is not None and Path(history.last_path).exists()
+        if scale is not None and reloaded:
+            fold(run.model, scale)  # predictions in the data's own units from here on
         metrics: dict[str, Any] = {}
         if evaluate:
             metrics = {**evaluate_run(run), **(sparse.metrics if sparse else {})}
@@ -253,7 +236,7 @@ def execute(
 
 def evaluate_run(run: Run) -> dict[str, Any]:
     """Test metrics of the trained model, with fidelity to the teacher of a distillation run."""
-    data = run.eval_data
+    data = run.data
     if data.task == "detection":  # [detection] COCO-style AP, fidelity AP50 to the teacher
         return detection.evaluate_detector(run.model, data, teacher=run.teacher)
     teacher_logits = predict(run.teacher, data.x_test) if run.teacher is not None and len(data.x_test) else None
@@ -429,9 +412,41 @@ def run_distill(
     if data.task == "detection":  # [detection] refuse classifier-only settings before training a teacher
         detection.check_config(cfg)
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
+    if resume is not None:
+        check_resumable_student(cfg, data, out, resume, teacher_given=teacher is not None)
     teacher = teacher if teacher is not None else get_teacher(cfg, data, out)
     run = build_run(cfg, "distill", data=data, teacher=teacher, model=student, out_dir=out / "student")
     return execute(run, resume=resume)
+
+
+def check_resumable_student(cfg: ExperimentConfig, data: DataSplits, out: Path, resume: str | Path,
+                            teacher_given: bool = False) -> None:
+    """Refuse a distillation resume whose student would continue under other data or a new teacher.
+
+    A student checkpoint holds what it learnt from one teacher on one data set. Continuing it on
+    other data, or under a teacher trained anew because its recorded settings no longer match
+    this config, mixes two runs into one without a trace; both are refused before anything trains.
+    """
+    meta = read_checkpoint_metadata(resume)
+    saved = meta.get("data")
+    if isinstance(saved, dict) and data.source is not None and _data_key(saved) != _data_key(data.source):
+        changes = sorted(k for k in set(_data_key(saved)) | set(_data_key(data.source))
+                         if _data_key(saved).get(k) != _data_key(data.source).get(k))
+        raise ConfigError(
+            f"--resume '{resume}': that student was trained on other data than this config loads "
+            f"(data record differs in: {', '.join(changes)}; the checkpoint has {_data_key(saved)!r}, this "
+            f"config {_data_key(data.source)!r}). Continuing it would train on other data, and its teacher "
+            "would be retrained on that data under the half-trained student. Resume with the data settings "
+            "that wrote the checkpoint, or start a new run without --resume.")
+    if teacher_given or cfg.teacher is None or cfg.teacher.checkpoint:
+        return
+    folder = out / "teacher"
+    if teacher_state(cfg, data, folder) == "different":
+        raise ConfigError(
+            f"--resume '{resume}': the teacher in {folder} was trained with other settings than this config's "
+            "teacher, teacher_train (or train) schedule and data, so a new teacher would be trained under the "
+            "half-trained student. Resume with the settings that trained the teacher, name it with "
+            "teacher.checkpoint, or start a new run without --resume.")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -448,11 +463,14 @@ def _detection_run(data: DataSplits, model: nn.Module) -> bool:
     return False
 
 
-def _load_best(model: nn.Module, best_path: Path | None) -> None:
-    if best_path is not None and Path(best_path).exists():
+def _load_best(model: nn.Module, best_path: Path | None) -> bool:
+    """Load the best epoch's weights into ``model`` (eval mode); whether there was one to load."""
+    loaded = best_path is not None and Path(best_path).exists()
+    if loaded:
         tensors, _ = read_checkpoint(best_path)
         load_into(model, tensors, "model", f"'{best_path}'")
     model.eval()
+    return loaded
 
 
 def _write_metrics(out: Path, metrics: dict[str, Any]) -> None:

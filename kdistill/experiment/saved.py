@@ -24,11 +24,11 @@ from kdistill.detection.evaluate import evaluate_detector
 from kdistill.detection.models import is_detector
 from kdistill.errors import CheckpointError, ConfigError, DataError, ModelError, shorten
 from kdistill.eval import evaluate_model, predict
-from kdistill.experiment.targets import TargetScale, fold
 from kdistill.models import create_model
 from kdistill.train import read_checkpoint
 from kdistill.train.checkpoint import load_into, read_checkpoint_metadata
 from kdistill.train.checkpoint_meta import require_model_spec
+from kdistill.train.targets import TargetScale, fold
 
 
 def evaluation_data(

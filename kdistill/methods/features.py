@@ -29,24 +29,41 @@ _ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
     nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
 )
+# modules that may follow the last linear layer and still belong to the output: a normalised
+# logit layer, or probabilities instead of logits. Their output is the model's output.
+_OUTPUT_TAIL: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
+_CONVS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _is_output_layer(module: nn.Module) -> bool:
+    """A layer that maps features to the outputs: a ``Linear``, or a 1x1 convolution (the
+    all-convolutional classifiers of SqueezeNet and Network-in-Network, pooled afterwards)."""
+    if isinstance(module, nn.Linear):
+        return True
+    return isinstance(module, _CONVS) and all(k == 1 for k in module.kernel_size)
 
 
 def _is_classifier(module: nn.Module) -> bool:
-    """The part of a net that produces the logits: a ``Linear``, or a module (``Sequential`` or a
-    custom head class) made only of linear layers, activations, pooling, flatten and dropout whose
-    last computing child is such a classifier."""
-    if isinstance(module, nn.Linear):
+    """The part of a net that produces the outputs: an output layer (``Linear`` or 1x1 conv), or a
+    module (``Sequential`` or a custom head class) made only of output layers, activations, pooling,
+    flatten, dropout, ``BatchNorm1d`` and softmax whose last computing child is such a classifier."""
+    if _is_output_layer(module):
         return True
     children = list(module.children())
-    if not children or not all(isinstance(m, _PASS_THROUGH + _ACTIVATIONS) or _is_classifier(m) for m in children):
+    allowed = _PASS_THROUGH + _ACTIVATIONS + _OUTPUT_TAIL
+    if not children or not all(isinstance(m, allowed) or _is_classifier(m) for m in children):
         return False
     return _ends_in_classifier(module)
 
 
 def _ends_in_classifier(module: nn.Module) -> bool:
-    """A module whose last registered computing child is a classifier (its output is the logits)."""
-    computing = [m for m in module.children() if not isinstance(m, _PASS_THROUGH)]
-    return bool(computing) and _is_classifier(computing[-1])
+    """A module whose last registered computing child is a classifier (its output is the outputs);
+    activations, pooling, ``BatchNorm1d`` and softmax after it are part of the output."""
+    trailing = _PASS_THROUGH + _ACTIVATIONS + _OUTPUT_TAIL
+    children = list(module.children())
+    while children and isinstance(children[-1], trailing):
+        children.pop()
+    return bool(children) and _is_classifier(children[-1])
 
 
 def _walk(module: nn.Module, prefix: str) -> str | None:
@@ -55,6 +72,8 @@ def _walk(module: nn.Module, prefix: str) -> str | None:
     for name, child in reversed(list(module.named_children())):
         if isinstance(child, _PASS_THROUGH):
             continue
+        if not seen_classifier and isinstance(child, _ACTIVATIONS + _OUTPUT_TAIL):
+            continue  # applied to the outputs (softmax, a normalised or activated logit layer)
         if not seen_classifier and _is_classifier(child):
             seen_classifier = True
             continue
@@ -73,9 +92,11 @@ def default_feature_layer(model: nn.Module) -> str:
     A model may name it itself with a ``default_feature_layer`` attribute (a
     module path), which wins. Otherwise the top-level children are walked
     from the end, skipping pooling, flatten, dropout and identity modules and
-    the classifier (a ``Linear``, or a ``Sequential`` or custom head module
-    made only of linear layers, activations, pooling, flatten and dropout
-    that ends in a ``Linear``), and the first other child is chosen; when
+    the classifier (a ``Linear`` or a 1x1 convolution, or a ``Sequential`` or
+    custom head module made only of those, activations, pooling, flatten,
+    dropout, ``BatchNorm1d`` and softmax that ends in one), and anything
+    applied after the classifier (an activation, ``BatchNorm1d``, softmax or
+    log-softmax), and the first other child is chosen; when
     that child itself ends in the classifier (the whole net in one
     ``Sequential``, or a wrapped model), the walk continues inside it.
     ``ModuleList`` / ``ModuleDict`` children are skipped: they never run as a

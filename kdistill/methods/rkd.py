@@ -23,7 +23,15 @@ from kdistill.registry import register_method
 
 
 def pairwise_distances(x: Tensor) -> Tensor:
-    d = torch.cdist(x, x)
+    """Euclidean distances between the rows of ``x``, divided by their mean over distinct pairs.
+
+    ``torch.cdist``'s default computes ``||a||^2 + ||b||^2 - 2 a.b`` by matrix product for
+    more than 25 rows, which cancels badly: a row's distance to itself comes out non-zero and
+    every distance is off by the round-off of the squared norms. The differences are formed
+    explicitly instead, so the diagonal is exactly zero and its gradient is zero, not NaN.
+    """
+    d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    d = d.masked_fill(torch.eye(len(x), dtype=torch.bool, device=x.device), 0.0)
     return d / d[d > 0].mean().clamp_min(1e-12)
 
 

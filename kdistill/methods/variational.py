@@ -42,7 +42,7 @@ from kdistill.config import MethodConfig, ModelConfig
 from kdistill.errors import ConfigError
 from kdistill.methods.base import DistillationMethod, StepContext
 from kdistill.registry import register_method
-from kdistill.train.objective import FitContext, TrainingObjective
+from kdistill.train.objective import FitContext, LabelLoss, TrainingObjective
 
 log = logging.getLogger("kdistill")
 
@@ -112,7 +112,7 @@ class VariationalSupervised(TrainingObjective):
                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.student = model
-        self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.loss_fn = loss_fn or LabelLoss(label_smoothing)
         self.kl = VariationalKL(kl_weight, anneal_epochs)
         self.kl.bind(model)
         self.epoch = 0

@@ -90,6 +90,20 @@ def run_multi_teacher(cfg: ExperimentConfig, *, data: DataSplits | None = None,
     Teachers without a checkpoint are trained first, teacher m with seed
     ``train.seed + m``, so that identical architectures still differ.
     """
+    given = cfg.teacher.checkpoint if cfg.teacher is not None else None
+    listed = {Path(spec["checkpoint"]).expanduser().resolve() for spec in teachers or []
+              if isinstance(spec, dict) and isinstance(spec.get("checkpoint"), str)}
+    if given and teachers and Path(given).expanduser().resolve() not in listed:
+        raise ConfigError(
+            f"multi-teacher: options.teachers lists the ensemble, so the teacher checkpoint '{given}' "
+            "(teacher.checkpoint, or --teacher) would not be used. Add it to the list as {model: NAME, "
+            "checkpoint: PATH}, or leave teacher.checkpoint and --teacher out.")
+    if given and not teachers:
+        raise ConfigError(
+            f"multi-teacher: without options.teachers the ensemble is the config's teacher trained twice "
+            f"(seeds train.seed and train.seed + 1), but teacher.checkpoint '{given}' (or --teacher) would make "
+            "both members the same model. List the members in options.teachers, e.g. [{model: NAME, "
+            "checkpoint: PATH}, {model: NAME2}].")
     data, out = prepare(cfg, data, out_dir)
     specs = teachers or ([cfg.teacher.model_dump()] * 2 if cfg.teacher else [])
     if len(specs) < 1:

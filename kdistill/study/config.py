@@ -11,7 +11,8 @@ A YAML document validated like experiment files (unknown keys are errors)::
     quick: {models: [mlp-simple, cnn-simple], limit_train: 6000, epochs: 2}   # what --quick changes
 
 ``--quick`` replaces the model list (when ``quick.models`` is given), the data
-limits, epochs, pruning levels, the teacher/student choice and the number of
+limits, epochs (``quick.epochs`` for ``train``, ``quick.distill_epochs`` for
+``distill.train`` and ``variational.train``), pruning levels, the teacher/student choice and the number of
 latency repeats by the values in the ``quick`` section (see
 :class:`QuickConfig`), so a study fits a CPU budget.
 """
@@ -22,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from kdistill.config import DataConfig, DistillConfig, Strict, TrainConfig, _allowed_keys, read_yaml
 from kdistill.errors import ConfigError
@@ -32,11 +33,27 @@ Selection = Literal["all", "largest-per-family", "smallest-per-family"]
 
 
 class StudyDistill(DistillConfig):
+    """The distillation runs of the study: every ``distill.*`` setting of an experiment file
+    (loss, temperature, alpha, methods, teacher cache, teacher precision) applies to each pair."""
+
     teachers: Selection | list[str] = Field(
         "all", description="teacher models: all, largest-per-family or a list of names")
     students: Selection | list[str] = Field(
         "all", description="student models: all, smallest-per-family or a list of names")
     train: TrainConfig | None = Field(None, description="student schedule; default: the study's train")
+
+    @model_validator(mode="after")
+    def _one_run_per_pair(self) -> StudyDistill:
+        if self.scheme is not None:
+            raise ValueError(
+                f"the study distils each (teacher, student) pair in one run; the scheme "
+                f"'{self.scheme.name}' (several runs) is not run by the study. Remove distill.scheme, or run "
+                "the scheme with kdistill distill")
+        return self
+
+    def run_settings(self) -> DistillConfig:
+        """The ``distill`` section of one pair's experiment (the study-only keys removed)."""
+        return DistillConfig.model_validate(self.model_dump(exclude={"teachers", "students", "train"}))
 
 
 class QuantizeConfig(Strict):
@@ -122,6 +139,8 @@ class StudyConfig(Strict):
         new.data.limit_test = q.limit_test
         new.train.epochs = q.epochs
         new.distill.train = (new.distill.train or new.train).model_copy(update={"epochs": q.distill_epochs})
+        if new.variational is not None and new.variational.train is not None:  # its own schedule, shortened too
+            new.variational.train = new.variational.train.model_copy(update={"epochs": q.distill_epochs})
         new.distill.teachers, new.distill.students = q.teachers, q.students
         new.prune.sparsities, new.prune.structured = list(q.sparsities), list(q.structured)
         new.prune.finetune_epochs, new.prune.finetune_samples = q.finetune_epochs, q.finetune_samples

@@ -40,7 +40,7 @@ from kdistill.compress.artifact import load_artifact, save_dense
 from kdistill.compress.export import onnx_bytes
 from kdistill.compress.prune import magnitude_prune, make_permanent, save_sparse, structured_prune
 from kdistill.compress.quantize import dynamic_quantize, save_quantized, static_quantize
-from kdistill.config import DistillConfig, ExperimentConfig, ModelConfig
+from kdistill.config import ExperimentConfig, ModelConfig
 from kdistill.data import DataSplits
 from kdistill.errors import ConfigError, ModelError
 from kdistill.eval import parameter_count, predict
@@ -261,7 +261,7 @@ class Study:
         d = self.cfg.distill
         exp = ExperimentConfig(
             name=run, data=self.cfg.data, teacher=ModelConfig(model=teacher), student=ModelConfig(model=student),
-            distill=DistillConfig(alpha=d.alpha, temperature=d.temperature, method=d.method, methods=d.methods),
+            distill=d.run_settings(),
             train=d.train or self.cfg.train)
         run_dir = self.out / "runs" / f"distilled-{tag}"
         if self.log.done(run) and (run_dir / "student" / "best.safetensors").exists():

@@ -17,7 +17,12 @@ its environment. :func:`fit` then
   Distiller is a per-sample mean, so this is exact);
 * all-reduces the epoch's loss sums and the first non-finite step, so every
   rank takes the same decisions;
-* lets rank 0 alone write checkpoints and results.
+* lets rank 0 alone write checkpoints and results;
+* with ``train.sync_batchnorm``, makes the trained modules' BatchNorm layers
+  normalise with the mean and variance of the whole global batch
+  (:func:`sync_batchnorm`), which is what one process computes. Without it
+  each rank normalises its own chunk, and a BatchNorm model no longer
+  follows the single-process run; :func:`wrap_trainable` says so.
 
 With one process nothing of this is active and training runs as before.
 """
@@ -25,6 +30,7 @@ With one process nothing of this is active and training runs as before.
 from __future__ import annotations
 
 import atexit
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -36,6 +42,8 @@ from torch import Tensor, nn
 
 from kdistill.config import TrainConfig
 from kdistill.errors import ConfigError
+
+log = logging.getLogger("kdistill")
 
 
 @dataclass(frozen=True)
@@ -133,11 +141,13 @@ def effective_config(cfg: TrainConfig, ctx: DistContext) -> TrainConfig:
     return new
 
 
-def wrap_trainable(objective: nn.Module, ctx: DistContext, device: torch.device) -> Callable[[], None]:
+def wrap_trainable(objective: nn.Module, ctx: DistContext, device: torch.device,
+                   sync_batchnorm: bool = False) -> Callable[[], None]:
     """Wrap the student and trainable method adapters in DDP; return a function that unwraps.
 
     The teacher stays a plain module: it has no gradients to synchronise and
-    wrapping it would only add buffer broadcasts.
+    wrapping it would only add buffer broadcasts. With ``sync_batchnorm`` the
+    wrapped modules' BatchNorm layers use global-batch statistics until unwrapped.
     """
     if not ctx.enabled:
         return lambda: None
@@ -145,8 +155,20 @@ def wrap_trainable(objective: nn.Module, ctx: DistContext, device: torch.device)
 
     device_ids = [device.index] if device.type == "cuda" else None
     student = objective.student
-    objective.student = DDP(student, device_ids=device_ids)
     methods = getattr(objective, "methods", None)
+    trainable = [m for m in (methods or []) if any(p.requires_grad for p in m.parameters())]
+    norms = [layer for module in (student, *trainable) for layer in module.modules()
+             if type(layer) in _SYNCED]
+    if norms and sync_batchnorm and ctx.is_main:  # rank 0 reports
+        log.warning("train.sync_batchnorm: %d BatchNorm layer(s) normalise with the statistics of the whole "
+                    "global batch across the %d processes", len(norms), ctx.world_size)
+    elif norms and ctx.is_main:
+        log.warning("the trained model has %d BatchNorm layer(s): each of the %d processes normalises its own "
+                    "part of the batch, so this run does not follow a single-process run; set "
+                    "train.sync_batchnorm: true to use the global batch's statistics (docs/SCALING.md)",
+                    len(norms), ctx.world_size)
+    restore = sync_batchnorm_layers(norms) if sync_batchnorm else (lambda: None)
+    objective.student = DDP(student, device_ids=device_ids)
     originals: dict[int, nn.Module] = {}
     if methods is not None:
         for i, method in enumerate(methods):
@@ -160,8 +182,88 @@ def wrap_trainable(objective: nn.Module, ctx: DistContext, device: torch.device)
         objective.student = student
         for i, method in originals.items():
             methods[i] = method
+        restore()
 
     return unwrap
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """``all_reduce(SUM)`` that autograd sees through: the gradient of a sum over ranks is
+    the sum over ranks of the gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:  # type: ignore[override]
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+
+def _global_batch_norm(layer: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """BatchNorm in training mode with the mean and (biased) variance of every rank's samples.
+
+    Two exact passes (mean, then the centred sum of squares), so the result is what one process
+    computes on the whole batch up to round-off; the running statistics are updated with the
+    global unbiased variance, as ``nn.BatchNorm`` does. Works on CPU (gloo) and CUDA alike,
+    where ``nn.SyncBatchNorm`` is CUDA-only.
+    """
+    layer._check_input_dim(x)
+    dims = [0, *range(2, x.dim())]
+    shape = (1, -1, *([1] * (x.dim() - 2)))
+    count = torch.full((1,), x.numel() / x.shape[1], dtype=torch.float32, device=x.device)
+    local = torch.cat([x.float().sum(dims), count])
+    total = _SumOverRanks.apply(local)
+    n = total[-1]
+    mean = total[:-1] / n
+    centred = x.float() - mean.view(shape)
+    var = _SumOverRanks.apply((centred * centred).sum(dims)) / n
+    if layer.track_running_stats and layer.running_mean is not None and layer.running_var is not None:
+        with torch.no_grad():
+            layer.num_batches_tracked.add_(1)
+            momentum = (1.0 / float(layer.num_batches_tracked) if layer.momentum is None
+                        else layer.momentum)
+            unbiased = var * (n / (n - 1).clamp_min(1))
+            layer.running_mean.lerp_(mean.to(layer.running_mean.dtype), momentum)
+            layer.running_var.lerp_(unbiased.to(layer.running_var.dtype), momentum)
+    out = centred * torch.rsqrt(var + layer.eps).view(shape)
+    if layer.affine:
+        out = out * layer.weight.view(shape) + layer.bias.view(shape)
+    return out.to(x.dtype)
+
+
+def _synced_forward(self: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    if self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return _global_batch_norm(self, x)
+    return super(type(self), self).forward(x)
+
+
+_SYNCED: dict[type, type] = {
+    base: type(f"GlobalBatch{base.__name__}", (base,), {"forward": _synced_forward, "__module__": __name__})
+    for base in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+}
+
+
+def sync_batchnorm_layers(layers: list[nn.Module]) -> Callable[[], None]:
+    """Make ``layers`` (plain ``BatchNorm1d/2d/3d``) normalise with global-batch statistics under
+    ``torch.distributed``; return a function that makes them plain again.
+
+    Only the class changes: parameters, buffers and state-dict names stay the same objects, so the
+    optimiser and checkpoints are unaffected, and a model saved from a synced run loads anywhere.
+    """
+    originals = [(layer, type(layer)) for layer in layers if type(layer) in _SYNCED]
+    for layer, base in originals:
+        layer.__class__ = _SYNCED[base]
+
+    def restore() -> None:
+        for layer, base in originals:
+            layer.__class__ = base
+
+    return restore
 
 
 def shard_batch(xb: Tensor, yb: Tensor, idx: Tensor, ctx: DistContext) -> tuple[Tensor, Tensor, Tensor, float]:

@@ -52,6 +52,7 @@ from kdistill.train.checkpoint import (
 from kdistill.train.objective import FitContext, TrainingObjective, score
 from kdistill.train.optim import build_optimizer, lr_factor, set_lr
 from kdistill.train.precision import autocast_context, enable_tf32
+from kdistill.train.targets import TargetScale, fold, standardise_for_training
 from kdistill.train.tracking import Tracker, write_history_csv
 
 log = logging.getLogger("kdistill")
@@ -74,6 +75,7 @@ class History:
     last_path: Path | None = None
     seconds: float = 0.0
     initial_loss: float | None = None
+    target_scale: TargetScale | None = None  # [regression] the standardisation the checkpoints were trained in
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -206,7 +208,12 @@ def _set_up(objective: TrainingObjective, data: DataSplits, cfg: TrainConfig, au
 
 
 def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, Any]) -> int:
-    """Restore modules, optimiser, RNG and history from ``path``; return the next epoch."""
+    """Restore modules, optimiser, RNG and history from ``path``; return the next epoch.
+
+    ``metadata`` is what this run will record (its configured ``train`` section, the world
+    size and the caller's sections such as ``distill`` and ``data``); every difference from
+    what the checkpoint recorded is reported.
+    """
     meta = read_checkpoint_metadata(path)
     expected, found = metadata.get("role"), meta.get("role")
     if expected and found and expected != found:
@@ -218,7 +225,7 @@ def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, A
                               f"uses {s.cfg.optimizer.name}; resume with train.optimizer.name: "
                               f"{saved_optimizer}, or start a fresh run without --resume.")
     meta = restore_training_state(path, s.modules, s.optimizer)
-    _report_changed_settings(path, meta.get("train") or {}, s.cfg.model_dump(mode="json"))
+    _report_changed_settings(path, meta, metadata)
     history.epochs = list(meta.get("history", []))
     history.best_epoch = int(meta.get("best_epoch", -1))
     history.best_score = float(meta.get("best_score", -math.inf))
@@ -229,17 +236,43 @@ def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, A
     return next_epoch
 
 
-def _report_changed_settings(path: str | Path, saved: dict[str, Any], now: dict[str, Any], prefix: str = "train"):
-    changed = []
-    for key in sorted(set(saved) | set(now)):
-        a, b = saved.get(key), now.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += [f"{prefix}.{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}"
-                        for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b and key not in {"progress"}:
-            changed.append(f"{prefix}.{key}: {a!r} -> {b!r}")
+# recorded per checkpoint, not settings: the epoch's own state, and what says how to rebuild the model
+_NOT_SETTINGS = {"role", "epoch", "step", "history", "best_epoch", "best_score", "initial_loss", "model_spec"}
+# how a run is shown, not what it computes
+_DISPLAY_ONLY = {"train.progress"}
+
+
+def _flatten(record: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        return {prefix: record}
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "files" and prefix == "data":
+            continue  # which options name local files: follows from the options themselves
+        flat.update(_flatten(value, f"{prefix}.{key}"))
+    return flat
+
+
+def _report_changed_settings(path: str | Path, saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Warn about every recorded setting that differs between checkpoint ``saved`` and this run (``now``).
+
+    Covers the schedule (``train.*``), the loss (``distill.*``: temperature, alpha, methods), the
+    data record, the model's options, and the number of processes. Returns the changes.
+    """
+    keys = sorted((set(saved) | set(now)) - _NOT_SETTINGS)
+    flat_saved = {k: v for key in keys if key in saved for k, v in _flatten(saved[key], key).items()}
+    flat_now = {k: v for key in keys if key in now for k, v in _flatten(now[key], key).items()}
+    changed = [f"{key}: {flat_saved.get(key)!r} -> {flat_now.get(key)!r}"
+               for key in sorted(set(flat_saved) | set(flat_now))
+               if key not in _DISPLAY_ONLY and key in flat_saved and flat_saved.get(key) != flat_now.get(key)]
     if changed:
         log.warning("resuming %s with changed settings: %s", path, "; ".join(changed))
+    old_world, new_world = saved.get("world_size"), now.get("world_size")
+    if isinstance(old_world, int) and isinstance(new_world, int) and old_world != new_world:
+        log.warning("resuming a %d-process run as %d process%s: the data each step sees is split "
+                    "differently from here on (see docs/SCALING.md)", old_world, new_world,
+                    "" if new_world == 1 else "es")
+    return changed
 
 
 def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_jitter: int, augment_flip: bool,
@@ -371,14 +404,45 @@ def fit(
     out; with ``out_dir``, ``history.csv`` is rewritten each epoch. Under ``torchrun`` training is data-parallel
     (see :mod:`kdistill.train.distributed`).
     """
+    data, target_scale, restore_teacher = standardise_for_training(objective, data)  # [regression]
+    if target_scale is not None:  # load_model folds it back: a checkpoint always predicts in the data's units
+        metadata = dict(metadata or {}, target_scale=target_scale.to_dict())
+    try:
+        history = _fit(objective, data, cfg, out_dir=out_dir, resume=resume, augment_jitter=augment_jitter,
+                       augment_flip=augment_flip, cache_teacher=cache_teacher, metadata=metadata,
+                       description=description, on_epoch_end=on_epoch_end, tracker=tracker)
+    finally:
+        restore_teacher()
+    if target_scale is not None:
+        fold(objective.student, target_scale)
+        history.target_scale = target_scale
+    return history
+
+
+def _fit(
+    objective: TrainingObjective,
+    data: DataSplits,
+    cfg: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    augment_jitter: int = 0,
+    augment_flip: bool = False,
+    cache_teacher: bool | str = True,
+    metadata: dict[str, Any] | None = None,
+    description: str = "train",
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    tracker: Tracker | TrackingConfig | None = None,
+) -> History:
+    """The loop itself; :func:`fit` with the targets as they are."""
     cache = ("auto" if cache_teacher else "off") if isinstance(cache_teacher, bool) else cache_teacher
     out = Path(out_dir) if out_dir is not None else None
     s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out)
-    cfg = s.cfg
     history = History()
-    metadata = dict(metadata or {})
-    start_epoch = _resume(resume, s, history, metadata) if resume is not None else 0
-    meta_base = dict(metadata, train=cfg.model_dump(mode="json"), world_size=s.dist_ctx.world_size)  # [ddp]
+    # the configured schedule, not the one scaled for this world size (batch_scope / lr_scaling), so
+    # that runs with the same config record the same settings whatever the number of processes
+    meta_base = dict(metadata or {}, train=cfg.model_dump(mode="json"), world_size=s.dist_ctx.world_size)  # [ddp]
+    start_epoch = _resume(resume, s, history, meta_base) if resume is not None else 0
     if out is not None and s.dist_ctx.is_main:
         for name in ("best.safetensors", "last.safetensors", "history.csv"):
             remove_stale_temp_files(out / name)  # orphans of a killed earlier writer
@@ -392,7 +456,8 @@ def fit(
                              status="") if progress else None
     if not isinstance(tracker, Tracker) and s.dist_ctx.is_main:  # [ddp] rank 0 reports
         tracker = Tracker.open(tracker, out, run_name=description, params=meta_base)
-    unwrap_ddp = distributed.wrap_trainable(objective, s.dist_ctx, s.device)  # [ddp] never the teacher
+    unwrap_ddp = distributed.wrap_trainable(objective, s.dist_ctx, s.device,  # [ddp] never the teacher
+                                            sync_batchnorm=s.cfg.sync_batchnorm)
     started = time.perf_counter()
     try:
         with progress or contextlib.nullcontext():

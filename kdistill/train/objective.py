@@ -94,3 +94,23 @@ class TrainingObjective(nn.Module):
     def validation_score(self, x: Tensor, y: Tensor) -> float:
         """Higher is better; picks ``best.safetensors``. Default: accuracy, or -MSE for regression."""
         return score(self.student, x, y)
+
+
+def regression_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Mean squared error of a one-output regressor, ``outputs`` of shape (batch, 1) or (batch,)."""
+    return nn.functional.mse_loss(outputs.squeeze(-1).float(), targets.float())
+
+
+class LabelLoss(nn.Module):
+    """The label term a data set's targets call for: cross-entropy for class indices, or
+    :func:`regression_loss` for real-valued targets (a regression set), chosen per batch by the
+    targets' dtype, so one objective trains either kind of data."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.cross_entropy = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        if targets.is_floating_point():
+            return regression_loss(outputs, targets)
+        return self.cross_entropy(outputs, targets)

@@ -10,9 +10,11 @@ import time
 
 import pytest
 import yaml
+from safetensors.torch import save_file
 
 from kdistill.cli.main import main
 from kdistill.train import read_checkpoint
+from kdistill.train.checkpoint import META_KEY
 
 CONFIG = {
     "name": "flags",
@@ -69,7 +71,7 @@ def test_train_epochs_flag_and_set_apply_to_the_teacher_it_trains(tmp_path, caps
     assert "applied train.epochs to teacher_train" in err_text(capsys)
 
 
-def test_distill_flags_scope_student_epochs_teacher_epochs_and_shared_seed(tmp_path):
+def test_distill_flags_scope_student_epochs_teacher_epochs_and_shared_seed(tmp_path, capsys):
     cfg = write_config(tmp_path)
     out = tmp_path / "run"
     assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "1",
@@ -78,6 +80,17 @@ def test_distill_flags_scope_student_epochs_teacher_epochs_and_shared_seed(tmp_p
     assert (teacher["epoch"], student["epoch"]) == (1, 0)
     assert teacher["train"]["seed"] == student["train"]["seed"] == 7
     assert teacher["train"]["progress"] is student["train"]["progress"] is False
+    assert "also the teacher's schedule" not in err_text(capsys)  # the teacher has its own schedule
+
+
+def test_distill_epochs_says_when_it_sets_the_teachers_epochs_too(tmp_path, capsys):
+    raw = {k: v for k, v in CONFIG.items() if k != "teacher_train"}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "1"]) == 0
+    assert "a teacher trained by this run trains for 1 epochs too" in err_text(capsys)
+    assert meta_of(out / "teacher" / "last.safetensors")["epoch"] == 0  # applied, as said
 
 
 def test_method_flag_replaces_the_configured_list(tmp_path):
@@ -100,6 +113,48 @@ def test_resume_reuses_the_finished_teacher_and_reports_changed_settings(tmp_pat
     assert (teacher_file.stat().st_mtime_ns, teacher_file.read_bytes()) == before
     assert meta_of(out / "student" / "last.safetensors")["epoch"] == 2
     assert "train.epochs: 2 -> 3" in err_text(capsys)
+
+
+def test_resume_reports_loss_and_world_size_changes(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    out = tmp_path / "run"
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress"]) == 0
+    last = out / "student" / "last.safetensors"
+    changed = ["--set", "distill.temperature=2", "--set", "distill.alpha=0.5", "--method", "dkd"]
+    capsys.readouterr()
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "3", "--resume", str(last),
+                 *changed]) == 0
+    text = err_text(capsys)
+    for change in ("distill.temperature: 4.0 -> 2.0", "distill.alpha: 0.9 -> 0.5", "distill.method: 'kd' -> 'dkd'"):
+        assert change in text
+    # as if the checkpoint had come from a 2-process torchrun job
+    tensors, meta = read_checkpoint(last)
+    save_file(tensors, str(last), metadata={META_KEY: json.dumps(dict(meta, world_size=2))})
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "4", "--resume", str(last),
+                 *changed]) == 0
+    text = err_text(capsys)
+    assert "resuming a 2-process run as 1 process" in text
+    assert "distill.temperature" not in text  # the same loss as the run it continues
+
+
+def test_resume_with_other_data_is_refused_before_a_teacher_trains(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    out = tmp_path / "run"
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress"]) == 0
+    teacher_file = out / "teacher" / "best.safetensors"
+    before = teacher_file.read_bytes()
+    capsys.readouterr()
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "3",
+                 "--resume", str(out / "student" / "last.safetensors"), "--set", "data.limit_train=120"]) == 2
+    text = err_text(capsys)
+    assert "trained on other data" in text and "limit_train" in text
+    assert teacher_file.read_bytes() == before
+    # a changed teacher schedule would retrain the teacher under the resumed student: refused too
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--epochs", "3",
+                 "--resume", str(out / "student" / "last.safetensors"),
+                 "--set", "teacher_train.optimizer.lr=0.01"]) == 2
+    assert "a new teacher would be trained under the half-trained student" in err_text(capsys)
+    assert teacher_file.read_bytes() == before
 
 
 def test_an_unfinished_teacher_is_resumed_not_reused(tmp_path):

@@ -57,3 +57,28 @@ def test_evaluate_detector_report_and_fidelity(tiny_options):
     assert metrics["n_test"] == 16 and metrics["n_objects"] == int((data.y_test[..., 0] >= 0).sum())
     assert 0.0 <= metrics["AP"] <= 1.0
     assert metrics["fidelity_AP50"] == pytest.approx(1.0)  # a model agrees perfectly with itself
+
+
+def test_fidelity_without_confident_teacher_detections_is_reported_missing(tiny_options, caplog):
+    data = load_dataset("canvas-digits", **tiny_options)
+    torch.manual_seed(0)
+    teacher = create_model("fcos-simple", data.input_shape, 10).eval()
+    torch.nn.init.constant_(teacher.head.cls_out.bias, -20.0)  # no detection reaches score 0.5
+    with caplog.at_level("WARNING", logger="kdistill"):
+        metrics = evaluate_detector(teacher, data, teacher=teacher, latency=False)
+    assert metrics["fidelity_AP50"] is None
+    assert "no detection with score >= 0.5" in metrics["fidelity_AP50_missing"]
+    assert "fidelity_AP50 not measured" in caplog.text
+
+
+def test_detection_latency_uses_one_thread(tiny_options):
+    data = load_dataset("canvas-digits", **tiny_options)
+    model = create_model("fcos-simple", data.input_shape, 10).eval()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        metrics = evaluate_detector(model, data, latency=True)
+        assert metrics["latency_threads"] == 1  # like every other latency kdistill reports
+        assert torch.get_num_threads() == 2  # the caller's count is restored
+    finally:
+        torch.set_num_threads(before)

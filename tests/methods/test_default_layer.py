@@ -146,9 +146,77 @@ class WrappedResNet(nn.Module):
         return self.model(x)
 
 
+class NormalisedLogits(nn.Module):
+    """A head that normalises its logits: Linear -> BatchNorm1d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = conv_stack()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8, 10), nn.BatchNorm1d(10))
+
+    def forward(self, x):
+        return self.head(self.pool(self.body(x)))
+
+
+class LogitsThenBatchNorm(nn.Module):
+    """The same, with the classifier and its BatchNorm1d as two top-level children."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = conv_stack()
+        self.fc = nn.Linear(8, 10)
+        self.bn = nn.BatchNorm1d(10)
+
+    def forward(self, x):
+        return self.bn(self.fc(self.body(x).mean(dim=(2, 3))))
+
+
+def softmax_outputs() -> nn.Sequential:
+    """A net that returns probabilities: ... Linear -> Softmax."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10), nn.Softmax(dim=1))
+
+
+class LogSoftmaxHead(BodyHead):
+    """A head class ending in LogSoftmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10), nn.LogSoftmax(dim=1))
+
+
+class SqueezeNetLike(nn.Module):
+    """torchvision SqueezeNet layout: features, classifier = Dropout -> 1x1 conv -> ReLU -> global pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(8, 10, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class NetworkInNetworkLike(nn.Module):
+    """An all-convolutional net whose top-level classifier is a 1x1 conv, then pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.ReLU())
+        self.score = nn.Conv2d(8, 10, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+
+    def forward(self, x):
+        return self.flatten(self.pool(self.score(self.body(x))))
+
+
 CASES = [(BodyHead, "body"), (MobileNetLike, "blocks"), (ResNetLike, "layer4"), (VGGLike, "features"),
          (Declared, "body.1"), (one_sequential, "1"), (Wrapped, "net.1"), (Bottleneck, "encoder"),
-         (CustomHead, "encoder"), (WrappedResNet, "model.layer4")]
+         (CustomHead, "encoder"), (WrappedResNet, "model.layer4"), (NormalisedLogits, "body"),
+         (LogitsThenBatchNorm, "body"), (softmax_outputs, "1"), (LogSoftmaxHead, "body"),
+         (SqueezeNetLike, "features"), (NetworkInNetworkLike, "body")]
 
 
 @pytest.mark.parametrize("build, expected", CASES, ids=[c[0].__name__ for c in CASES])

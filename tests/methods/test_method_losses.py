@@ -17,7 +17,7 @@ from kdistill.methods.fitnets import FitNets
 from kdistill.methods.nst import NeuronSelectivityTransfer, nst_loss
 from kdistill.methods.pkt import pkt_loss
 from kdistill.methods.regression import RegressionKD
-from kdistill.methods.rkd import RKD
+from kdistill.methods.rkd import RKD, pairwise_distances
 from kdistill.methods.sp import sp_loss
 
 
@@ -198,3 +198,21 @@ def test_fitnets_stage1_trains_on_the_hint_alone():
     stage2 = distiller(x, y)
     expected = 0.5 * stage2["student"] + 0.5 * stage2["kd"] + 3.0 * stage2["fitnets"]
     assert stage2["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_rkd_distances_match_the_formula_at_batch_64():
+    # torch.cdist's matrix-product path (batches over 25) made self-distances non-zero and was
+    # percent-level off for embeddings far from the origin; every entry must follow ||x_i - x_j||
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 16, generator=gen) * 0.1 + 5.0
+    rows = x.double().tolist()
+    by_hand = [[math.sqrt(sum((a - b) ** 2 for a, b in zip(ri, rj))) for rj in rows] for ri in rows]
+    mean = sum(by_hand[i][j] for i in range(64) for j in range(64) if i != j) / (64 * 63)
+    expected = torch.tensor(by_hand, dtype=torch.float64) / mean
+    got = pairwise_distances(x).double()
+    assert torch.equal(got.diagonal(), torch.zeros(64, dtype=torch.float64))
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # the zero diagonal has a finite gradient
+    x.requires_grad_(True)
+    pairwise_distances(x).sum().backward()
+    assert torch.isfinite(x.grad).all()

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from kdistill.config import TrainConfig
-from kdistill.train import distributed
+from kdistill.train import distributed, read_checkpoint
 from kdistill.train.distributed import DistContext
 
 
@@ -103,3 +103,55 @@ def test_torchrun_with_a_trainable_adapter_saves_unwrapped_names_and_resumes(tmp
 
     _, meta = read_checkpoint(last)
     assert meta["epoch"] == 2 and [r["epoch"] for r in meta["history"]] == [0, 1, 2]
+
+
+def test_torchrun_with_sync_batchnorm_follows_one_process(tmp_path):
+    # cnn-simple has BatchNorm2d layers: with train.sync_batchnorm every rank normalises with the
+    # global batch's statistics, as the single process does; lr_scaling: linear is recorded as configured
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "data: {dataset: digits, limit_train: 160, limit_test: 40}\n"
+        "student: {model: cnn-simple}\n"
+        "train: {epochs: 2, batch_size: 40, progress: false, device: cpu, sync_batchnorm: true,"
+        " optimizer: {name: sgd, lr: 0.05}}\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = ["-m", "kdistill", "train", str(cfg), "--role", "student", "-o"]
+    single = subprocess.run([sys.executable, *command, str(tmp_path / "one")], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert single.returncode == 0, single.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *command, str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "train.sync_batchnorm" in " ".join(two.stderr.split())
+    a = load_file(tmp_path / "one" / "student" / "last.safetensors")
+    b = load_file(tmp_path / "two" / "student" / "last.safetensors")
+    running = [k for k in a if k.endswith("running_var")]
+    assert running and all(k in b for k in a)
+    for name in a:
+        if a[name].is_floating_point():
+            torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=1e-3)
+
+
+def test_scaled_lr_is_used_but_the_configured_lr_is_recorded(tmp_path, monkeypatch):
+    # under torchrun with lr_scaling the optimiser runs at the scaled lr; the checkpoint records the
+    # config's lr, so that the same config run again finds its teacher finished instead of "different"
+    from kdistill.config import ExperimentConfig
+    from kdistill.experiment import load_data, run_distill
+    from kdistill.experiment.run import teacher_state
+    from kdistill.train import loop
+
+    def as_two_processes(cfg, ctx):
+        return cfg.model_copy(update={"optimizer": cfg.optimizer.model_copy(update={"lr": cfg.optimizer.lr * 2})})
+
+    monkeypatch.setattr(loop.distributed, "effective_config", as_two_processes)
+    cfg = ExperimentConfig.model_validate({
+        "data": {"dataset": "digits", "limit_train": 100, "limit_test": 20},
+        "teacher": {"model": "mlp-simple", "options": {"hidden": [8]}},
+        "student": {"model": "mlp-simple", "options": {"hidden": [8]}},
+        "train": {"epochs": 1, "progress": False, "device": "cpu", "lr_scaling": "linear",
+                  "optimizer": {"name": "sgd", "lr": 0.01}, "scheduler": {"name": "constant"}}})
+    result = run_distill(cfg, out_dir=tmp_path)
+    assert result.history[0]["lr"] == pytest.approx(0.02)  # the scaled lr trained
+    _, meta = read_checkpoint(tmp_path / "teacher" / "last.safetensors")
+    assert meta["train"]["optimizer"]["lr"] == 0.01  # the configured lr is recorded
+    assert teacher_state(cfg, load_data(cfg), tmp_path / "teacher") == "finished"

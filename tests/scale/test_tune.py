@@ -148,3 +148,22 @@ def test_two_searches_on_one_folder_both_finish(tmp_path):
     assert [r["epoch"] for r in meta["history"]] == [0, 1, 2]  # one teacher, trained once
     assert (tmp_path / "out" / "tune" / "best.yaml").is_file()
     assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("distill", [{"scheme": {"name": "born-again"}}, {"method": "born-again"}])
+def test_a_scheme_is_refused_not_ignored(tmp_path, digits, distill):
+    cfg = parse_config(dict(BASE, distill=distill))
+    with pytest.raises(ConfigError, match="scheme 'born-again'"):
+        run_tune(cfg, 1, out_dir=tmp_path, data=digits)
+    assert not (tmp_path / "tune.db").exists()
+
+
+def test_tracking_follows_every_trial(tmp_path, digits, caplog):
+    pytest.importorskip("tensorboard")
+    cfg = parse_config(dict(BASE, name="tracked", tracking={"tensorboard": True}))
+    with caplog.at_level("WARNING", logger="kdistill"):
+        run_tune(cfg, 2, out_dir=tmp_path, data=digits)
+    runs = sorted(p.name for p in (tmp_path / "tensorboard").iterdir())
+    assert runs == ["tracked-trial-0", "tracked-trial-1"]
+    assert all(list((tmp_path / "tensorboard" / run).glob("events.out.tfevents.*")) for run in runs)
+    assert "every trial is tracked as its own run" in caplog.text

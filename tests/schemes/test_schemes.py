@@ -104,3 +104,41 @@ def test_method_key_may_name_a_scheme(monkeypatch, tmp_path):
     schemes.run_experiment(parse_config({"distill": {"method": "takd"}, "teacher": {"model": "cnn-simple"},
                                          "student": {"model": "mlp-simple"}, "output_dir": str(tmp_path)}))
     assert seen["scheme"] == "takd"
+
+
+@pytest.mark.parametrize("options", [{"teachers": ["mlp-simple", "mlp-medium"]}, {}])
+def test_multi_teacher_refuses_a_teacher_checkpoint_it_would_not_use(tmp_path, options):
+    # --teacher sets teacher.checkpoint; an ensemble listed in options.teachers ignored it silently
+    cfg = parse_config({"data": {"dataset": "digits", "limit_train": 60, "limit_test": 20},
+                        "teacher": {"model": "mlp-medium", "checkpoint": str(tmp_path / "t.safetensors")},
+                        "student": {"model": "mlp-simple"}, "train": {"epochs": 1, "progress": False},
+                        "distill": {"scheme": {"name": "multi-teacher", "options": options}},
+                        "output_dir": str(tmp_path / "out")})
+    with pytest.raises(ConfigError, match="t.safetensors"):
+        run_scheme(cfg)
+    assert not (tmp_path / "out").exists()  # refused before any teacher trained
+
+
+def test_multi_teacher_accepts_a_teacher_checkpoint_that_is_a_member(tmp_path, monkeypatch):
+    import kdistill.schemes.multi_teacher as multi
+
+    ckpt = str(tmp_path / "t.safetensors")
+    cfg = parse_config({"data": {"dataset": "digits", "limit_train": 60, "limit_test": 20},
+                        "teacher": {"model": "mlp-medium", "checkpoint": ckpt},
+                        "student": {"model": "mlp-simple"}, "train": {"epochs": 1, "progress": False},
+                        "distill": {"scheme": {"name": "multi-teacher", "options": {
+                            "teachers": [{"model": "mlp-medium", "checkpoint": ckpt}, "mlp-simple"]}}},
+                        "output_dir": str(tmp_path / "out")})
+    members = []
+
+    class Stop(Exception):
+        pass
+
+    def get_teacher(member, data, out):
+        members.append(member.teacher.checkpoint)
+        raise Stop
+
+    monkeypatch.setattr(multi, "get_teacher", get_teacher)
+    with pytest.raises(Stop):
+        run_scheme(cfg)
+    assert members == [ckpt]

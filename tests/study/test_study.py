@@ -114,3 +114,43 @@ def test_example_study_files_are_valid():
     for name in ("study-mnist.yaml", "study-fashion-mnist.yaml"):
         cfg = load_study_config(root / name)
         assert len(cfg.models) == 9
+
+
+def test_every_distill_setting_reaches_the_pair_runs(tmp_path, monkeypatch):
+    # cache and teacher_precision were dropped on the way to each pair's experiment
+    cfg = StudyConfig.model_validate({
+        **TINY, "models": ["mlp-simple", "mlp-medium"], "data": {"dataset": "digits", "limit_train": 120,
+                                                                 "limit_test": 40},
+        "distill": {"alpha": 0.5, "temperature": 2.0, "cache": "off", "teacher_precision": "bf16",
+                    "methods": [{"name": "kd"}, {"name": "pkt", "weight": 2.0}]},
+        "prune": {"sparsities": [], "structured": []}, "quantize": {"dynamic": False, "static": False},
+        "measure": {"batch_sizes": [1], "repeats": 1, "warmup": 0, "onnx": False}})
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(exp, **kwargs):
+        seen.append(exp.distill)
+        raise Stop
+
+    monkeypatch.setattr(runner, "run_distill", capture)
+    with pytest.raises(Stop):
+        run_study(cfg, tmp_path)
+    d = seen[0]
+    assert (d.alpha, d.temperature, d.cache, d.teacher_precision) == (0.5, 2.0, "off", "bf16")
+    assert [(m.name, m.weight) for m in d.methods] == [("kd", 1.0), ("pkt", 2.0)]
+
+
+def test_a_scheme_in_a_study_is_refused(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("models: [mlp-simple, mlp-medium]\ndistill: {scheme: {name: born-again}}\n")
+    with pytest.raises(ConfigError, match="scheme 'born-again'"):
+        load_study_config(path)
+
+
+def test_quick_shortens_the_variational_schedule_too():
+    cfg = StudyConfig.model_validate({**TINY, "variational": {"train": {"epochs": 30}}})
+    quick = cfg.quick_version()
+    assert quick.variational.train.epochs == cfg.quick.distill_epochs
+    assert cfg.variational.train.epochs == 30  # the full schedule is untouched

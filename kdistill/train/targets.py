@@ -3,7 +3,8 @@
 A regressor learns best on targets of mean 0 and variance 1, whatever their
 units (the diabetes progression score runs from 25 to 346). A regression run
 therefore trains on ``(y - mean) / std`` (train-split statistics) and, when it
-is done, folds the inverse map into the model's output layer::
+is done, folds the inverse map into the model's output layer (:func:`kdistill.train.fit`
+does both, whoever calls it: the CLI and the Python API train regressors alike)::
 
     y_hat = std * (W h + b) + mean  =  (std W) h + (std b + mean)
 
@@ -19,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from kdistill.data import DataSplits
+from kdistill.errors import ConfigError
 
 log = logging.getLogger("kdistill")
 
@@ -61,18 +64,6 @@ def standardised(data: DataSplits, scale: TargetScale) -> DataSplits:
     """A copy of ``data`` whose targets are standardised (inputs shared, not copied)."""
     return dataclasses.replace(data, y_train=(data.y_train - scale.mean) / scale.std,
                                y_test=(data.y_test - scale.mean) / scale.std)
-
-
-class StandardisedOutputs(nn.Module):
-    """A frozen regressor (in original units) seen through the standardisation: the teacher of a run."""
-
-    def __init__(self, model: nn.Module, scale: TargetScale) -> None:
-        super().__init__()
-        self.model = model
-        self.scale = scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (self.model(x) - self.scale.mean) / self.scale.std
 
 
 def output_layer(model: nn.Module) -> nn.Linear | None:
@@ -119,3 +110,37 @@ def unfold(model: nn.Module, scale: TargetScale) -> nn.Module:
     layer.bias.sub_(scale.mean).div_(scale.std)
     layer.weight.div_(scale.std)
     return model
+
+
+def standardise_for_training(objective: nn.Module, data: DataSplits
+                             ) -> tuple[DataSplits, TargetScale | None, Callable[[], None]]:
+    """[regression] The data the loop trains on, its scale, and a function that undoes the teacher's view.
+
+    For a regression set whose student ends in a one-output linear layer the targets are
+    standardised and a frozen teacher (``objective.teacher``), which predicts in the data's
+    units, is seen through the same map by a forward hook (its module paths, which feature
+    methods name, stay the same). Any other data passes through unchanged.
+    """
+    nothing = (data, None, lambda: None)
+    if data.task != "regression" or not len(data.x_train):
+        return nothing
+    if getattr(objective, "task", "regression") != "regression":
+        raise ConfigError(
+            f"Data set '{data.name}' is a regression set (real-valued targets), but the objective "
+            f"{type(objective).__name__} was built for task={objective.task!r}; build it with "
+            "task='regression' (e.g. Distiller(teacher=..., student=..., task='regression')).")
+    student = objective.student
+    if not can_fold(student, data.x_train[:2]):
+        log.warning("%s does not end in a one-output linear layer: regression targets are used "
+                    "unstandardised", type(student).__name__)
+        return nothing
+    scale = TargetScale.of(data.y_train)
+    teacher = getattr(objective, "teacher", None)
+    if not isinstance(teacher, nn.Module):
+        return standardised(data, scale), scale, lambda: None
+
+    def teacher_in_standard_units(_module: nn.Module, _inputs: Any, outputs: Tensor) -> Tensor:
+        return (outputs.float() - scale.mean) / scale.std
+
+    handle = teacher.register_forward_hook(teacher_in_standard_units)
+    return standardised(data, scale), scale, handle.remove
