@@ -308,8 +308,9 @@ def runs_of(records: dict[str, dict[str, Any]], prefix: str) -> list[dict[str, A
 def schedule(r: dict[str, Any]) -> str:
     t = r["train"]
     opt = t["optimizer"]
+    momentum = f" momentum {opt['momentum']:g}" if opt.get("momentum") else ""
     text = (f"{t['epochs']} epochs, batch {t['batch_size']}, {opt['name']} lr {opt['lr']:g}"
-            f"{' momentum %g' % opt['momentum'] if opt.get('momentum') else ''}, {t['scheduler']['name']} schedule, "
+            f"{momentum}, {t['scheduler']['name']} schedule, "
             f"validation {t['val_fraction']:g} of the training set")
     if t.get("max_norm"):
         text += f", max-norm {t['max_norm']:g}"
