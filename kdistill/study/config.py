@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from kdistill.config import DataConfig, DistillConfig, Strict, TrainConfig, _allowed_keys, read_yaml
 from kdistill.errors import ConfigError
@@ -160,3 +160,12 @@ def load_study_config(path: str | Path) -> StudyConfig:
         if models is not None and (len(set(models)) != len(models) or not models):
             raise ConfigError(f"Study '{path}': '{key}' must list at least one model, each once.")
     return cfg
+
+
+def distill_alpha(section: BaseModel) -> dict[str, float]:
+    """``{"alpha": ...}`` when the study's distill section sets alpha, else ``{}``.
+
+    Left unset, alpha keeps its meaning in the distillation run: 0.9, or no kd
+    term at all beside a method that replaces it (dkd, regression).
+    """
+    return {"alpha": section.alpha} if "alpha" in section.model_fields_set else {}

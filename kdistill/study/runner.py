@@ -46,7 +46,7 @@ from kdistill.errors import ConfigError, ModelError
 from kdistill.eval import parameter_count, predict
 from kdistill.experiment import build_run, execute, load_data, model_spec, run_distill, train_model
 from kdistill.models import create_model
-from kdistill.study.config import StudyConfig
+from kdistill.study.config import StudyConfig, distill_alpha
 from kdistill.study.measure import ResultsLog, measure_model, torch_threads
 from kdistill.study.variational import run_family as run_variational_family
 
@@ -261,7 +261,8 @@ class Study:
         d = self.cfg.distill
         exp = ExperimentConfig(
             name=run, data=self.cfg.data, teacher=ModelConfig(model=teacher), student=ModelConfig(model=student),
-            distill=DistillConfig(alpha=d.alpha, temperature=d.temperature, method=d.method, methods=d.methods),
+            distill=DistillConfig(temperature=d.temperature, method=d.method, methods=d.methods,
+                                  terms=d.terms, **distill_alpha(d)),
             train=d.train or self.cfg.train)
         run_dir = self.out / "runs" / f"distilled-{tag}"
         if self.log.done(run) and (run_dir / "student" / "best.safetensors").exists():

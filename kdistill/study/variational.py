@@ -25,6 +25,7 @@ from kdistill.compress.variational import load_variational, sparsify
 from kdistill.config import DistillConfig, ExperimentConfig, ModelConfig, VariationalConfig
 from kdistill.eval import format_bytes
 from kdistill.experiment import model_spec, run_distill
+from kdistill.study.config import distill_alpha
 from kdistill.train.checkpoint import read_checkpoint_metadata
 
 if TYPE_CHECKING:
@@ -63,8 +64,9 @@ def variational_student(study: Study, teacher: str, student: str) -> None:
         threshold=v.thresholds[0], kl_weight=v.kl_weight, anneal_epochs=v.anneal_epochs))
     exp = ExperimentConfig(
         name=f"{TECHNIQUE}/{teacher}->{student}", data=cfg.data, teacher=ModelConfig(model=teacher),
-        student=student_cfg, distill=DistillConfig(alpha=d.alpha, temperature=d.temperature,
-                                                   method=d.method, methods=d.methods), train=train)
+        student=student_cfg, distill=DistillConfig(temperature=d.temperature, method=d.method,
+                                                   methods=d.methods, terms=d.terms, **distill_alpha(d)),
+        train=train)
     tag = f"{teacher}-to-{student}"
     run_dir = study.out / "runs" / f"{TECHNIQUE}-{tag}"
     last = run_dir / "student" / "last.safetensors"
