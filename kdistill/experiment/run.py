@@ -143,13 +143,14 @@ def _regression_loss(outputs, targets):
 
 def loss_terms(cfg: ExperimentConfig, student: nn.Module | None = None) -> list[LossTerm]:
     """The distillation loss ``cfg`` asks for, as resolved terms (a variational student's KL term added)."""
-    terms = resolve_terms(cfg.distill, label_smoothing=schedule(cfg, "student").label_smoothing)
+    smoothing = schedule(cfg, "student").label_smoothing
+    terms = resolve_terms(cfg.distill, label_smoothing=smoothing)
     if student is None:
         return terms
     listed = [MethodConfig(name=t.name, weight=t.weight, options=t.options) for t in terms]
-    added = variational_methods(listed, cfg.student, student)[len(listed):]  # [variational] KL term
-    return terms + [LossTerm(m.name, m.weight, term_options(m.name, m.options, cfg.distill.temperature))
-                    for m in added]
+    # [variational] the KL term added, or a listed one completed, from student.variational
+    return [LossTerm(m.name, m.weight, term_options(m.name, m.options, cfg.distill.temperature, smoothing))
+            for m in variational_methods(listed, cfg.student, student)]
 
 
 def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Module,
