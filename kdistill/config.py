@@ -193,7 +193,8 @@ class SchemeConfig(Strict):
 
 class DistillConfig(Strict):
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft-target term")
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(4.0, gt=0, description="passed to every term that uses a temperature (kd, dkd, "
+                               "...) unless the term's options set one")
     method: str = Field("kd", description="shorthand for methods: [{name: METHOD}]")
     methods: list[MethodConfig] = Field(default_factory=list)
     terms: list[MethodConfig] | None = Field(

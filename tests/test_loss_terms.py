@@ -333,3 +333,18 @@ def _metadata(path):
     from kdistill.train.checkpoint import read_checkpoint_metadata
 
     return read_checkpoint_metadata(path)
+
+
+def test_tune_keeps_the_loss_the_config_asks_for():
+    from kdistill.tune import apply_params, default_search, normalised_dump
+
+    listed = digits_cfg(terms=[{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5}])
+    assert {k for k in default_search(listed) if k.startswith("distill.")} == {
+        "distill.temperature", "distill.terms.0.weight", "distill.terms.1.weight"}
+    trial = apply_params(normalised_dump(listed), {"distill.terms.1.weight": 2.0})
+    assert [(t.name, t.weight) for t in resolve_terms(trial.distill)] == [("ce", 0.5), ("kd", 2.0)]
+
+    replaced = digits_cfg(method="dkd")
+    assert "distill.alpha" not in default_search(replaced)
+    trial = apply_params(normalised_dump(replaced), {"distill.temperature": 2.0})
+    assert [t.name for t in resolve_terms(trial.distill)] == ["ce", "dkd"]

@@ -47,13 +47,17 @@ from kdistill.methods import (  # noqa: F401  (registers the methods)
     variational,
 )
 from kdistill.methods.base import DistillationMethod, StepContext, soft_kl
+from kdistill.methods.ce import LabelLoss
 from kdistill.methods.features import FeaturePairMethod, default_feature_layer, make_adapter
 from kdistill.methods.hooks import FeatureHooks, module_paths, resolve_module
+from kdistill.methods.kd import HintonKD
 
 __all__ = [
     "DistillationMethod",
     "FeatureHooks",
     "FeaturePairMethod",
+    "HintonKD",
+    "LabelLoss",
     "StepContext",
     "default_feature_layer",
     "make_adapter",
