@@ -143,7 +143,7 @@ class Distiller(TrainingObjective):
         for term, weight in terms:
             if not isinstance(term, DistillationMethod):
                 raise ConfigError(f"Distiller: a loss term must be a DistillationMethod, got {type(term).__name__}.")
-            builtin = isinstance(term, BUILTIN_TERM_TYPES)
+            builtin = type(term) in BUILTIN_TERM_TYPES  # a subclass may hook layers or train: an added term
             target = self.builtin_terms if builtin else self.methods
             self._order.append((builtin, len(target), float(weight)))
             target.append(term)
