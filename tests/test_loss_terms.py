@@ -22,6 +22,7 @@ from kdistill.experiment.run import loss_terms
 from kdistill.methods import DistillationMethod
 from kdistill.methods.ce import LabelLoss
 from kdistill.methods.kd import HintonKD
+from kdistill.registry import METHODS
 from kdistill.schemes import run_experiment, validate_options
 from kdistill.schemes.dml import mutual_loss
 from kdistill.schemes.transfer import without_labels
@@ -31,14 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "examples" / "plugins" / "reverse_kl.py"
 
 
-def _load_plugin():
+@pytest.fixture(scope="module", autouse=True)
+def reverse_kl():
+    """The example file, imported (which registers "reverse-kl") for this module's tests only."""
     spec = importlib.util.spec_from_file_location("reverse_kl_example", PLUGIN)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # registers "reverse-kl", once for this test module
-    return module
-
-
-reverse_kl = _load_plugin()
+    spec.loader.exec_module(module)
+    yield module
+    METHODS._entries.pop("reverse-kl")  # other tests see the built-in registry
 
 
 def digits_cfg(**distill):
@@ -55,7 +56,7 @@ def as_tuples(terms):
 # --------------------------------------------------------------------------- the explicit sum
 
 
-def test_explicit_sum_matches_a_hand_computation():
+def test_explicit_sum_matches_a_hand_computation(reverse_kl):
     # student [1, 2], teacher [2, 1], label 0, T = 2: p_s = softmax([0.5, 1]), p_t = softmax([1, 0.5])
     p_s0 = 1 / (1 + math.exp(0.5))
     p_s, p_t = [p_s0, 1 - p_s0], [1 - p_s0, p_s0]
@@ -103,8 +104,6 @@ def test_temperature_reaches_terms_by_declaration_not_by_parameter_name():
         def __init__(self, temperature: float = 7.0) -> None:
             super().__init__()
             self.temperature = temperature
-
-    from kdistill.registry import METHODS
 
     METHODS.register("test-named-temperature")(NamedTemperature)
     try:
@@ -308,7 +307,7 @@ def test_the_old_live_teacher_attribute_still_works_with_a_warning():
     assert New.needs_live_teacher
 
 
-def test_the_reverse_kl_example_trains_from_python_and_from_a_config(tmp_path):
+def test_the_reverse_kl_example_trains_from_python_and_from_a_config(tmp_path, reverse_kl):
     cfg = digits_cfg(method="reverse-kl", temperature=2.0)
     cfg.output_dir = str(tmp_path)
     result = run_experiment(cfg)  # validation looks the user's method up when it runs
