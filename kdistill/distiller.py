@@ -118,6 +118,7 @@ class Distiller(TrainingObjective):
             raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}.")
         if teacher_precision not in ("same", "bf16"):
             raise ConfigError(f"teacher_precision must be 'same' or 'bf16', got {teacher_precision!r}.")
+        shorthand = terms is None
         if terms is None:
             terms = builtin_terms(0.9 if alpha is None else alpha, 4.0 if temperature is None else temperature,
                                   task=task, student_loss_fn=student_loss_fn,
@@ -131,6 +132,9 @@ class Distiller(TrainingObjective):
                 raise ConfigError(f"Distiller: terms= is the whole loss; {', '.join(given)} would add or weight "
                                   "terms beside it. Give the terms alone (e.g. (LabelLoss(), 0.1), "
                                   "(HintonKD(temperature=4.0), 0.9)), or leave terms out.")
+        # the shorthand's values, still read by callers; None when terms= gave the loss
+        self.alpha = None if shorthand is False else float(0.9 if alpha is None else alpha)
+        self.temperature = None if shorthand is False else float(4.0 if temperature is None else temperature)
         self.teacher = teacher
         self.student = student
         self.task = task
