@@ -180,6 +180,8 @@ class TrainConfig(Strict):
 
 
 class MethodConfig(Strict):
+    """One loss term: a registered method's name, its weight in the sum, and its constructor options."""
+
     name: str
     weight: float = Field(1.0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -194,9 +196,13 @@ class SchemeConfig(Strict):
 
 class DistillConfig(Strict):
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft-target term")
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(4.0, gt=0, description="passed to every term that uses a temperature (kd, dkd, "
+                               "...) unless the term's options set one")
     method: str = Field("kd", description="shorthand for methods: [{name: METHOD}]")
     methods: list[MethodConfig] = Field(default_factory=list)
+    terms: list[MethodConfig] | None = Field(
+        None, description="the whole loss spelled out, e.g. [{name: ce, weight: 0.1}, {name: kd, weight: 0.9}]; "
+        "replaces alpha, method and methods")
     scheme: SchemeConfig | None = Field(None, description="e.g. {name: born-again, options: {generations: 3}}")
     cache: TeacherCache = Field(
         "auto", description="teacher outputs without augmentation: auto (device), device, memmap, off")
@@ -221,16 +227,34 @@ class DistillConfig(Strict):
                 f"distill.method ({self.method!r}) and distill.methods (a list) are two ways to choose the "
                 "loss terms; give one: method: NAME for a single method, or methods: [{name: NAME, weight: W}, "
                 "...] to combine several")
+        if self.terms is not None:
+            # a key at its default is tolerated: a config dumped and read back spells every key out
+            given = [key for key in ("alpha", "method", "methods")
+                     if key in self.model_fields_set and getattr(self, key) != type(self).model_fields[key].get_default(
+                         call_default_factory=True)]
+            if given:
+                raise ValueError(
+                    f"distill.terms lists the whole loss, so {', '.join('distill.' + k for k in given)} "
+                    "(which choose terms or their weights) cannot be given beside it; move every term into "
+                    "terms, e.g. terms: [{name: ce, weight: 0.1}, {name: kd, weight: 0.9}]")
+            if not self.terms:
+                raise ValueError("distill.terms is empty: list at least one term, e.g. [{name: ce}]")
         for m in self.methods:
             if m.name == "kd" and (m.weight != 1.0 or m.options):
                 raise ValueError(
                     "distill.methods: 'kd' names the built-in soft-target term, which is weighted by "
                     "distill.alpha at distill.temperature; set those instead of a weight or options on the "
-                    "kd entry (or drop the entry: the term is always there while alpha > 0)")
+                    "kd entry, or list the whole loss in distill.terms to give kd its own weight and options")
         return self
 
     def method_list(self) -> list[MethodConfig]:
-        """The extra loss terms, beyond the built-in Hinton KD term (weighted by ``alpha``)."""
+        """The terms ``method`` / ``methods`` add beside the built-in ce and kd terms (which ``alpha`` weights).
+
+        With ``terms`` the whole loss is listed there and this is empty; the
+        complete, resolved list is :func:`kdistill.distiller.resolve_terms`.
+        """
+        if self.terms is not None:
+            return []
         if self.methods:
             return [m for m in self.methods if m.name != "kd"]
         return [] if self.method == "kd" else [MethodConfig(name=self.method)]

@@ -8,23 +8,32 @@ docs/PYTHON_API.md how it maps onto Keras's and torchdistill's, whose
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from kdistill.errors import ConfigError, ModelError
 from kdistill.methods.base import DistillationMethod, StepContext
+from kdistill.methods.ce import LabelLoss
 from kdistill.methods.hooks import FeatureHooks
+from kdistill.methods.kd import HintonKD
+from kdistill.methods.regression import TeacherOutputMSE
+from kdistill.options import check_options, parameters
 from kdistill.registry import METHODS
 from kdistill.teacher_cache import Storage, TeacherCache
-from kdistill.train.objective import FitContext, LabelLoss, TrainingObjective, regression_loss
+from kdistill.train.objective import FitContext, TrainingObjective, regression_loss
+from kdistill.train.objective import LabelLoss as TargetLoss
 from kdistill.train.precision import autocast_context
 
 log = logging.getLogger("kdistill")
 layers_log = logging.getLogger("kdistill.layers")  # shown by the CLI without -v
+
+if TYPE_CHECKING:
+    from kdistill.config import DistillConfig
 
 
 class Supervised(TrainingObjective):
@@ -35,7 +44,7 @@ class Supervised(TrainingObjective):
                  label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.student = model
-        self.loss_fn = loss_fn or LabelLoss(label_smoothing)
+        self.loss_fn = loss_fn or TargetLoss(label_smoothing)
 
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
         loss = self.loss_fn(self.student(inputs), labels)
@@ -45,6 +54,10 @@ class Supervised(TrainingObjective):
 class Distiller(TrainingObjective):
     """Teach ``student`` from a frozen ``teacher`` (any modules that output logits of the same shape).
 
+    The loss is an explicit weighted sum of terms, each a registered
+    :class:`~kdistill.methods.DistillationMethod`: ``ce`` (the labels), ``kd``
+    (Hinton's soft targets) and any other method alike.
+
     Every argument is a keyword (``Distiller(teacher=t, student=s)``): Keras's
     example ``Distiller`` takes ``(student, teacher)`` in the other order, and
     a swapped pair would silently train the teacher. For one batch::
@@ -52,6 +65,9 @@ class Distiller(TrainingObjective):
         loss = (1 - alpha) * student_loss_fn(student_logits, labels)
                + alpha * T**2 * distillation_loss_fn(log_softmax(student_logits / T), softmax(teacher_logits / T))
                + sum_k weight_k * method_k(ctx)
+
+    that is, ``alpha`` and ``temperature`` are shorthand for the terms
+    ``[(ce, 1 - alpha), (kd at T, alpha)]``, followed by ``methods``.
 
     * ``alpha`` weights the *distillation* (soft-target) term and ``1 - alpha``
       the label term; default 0.9. Keras's example and torchdistill's
@@ -68,6 +84,10 @@ class Distiller(TrainingObjective):
       averaged over the batch. The ``T**2`` factor is applied here, outside it.
     * ``methods``: ``(method, weight)`` pairs whose named terms are added with
       their weights (see :mod:`kdistill.methods`).
+    * ``terms``: instead of all of the above, the whole loss as ``(term,
+      weight)`` pairs, e.g. ``[(LabelLoss(), 1.0), (ReverseKL(temperature=2),
+      0.5)]``; it cannot be combined with ``alpha``, ``temperature``,
+      ``methods`` or the two loss functions.
     * ``teacher_precision``: ``"same"`` or ``"bf16"`` (bf16 autocast around the
       frozen teacher only).
     * ``task``: ``"classification"`` (the formula above) or ``"regression"``,
@@ -89,9 +109,10 @@ class Distiller(TrainingObjective):
         student: nn.Module,
         student_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
         distillation_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-        alpha: float = 0.9,
-        temperature: float = 4.0,
+        alpha: float | None = None,
+        temperature: float | None = None,
         methods: Sequence[tuple[DistillationMethod, float]] = (),
+        terms: Sequence[tuple[DistillationMethod, float]] | None = None,
         teacher_precision: str = "same",
         task: str = "classification",
     ) -> None:
@@ -100,26 +121,56 @@ class Distiller(TrainingObjective):
             raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}.")
         if teacher_precision not in ("same", "bf16"):
             raise ConfigError(f"teacher_precision must be 'same' or 'bf16', got {teacher_precision!r}.")
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"alpha must lie in [0, 1], got {alpha}.")
-        if temperature <= 0:
-            raise ConfigError(f"temperature must be positive, got {temperature}.")
+        shorthand = terms is None
+        if terms is None:
+            terms = builtin_terms(0.9 if alpha is None else alpha, 4.0 if temperature is None else temperature,
+                                  task=task,
+                                  student_loss_fn=student_loss_fn or (regression_loss if task == "regression" else None),
+                                  distillation_loss_fn=distillation_loss_fn) + list(methods)
+        else:
+            given = [name for name, value in (("alpha", alpha), ("temperature", temperature),
+                                              ("student_loss_fn", student_loss_fn),
+                                              ("distillation_loss_fn", distillation_loss_fn),
+                                              ("methods", methods or None)) if value is not None]
+            if given:
+                raise ConfigError(f"Distiller: terms= is the whole loss; {', '.join(given)} would add or weight "
+                                  "terms beside it. Give the terms alone (e.g. (LabelLoss(), 0.1), "
+                                  "(HintonKD(temperature=4.0), 0.9)), or leave terms out.")
+        # the shorthand's values, still read by callers; None when terms= gave the loss
+        self.alpha = None if shorthand is False else float(0.9 if alpha is None else alpha)
+        self.temperature = None if shorthand is False else float(4.0 if temperature is None else temperature)
         self.teacher = teacher
         self.student = student
-        self.student_loss_fn = student_loss_fn or (regression_loss if task == "regression" else nn.CrossEntropyLoss())
-        self.distillation_loss_fn = distillation_loss_fn or nn.KLDivLoss(reduction="batchmean")
-        self.alpha = float(alpha)
-        self.temperature = float(temperature)
-        self.methods = nn.ModuleList([m for m, _ in methods])
-        self.weights = [float(w) for _, w in methods]
-        self.teacher_precision = teacher_precision
         self.task = task
+        self.teacher_precision = teacher_precision
+        # Terms live in two lists so that checkpoints keep naming the added methods' parameters
+        # methods.<i> (counting those alone) whatever built-in terms come before them.
+        self.builtin_terms = nn.ModuleList()
+        self.methods = nn.ModuleList()
+        self._order: list[tuple[bool, int, float]] = []  # (built in?, index in its list, weight)
+        for term, weight in terms:
+            if not isinstance(term, DistillationMethod):
+                raise ConfigError(f"Distiller: a loss term must be a DistillationMethod, got {type(term).__name__}.")
+            builtin = type(term) in BUILTIN_TERM_TYPES  # a subclass may hook layers or train: an added term
+            target = self.builtin_terms if builtin else self.methods
+            self._order.append((builtin, len(target), float(weight)))
+            target.append(term)
+        self.weights = [w for builtin, _, w in self._order if not builtin]  # the added methods' weights
         self.teacher_cache: TeacherCache | None = None
         self.epoch = 0
         self._student_hooks: FeatureHooks | None = None
         self._teacher_hooks: FeatureHooks | None = None
         self.freeze_teacher()
         self._attach_hooks()
+
+    @property
+    def terms(self) -> list[tuple[nn.Module, float]]:
+        """The loss as ``(term, weight)`` pairs, in the order they are added up."""
+        return [((self.builtin_terms if builtin else self.methods)[i], w) for builtin, i, w in self._order]
+
+    def describe_loss(self) -> str:
+        """The resolved loss in one line: ``0.1 * ce + 0.9 * kd(T=4) + 100 * fitnets``."""
+        return " + ".join(f"{weight:g} * {describe_term(term)}" for term, weight in self.terms) or "0"
 
     # -- set-up -----------------------------------------------------------------
     def freeze_teacher(self) -> None:
@@ -155,11 +206,11 @@ class Distiller(TrainingObjective):
             method = _unwrap(method)
             describe = getattr(method, "describe_layers", None)
             if callable(describe):
-                lines.append(f"{_method_name(method)}: {describe()}")
+                lines.append(f"{method_name(method)}: {describe()}")
             elif method.student_layers or method.teacher_layers:
                 student = ", ".join(repr(p) for p in method.student_layers) or "-"
                 teacher = ", ".join(repr(p) for p in method.teacher_layers) or "-"
-                lines.append(f"{_method_name(method)}: student {student} <- teacher {teacher}")
+                lines.append(f"{method_name(method)}: student {student} <- teacher {teacher}")
         return lines
 
     def check_compatible(self, sample: Tensor) -> None:
@@ -225,7 +276,7 @@ class Distiller(TrainingObjective):
     @property
     def needs_live_teacher(self) -> bool:
         """True when a method must see the teacher run on every batch (its outputs cannot be cached)."""
-        return any(getattr(m, "needs_teacher_features", False) for m in self.methods)
+        return any(_unwrap(m).needs_live_teacher for m in self.methods)
 
     @torch.no_grad()
     def cache_teacher(self, inputs: Tensor, batch_size: int = 1024, storage: Storage = "device",
@@ -273,39 +324,64 @@ class Distiller(TrainingObjective):
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
         teacher_logits, teacher_features = self.teacher_outputs(inputs, indices)
         student_logits = self.student(inputs)
-        t = self.temperature
+        ctx = StepContext(
+            inputs=inputs, labels=labels, student_logits=student_logits,
+            teacher_logits=teacher_logits, indices=indices, epoch=self.epoch,
+            student_features=self._student_hooks.pop() if self._student_hooks else {},
+            teacher_features=teacher_features,
+        )
+        # While a term trains alone (e.g. FitNets stage 1) the other added terms are not computed; the
+        # built-in ce and kd terms still are, and are reported, but count zero times in the total.
+        exclusive = any(_unwrap(m).exclusive(self.epoch) for m in self.methods)
         losses: dict[str, Tensor] = {}
         total = student_logits.new_zeros((), dtype=torch.float32)
-        if self.alpha < 1.0:
-            losses["student"] = self.student_loss_fn(student_logits, labels)
-            total = total + (1.0 - self.alpha) * losses["student"]
-        if self.alpha > 0.0 and self.task == "regression":
-            # one output has no distribution to soften: the teacher's predictions are the targets
-            losses["kd"] = nn.functional.mse_loss(student_logits.float(), teacher_logits.float())
-            total = total + self.alpha * losses["kd"]
-        elif self.alpha > 0.0:
-            log_p_s = torch.log_softmax(student_logits.float() / t, dim=-1)
-            p_t = torch.softmax(teacher_logits.float() / t, dim=-1)
-            losses["kd"] = t * t * self.distillation_loss_fn(log_p_s, p_t)
-            total = total + self.alpha * losses["kd"]
-        if len(self.methods):
-            ctx = StepContext(
-                inputs=inputs, labels=labels, student_logits=student_logits,
-                teacher_logits=teacher_logits, indices=indices, epoch=self.epoch,
-                student_features=self._student_hooks.pop() if self._student_hooks else {},
-                teacher_features=teacher_features,
-            )
-            exclusive = any(_unwrap(m).exclusive(self.epoch) for m in self.methods)
-            if exclusive:  # e.g. FitNets stage 1: only the hint loss trains the student
-                total = total * 0.0
-            for method, weight in zip(self.methods, self.weights):
-                if exclusive and not _unwrap(method).exclusive(self.epoch):
-                    continue
-                for name, value in method(ctx).items():
-                    losses[name] = value
-                    total = total + weight * value
+        for builtin, i, weight in self._order:
+            term = (self.builtin_terms if builtin else self.methods)[i]
+            if exclusive and not builtin and not _unwrap(term).exclusive(self.epoch):
+                continue
+            muted = exclusive and builtin  # zero, but every parameter of its graph keeps a (zero) gradient
+            for name, value in term(ctx).items():
+                losses[name] = value
+                total = total + (weight * value * 0.0 if muted else weight * value)
         losses["loss"] = total
         return losses
+
+
+# the built-in terms: what alpha and temperature stand for (kd's regression form included)
+BUILTIN_TERM_TYPES = (LabelLoss, HintonKD, TeacherOutputMSE)
+
+
+def builtin_terms(alpha: float, temperature: float, *, task: str = "classification",
+                  student_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+                  distillation_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+                  label_smoothing: float = 0.0) -> list[tuple[DistillationMethod, float]]:
+    """``[(ce, 1 - alpha), (kd at temperature, alpha)]``, leaving out a term whose weight is 0.
+
+    On regression data (``task="regression"``) the ``kd`` term is the MSE to
+    the teacher's outputs (:class:`~kdistill.methods.regression.TeacherOutputMSE`).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha must lie in [0, 1], got {alpha}.")
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be positive, got {temperature}.")
+    terms: list[tuple[DistillationMethod, float]] = []
+    if alpha < 1.0:
+        terms.append((LabelLoss(label_smoothing, loss_fn=student_loss_fn), 1.0 - alpha))
+    if alpha > 0.0:
+        soft = TeacherOutputMSE() if task == "regression" else HintonKD(temperature, loss_fn=distillation_loss_fn)
+        terms.append((soft, float(alpha)))
+    return terms
+
+
+def describe_term(term: nn.Module) -> str:
+    """A term's registered name, with its temperature when it uses one: ``kd(T=4)``."""
+    term = _unwrap(term)
+    if isinstance(term, TeacherOutputMSE):
+        return "kd(mse to the teacher's outputs)"
+    name = method_name(term)
+    if getattr(term, "uses_temperature", False) and hasattr(term, "temperature"):
+        return f"{name}(T={term.temperature:g})"
+    return name
 
 
 @contextlib.contextmanager
@@ -318,12 +394,11 @@ def _as_config_error(method: nn.Module):
 
 
 def method_name(method: nn.Module) -> str:
-    """The registered name of a method instance (its class name if it was never registered)."""
+    """The name ``method``'s class is registered under (its class name if it was never registered)."""
+    import kdistill.methods  # noqa: F401  (registers the built-in methods)
+
     cls = type(_unwrap(method))
-    for name in METHODS.names():
-        if METHODS.get(name) is cls:
-            return name
-    return cls.__name__
+    return next((name for name in METHODS if METHODS.get(name) is cls), cls.__name__)
 
 
 def _unwrap(method: nn.Module) -> nn.Module:
@@ -331,30 +406,111 @@ def _unwrap(method: nn.Module) -> nn.Module:
     return method.module if isinstance(method, nn.parallel.DistributedDataParallel) else method
 
 
-def _method_name(method: nn.Module) -> str:
-    """The name ``method``'s class is registered under (its class name if it is not registered)."""
-    import kdistill.methods  # noqa: F401  (registers the built-in methods)
-
-    return next((name for name in METHODS if METHODS.get(name) is type(method)), type(method).__name__)
+# --------------------------------------------------------------------------- from a config
 
 
-def build_method(name: str, options: dict, temperature: float) -> DistillationMethod:
-    """Instantiate a registered method, turning bad options into a ConfigError."""
+@dataclass(frozen=True)
+class LossTerm:
+    """One resolved term of a run's loss: its registered name, weight and complete options."""
+
+    name: str
+    weight: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight, "options": dict(self.options)}
+
+
+def term_class(name: str) -> type[DistillationMethod]:
+    """The registered class of loss term ``name`` (looked up now, so terms registered by user code count)."""
     import kdistill.methods  # noqa: F401  (registers the built-in methods)
 
     cls = METHODS.get(name)
-    params = inspect.signature(cls).parameters
-    kwargs = dict(options)
-    if "temperature" in params and "temperature" not in kwargs:
-        kwargs["temperature"] = temperature
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        allowed = ", ".join(p for p in params if p not in {"self"}) or "(none)"
-        raise ConfigError(
-            f"Method '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
-            f"its options are: {allowed}."
-        )
+    if not (isinstance(cls, type) and issubclass(cls, DistillationMethod)):
+        raise ConfigError(f"'{name}' is registered as a method but is not a DistillationMethod subclass "
+                          f"({cls!r}); register_method takes a class whose forward(ctx) returns named losses.")
+    return cls
+
+
+def term_options(name: str, options: dict[str, Any], temperature: float, label_smoothing: float = 0.0) -> dict[str, Any]:
+    """``options`` of term ``name`` type-checked against its constructor, completed with the run's values.
+
+    A term that declares ``uses_temperature`` gets ``temperature`` unless its
+    options set it; ``ce`` gets ``label_smoothing`` likewise. Keyword-only
+    constructor parameters (such as ``loss_fn``) are for Python callers and
+    cannot be set from a config.
+    """
+    cls = term_class(name)
+    python_only = [k for k, p in parameters(cls).items() if p.kind is p.KEYWORD_ONLY]
+    checked = check_options(f"Method '{name}'", cls, options, skip=python_only)
+    if cls.uses_temperature and "temperature" not in checked:
+        if "temperature" not in parameters(cls):
+            raise ConfigError(f"Method '{name}' declares uses_temperature but its constructor takes no "
+                              "'temperature' parameter; add one (the run passes distill.temperature to it).")
+        checked["temperature"] = float(temperature)
+    if issubclass(cls, LabelLoss) and "label_smoothing" not in checked:
+        checked["label_smoothing"] = float(label_smoothing)
+    return checked
+
+
+def build_method(name: str, options: dict, temperature: float) -> DistillationMethod:
+    """Instantiate registered term ``name``, turning bad options into a ConfigError."""
+    return build_term(LossTerm(name, 1.0, term_options(name, options, temperature)))
+
+
+def build_term(term: LossTerm, *, task: str = "classification",
+               student_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> DistillationMethod:
+    """The module of a resolved term; ``kd`` on regression data is the MSE to the teacher's outputs."""
+    cls = term_class(term.name)
+    if task == "regression" and cls is HintonKD:
+        return TeacherOutputMSE()
+    extra: dict[str, Any] = {}
+    if cls is LabelLoss and student_loss_fn is not None:
+        extra["loss_fn"] = student_loss_fn
     try:
-        return cls(**kwargs)
+        return cls(**term.options, **extra)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"Method '{name}': {error}") from None
+        raise ConfigError(f"Method '{term.name}': {error}") from None
+
+
+def resolve_terms(distill: DistillConfig, *, label_smoothing: float = 0.0) -> list[LossTerm]:
+    """The loss a ``distill`` section asks for, as an ordered list of terms with weights and options.
+
+    ``distill.terms`` is taken as written. Otherwise ``alpha`` expands to
+    ``[ce: 1 - alpha, kd: alpha]`` (a term of weight 0 left out), followed by
+    ``method`` / ``methods``. A listed method that *replaces* a built-in term
+    (``dkd``, ``regression``: ``replaces = ("kd",)``) drops it while
+    ``distill.alpha`` is not set, the other built-in term getting weight 1;
+    a config that sets ``alpha`` keeps the weights it asks for.
+    """
+    if distill.terms:
+        listed = [(m.name, m.weight, m.options) for m in distill.terms]
+    else:
+        extra = [(m.name, m.weight, m.options) for m in distill.method_list()]
+        replaced = {r for name, _, _ in extra for r in term_class(name).replaces}
+        builtin = [("ce", 1.0 - distill.alpha, {}), ("kd", distill.alpha, {})]
+        if "alpha" not in distill.model_fields_set and replaced & {"ce", "kd"}:
+            builtin = [(name, 1.0, {}) for name, _, _ in builtin if name not in replaced]
+        listed = [t for t in builtin if t[1] > 0.0] + extra
+    return [LossTerm(name, float(weight), term_options(name, options, distill.temperature, label_smoothing))
+            for name, weight, options in listed]
+
+
+def replacement_note(distill: DistillConfig) -> str | None:
+    """A warning when a listed method replaces ``kd`` but an explicit ``distill.alpha`` keeps it in the loss."""
+    if distill.terms or "alpha" not in distill.model_fields_set or distill.alpha == 0:
+        return None
+    by = sorted({m.name for m in distill.method_list() if "kd" in term_class(m.name).replaces})
+    if not by:
+        return None
+    return (f"{', '.join(by)} replaces the built-in kd term, but distill.alpha is {distill.alpha:g}, which keeps "
+            "kd at that weight; remove distill.alpha to train without kd (or list the loss in distill.terms).")
+
+
+def distiller_from_terms(terms: Sequence[LossTerm], *, teacher: nn.Module, student: nn.Module,
+                         task: str = "classification", teacher_precision: str = "same",
+                         student_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> Distiller:
+    """A :class:`Distiller` whose loss is exactly ``terms`` (what a run built from a config trains)."""
+    modules = [(build_term(t, task=task, student_loss_fn=student_loss_fn), t.weight) for t in terms]
+    return Distiller(teacher=teacher, student=student, terms=modules, teacher_precision=teacher_precision,
+                     task=task)

@@ -31,6 +31,7 @@ from typing import Any
 
 from kdistill.config import ExperimentConfig, SearchParam, dump_config, parse_config
 from kdistill.data import DataSplits
+from kdistill.distiller import term_class
 from kdistill.errors import ConfigError, TrainingError
 from kdistill.experiment import build_run, execute, get_teacher, load_data
 from kdistill.experiment.validate import meta_model, validate_experiment, validate_output_dir
@@ -71,15 +72,27 @@ def _method_entries(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     return [m.model_dump(mode="json") for m in cfg.distill.method_list()]
 
 
+def _alpha_unset_and_replaced(cfg: ExperimentConfig) -> bool:
+    """True when a listed method replaces a built-in term and ``distill.alpha`` is not set (so it must stay unset)."""
+    d = cfg.distill
+    return (not d.terms and "alpha" not in d.model_fields_set
+            and any(term_class(m.name).replaces for m in d.method_list()))
+
+
 def normalised_dump(cfg: ExperimentConfig) -> dict[str, Any]:
     """The config as plain data, with the ``method`` shorthand spelt out as ``methods``.
 
-    Method weights then have stable keys ``distill.methods.<i>.weight``.
+    Method weights then have stable keys ``distill.methods.<i>.weight`` (with
+    ``distill.terms``: ``distill.terms.<i>.weight``). An unset ``alpha`` beside
+    a method that replaces the kd term stays unset, so the trials train the
+    same terms as the config.
     """
     data = cfg.model_dump(mode="json")
-    if cfg.teacher is not None:
+    if cfg.teacher is not None and not cfg.distill.terms:
         data["distill"]["methods"] = _method_entries(cfg)
         data["distill"]["method"] = "kd"
+    if cfg.distill.terms or _alpha_unset_and_replaced(cfg):
+        del data["distill"]["alpha"]
     return data
 
 
@@ -92,7 +105,13 @@ def default_search(cfg: ExperimentConfig) -> dict[str, SearchParam]:
     if cfg.teacher is None:
         return search
     search["distill.temperature"] = SearchParam(low=1.0, high=20.0, log=True)
-    search["distill.alpha"] = SearchParam(low=0.0, high=1.0)
+    if cfg.distill.terms:  # the whole loss listed: each term's weight, around the configured one
+        for i, term in enumerate(cfg.distill.terms):
+            weight = term.weight or 1.0
+            search[f"distill.terms.{i}.weight"] = SearchParam(low=weight / 100, high=weight * 100, log=True)
+        return search
+    if not _alpha_unset_and_replaced(cfg):
+        search["distill.alpha"] = SearchParam(low=0.0, high=1.0)
     for i, method in enumerate(_method_entries(cfg)):
         weight = method["weight"] or 1.0
         search[f"distill.methods.{i}.weight"] = SearchParam(low=weight / 100, high=weight * 100, log=True)

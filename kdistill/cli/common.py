@@ -154,6 +154,7 @@ def _set_method(raw: dict[str, Any], method: str) -> None:
         return
     distill["method"] = method
     distill.pop("methods", None)
+    distill.pop("terms", None)
 
 
 def configure_logging(verbose: bool) -> None:
@@ -164,5 +165,7 @@ def configure_logging(verbose: bool) -> None:
     handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[handler], force=True)
-    # which layers the feature methods hook changes what is trained: always shown
+    # which layers the feature methods hook, and the loss terms with their weights, change what is
+    # trained: always shown
     logging.getLogger("kdistill.layers").setLevel(logging.INFO)
+    logging.getLogger("kdistill.loss").setLevel(logging.INFO)

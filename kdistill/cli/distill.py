@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "gives no teacher checkpoint), then report accuracy and fidelity.")
     add_config_arguments(parser, "distill")
     parser.add_argument("--method", help="distillation method or scheme, e.g. crd, dkd, born-again: a method "
-                        "replaces distill.method and distill.methods; a scheme sets distill.scheme")
+                        "replaces distill.method, distill.methods and distill.terms; a scheme sets distill.scheme")
     parser.add_argument("--teacher", metavar="CHECKPOINT", help="teacher checkpoint (overrides teacher.checkpoint)")
     parser.set_defaults(run=run)
 

@@ -205,7 +205,7 @@ def check_config(cfg: Any) -> None:
 
     d = cfg.distill
     names = detection_method_names()
-    listed = [m.name for m in d.methods] if d.methods else [d.method]
+    listed = [m.name for m in d.terms] if d.terms else [m.name for m in d.methods] if d.methods else [d.method]
     if "kd" in listed:
         raise ConfigError(
             "Method 'kd' is the soft-target loss of classifiers and cannot distil a detector. Set distill.method "
@@ -236,7 +236,7 @@ def build_objective(cfg: Any, model: nn.Module, teacher: nn.Module | None = None
     check_detector(teacher, "teacher")
     check_config(cfg)
     d = cfg.distill
-    methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in d.method_list()]
+    methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in d.terms or d.method_list()]
     try:
         return DetectionDistiller(teacher, model, methods)
     except ValueError as error:  # an option that does not fit these two models (e.g. cross_at too deep)

@@ -32,9 +32,16 @@ from torch import nn
 
 from kdistill import detection
 from kdistill.compress.variational import finish_variational, make_variational
-from kdistill.config import AugmentConfig, ExperimentConfig, ModelConfig, TrainConfig
+from kdistill.config import AugmentConfig, ExperimentConfig, MethodConfig, ModelConfig, TrainConfig
 from kdistill.data import DataSplits
-from kdistill.distiller import Distiller, build_method
+from kdistill.distiller import (
+    Distiller,
+    LossTerm,
+    distiller_from_terms,
+    replacement_note,
+    resolve_terms,
+    term_options,
+)
 from kdistill.errors import CheckpointError, ConfigError
 from kdistill.eval import evaluate_model, predict
 from kdistill.experiment.records import data_meta, load_data, model_spec
@@ -57,11 +64,12 @@ from kdistill.train.checkpoint import (
 )
 from kdistill.train.distributed import is_main_process
 from kdistill.train.lock import folder_lock
-from kdistill.train.objective import TrainingObjective
+from kdistill.train.objective import TrainingObjective, regression_loss
 from kdistill.train.targets import fold
 from kdistill.train.tracking import Tracker
 
 log = logging.getLogger("kdistill")
+loss_log = logging.getLogger("kdistill.loss")  # the resolved loss terms: shown by the CLI without -v
 
 RunKind = Literal["teacher", "student", "distill"]
 _DEFAULT_OUT = object()
@@ -122,15 +130,42 @@ def augmentation(cfg: ExperimentConfig, role: str) -> AugmentConfig:
     return cfg.teacher_augment if role == "teacher" and cfg.teacher_augment is not None else cfg.data.augment
 
 
+def loss_terms(cfg: ExperimentConfig, student: nn.Module | None = None) -> list[LossTerm]:
+    """The distillation loss ``cfg`` asks for, as resolved terms (a variational student's KL term added)."""
+    smoothing = schedule(cfg, "student").label_smoothing
+    terms = resolve_terms(cfg.distill, label_smoothing=smoothing)
+    if student is None:
+        return terms
+    listed = [MethodConfig(name=t.name, weight=t.weight, options=t.options) for t in terms]
+    # [variational] the KL term added, or a listed one completed, from student.variational
+    return [LossTerm(m.name, m.weight, term_options(m.name, m.options, cfg.distill.temperature, smoothing))
+            for m in variational_methods(listed, cfg.student, student)]
+
+
 def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Module,
                     regression: bool = False) -> Distiller:
-    """The config's :class:`Distiller` for this pair (methods built from ``distill.methods``)."""
-    d = cfg.distill
-    method_cfgs = variational_methods(d.method_list(), cfg.student, student)  # [variational] KL term
-    methods = [(build_method(m.name, m.options, d.temperature), m.weight) for m in method_cfgs]
-    return Distiller(teacher=teacher, student=student, alpha=d.alpha, temperature=d.temperature, methods=methods,
-                     teacher_precision=d.teacher_precision,
-                     task="regression" if regression else "classification")
+    """The config's :class:`Distiller` for this pair: the loss terms of :func:`loss_terms`."""
+    terms = loss_terms(cfg, student)
+    if regression:  # kd on one output is the MSE to the teacher's outputs: no temperature
+        terms = [LossTerm("kd", t.weight) if t.name == "kd" else t for t in terms]
+    if regression and any(t.options.get("label_smoothing") for t in terms if t.name == "ce"):
+        raise ConfigError("train.label_smoothing smooths class labels; this data set has a numeric target, "
+                          "so set it to 0.")
+    distiller = distiller_from_terms(terms, teacher=teacher, student=student,
+                                     task="regression" if regression else "classification",
+                                     teacher_precision=cfg.distill.teacher_precision,
+                                     student_loss_fn=regression_loss if regression else None)
+    distiller.loss_terms = terms
+    return distiller
+
+
+def describe_terms(terms: list[LossTerm]) -> str:
+    """``0.1 * ce + 0.9 * kd(temperature=4.0) + 100 * fitnets(stage1_epochs=3)``."""
+    def one(t: LossTerm) -> str:
+        options = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in t.options.items()
+                            if not (k == "label_smoothing" and v == 0.0))
+        return f"{t.weight:g} * {t.name}" + (f"({options})" if options else "")
+    return " + ".join(one(t) for t in terms)
 
 
 def build_run(
@@ -185,6 +220,13 @@ def build_run(
                                 "model_config": spec_cfg.model_dump(mode="json"), **data_meta(data)}
     if kind == "distill":
         metadata["distill"] = cfg.distill.model_dump(mode="json")
+        terms = getattr(objective, "loss_terms", None)
+        if terms is not None:
+            metadata["loss_terms"] = [t.to_dict() for t in terms]
+            loss_log.info("loss: %s", describe_terms(terms))
+            note = replacement_note(cfg.distill)
+            if note:
+                log.warning(note)
     out = cfg.resolved_output_dir() / role if out_dir is _DEFAULT_OUT else out_dir
     return Run(cfg=cfg, kind=kind, role=role, data=data, model=model,
                objective=objective, train=train_cfg, augment=augment,
@@ -407,7 +449,8 @@ def run_distill(
     if cfg.student is None and student is None:
         raise ConfigError("Distillation needs a 'student' section with at least 'model: NAME'.")
     if student is None:
-        check_methods(cfg.distill.method_list(), cfg.student)  # [variational] before the teacher trains
+        # the terms' names and options, and [variational] the KL term's student, before the teacher trains
+        check_methods([MethodConfig(name=t.name, weight=t.weight) for t in loss_terms(cfg)], cfg.student)
     data = data if data is not None else load_data(cfg)
     if data.task == "detection":  # [detection] refuse classifier-only settings before training a teacher
         detection.check_config(cfg)

@@ -12,6 +12,7 @@ checks the schedule, the checkpoints and the output folder.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,6 @@ from kdistill.train.checkpoint import is_torch_pickle, read_checkpoint_metadata
 
 log = logging.getLogger("kdistill")
 
-# scheme options that list models (names or {model, options, checkpoint} mappings)
-MEMBER_OPTIONS = {"multi-teacher": "teachers", "takd": "assistants", "dml": "peers"}
-
-
 def member_configs(values: list[Any] | None, what: str) -> list[ModelConfig]:
     """Scheme members as model sections; a malformed entry is a ConfigError naming it."""
     configs = []
@@ -43,63 +40,52 @@ def member_configs(values: list[Any] | None, what: str) -> list[ModelConfig]:
     return configs
 
 
-def validate_experiment(cfg: ExperimentConfig, data: DataSplits, *, scheme: str | None = None,
-                        options: dict[str, Any] | None = None) -> None:
-    """Raise a :class:`~kdistill.errors.KDistillError` for anything that would fail later in the run."""
-    from kdistill.distiller import build_method
+SchemeCheck = Callable[[ExperimentConfig, DataSplits, dict[str, Any]], None]
 
-    options = options or {}
+
+def validate_experiment(cfg: ExperimentConfig, data: DataSplits, *, scheme: str | None = None,
+                        options: dict[str, Any] | None = None, check_scheme: SchemeCheck | None = None) -> None:
+    """Raise a :class:`~kdistill.errors.KDistillError` for anything that would fail later in the run.
+
+    Every loss term's options are type-checked and passed to its
+    ``check_config`` hook. ``check_scheme(cfg, data, options)`` is the
+    scheme's own check (its options, with their defaults, and the models it
+    will build); without one the config's teacher and student are checked as
+    one distillation pair.
+    """
     if cfg.student is None:
         raise ConfigError("Distillation needs a 'student' section with at least 'model: NAME'.")
     if cfg.student.checkpoint:
         raise ConfigError("student.checkpoint is not read by kdistill distill or train: to continue a run use "
                           "--resume .../student/last.safetensors, and to score a saved student use "
                           "kdistill evaluate CHECKPOINT. Remove student.checkpoint.")
-    for m in cfg.distill.method_list():
-        build_method(m.name, m.options, cfg.distill.temperature)
-    _check_fitnets_stages(cfg)
+    check_terms(cfg)
     if data.task == "detection":  # detectors: detection methods only, no classifier-output checks
         _validate_detection(cfg, data, scheme)
         return
-    regression = data.task == "regression"
-    if regression and scheme in {"dml", "multi-teacher"}:
-        raise ConfigError(f"Scheme '{scheme}' mixes class distributions and cannot train a regressor "
-                          "(the data set has a numeric target); use plain distillation or born-again.")
-    if scheme == "dml":
-        if cfg.teacher is not None and cfg.teacher.checkpoint:
-            raise ConfigError("dml trains peers that teach each other, without a teacher: remove --teacher "
-                              "(teacher.checkpoint) or choose another scheme.")
-        meta_model(cfg.student, data, "student")
-        for peer in member_configs(options.get("peers"), "dml: peers"):
-            meta_model(peer, data, "dml peer")
-        return
+    if check_scheme is not None:
+        check_scheme(cfg, data, options or {})
+    else:
+        check_teacher_student(cfg, data)
+
+
+def check_terms(cfg: ExperimentConfig) -> None:
+    """Resolve the loss terms (names, option types) and run each term's own ``check_config`` hook."""
+    from kdistill.distiller import term_class
+    from kdistill.experiment.run import loss_terms
+
+    for term in loss_terms(cfg):
+        term_class(term.name).check_config(term.options, cfg)
+
+
+def check_teacher_student(cfg: ExperimentConfig, data: DataSplits) -> tuple[nn.Module | None, nn.Module | None]:
+    """The config's teacher and student built on the meta device and bound to the loss terms."""
     if cfg.teacher is None:
         raise ConfigError("Distillation needs a 'teacher' section (model, and optionally checkpoint).")
-    if scheme == "multi-teacher":
-        members = member_configs(options.get("teachers"), "multi-teacher: teachers")
-        if not members and cfg.teacher.checkpoint:
-            raise ConfigError("multi-teacher builds its ensemble from options.teachers; with one teacher "
-                              "checkpoint (--teacher) it would average two copies of the same model. List "
-                              "the members: distill.scheme.options.teachers: [{checkpoint: A}, {model: B}].")
-        teachers = [teacher_for_validation(m, data) for m in members or [cfg.teacher]]
-        from kdistill.schemes.multi_teacher import TeacherEnsemble
-
-        ensemble = TeacherEnsemble(teachers, temperature=cfg.distill.temperature) \
-            if all(t is not None for t in teachers) else None
-        check_pair(cfg, ensemble, meta_model(cfg.student, data, "student", ensemble), data)
-        return
     teacher = teacher_for_validation(cfg.teacher, data)
     student = meta_model(cfg.student, data, "student", teacher)
-    if scheme == "takd":
-        chain = member_configs(options.get("assistants"), "takd: assistants")
-        for assistant_cfg in chain:
-            assistant = meta_model(assistant_cfg, data, "takd assistant")
-            check_pair(cfg, teacher, assistant, data)
-            teacher = assistant
-    if scheme == "noisy-student" and float(options.get("dropout", 0.3)) > 0:
-        meta_model(cfg.student.model_copy(update={"options": {**cfg.student.options, "dropout": 0.3}}),
-                   data, "noisy student (with its dropout option)")
     check_pair(cfg, teacher, student, data)
+    return teacher, student
 
 
 def _validate_detection(cfg: ExperimentConfig, data: DataSplits, scheme: str | None) -> None:
@@ -189,13 +175,3 @@ def check_pair(cfg: ExperimentConfig, teacher: nn.Module | None, student: nn.Mod
         raise
     except Exception as error:  # an operation the meta device lacks; the real run checks again
         log.debug("could not check the methods on the meta device: %s", error)
-
-
-def _check_fitnets_stages(cfg: ExperimentConfig) -> None:
-    for m in cfg.distill.method_list():
-        stage1 = m.options.get("stage1_epochs", 0) if m.name == "fitnets" else 0
-        if isinstance(stage1, int) and stage1 >= cfg.train.epochs:
-            raise ConfigError(
-                f"fitnets: stage1_epochs is {stage1} but the student trains {cfg.train.epochs} epochs, so the "
-                "hint loss alone would train it for the whole run and the labels and soft targets would never "
-                "be used. Set stage1_epochs below train.epochs (the paper's schedule: a hint stage, then KD).")

@@ -1,8 +1,9 @@
-"""Distillation methods, one module each, registered by name (``method: kd``).
+"""Loss terms, one module each, registered by name (``method: crd``, ``terms: [{name: ce}, ...]``).
 
 ========== =============================================== =====================
 name       paper                                           needs hooks
 ========== =============================================== =====================
+ce         the labels (cross-entropy, label smoothing)     no
 kd         Hinton et al. 2015                              no
 dkd        Zhao et al. 2022 (decoupled KD)                 no
 regression MSE / Huber to the teacher's outputs            no
@@ -29,6 +30,7 @@ added automatically for such a student.
 from kdistill.methods import (  # noqa: F401  (registers the methods)
     attention,
     attention_maps,
+    ce,
     crd,
     crosskd,
     dkd,
@@ -45,13 +47,17 @@ from kdistill.methods import (  # noqa: F401  (registers the methods)
     variational,
 )
 from kdistill.methods.base import DistillationMethod, StepContext, soft_kl
+from kdistill.methods.ce import LabelLoss
 from kdistill.methods.features import FeaturePairMethod, default_feature_layer, make_adapter
 from kdistill.methods.hooks import FeatureHooks, module_paths, resolve_module
+from kdistill.methods.kd import HintonKD
 
 __all__ = [
     "DistillationMethod",
     "FeatureHooks",
     "FeaturePairMethod",
+    "HintonKD",
+    "LabelLoss",
     "StepContext",
     "default_feature_layer",
     "make_adapter",

@@ -45,7 +45,7 @@ def attention_probs(q: Tensor, k: Tensor, heads: int, key_mask: Tensor) -> Tenso
 @register_method("attention-maps")
 class AttentionMapMatching(DistillationMethod):
     # batches are padded only to their longest sentence, so per-sample feature caches would not line up
-    needs_teacher_features = True
+    needs_live_teacher = True
 
     def __init__(self, layers: dict[str, Any] | None = None, loss: str = "kl",
                  teacher_path: str = ATTENTION_TEMPLATE, student_path: str = ATTENTION_TEMPLATE,

@@ -10,8 +10,8 @@ The KD loss splits into a target-class part (TCKD) and a non-target part (NCKD):
 
 Classic KD equals TCKD + (1 - p_gt_t) * NCKD, so the teacher's confidence
 suppresses NCKD; DKD weights the two freely (the paper uses alpha=1, beta=8).
-DKD replaces the Hinton term: use it with ``distill.alpha: 0`` to get
-``CE + L_DKD``, the paper's objective.
+DKD replaces the Hinton term (``replaces = ("kd",)``): a config listing dkd
+without ``distill.alpha`` trains ``CE + L_DKD``, the paper's objective.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alp
 
 @register_method("dkd")
 class DKD(DistillationMethod):
+    uses_temperature = True
+    replaces = ("kd",)
+
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
                  warmup_epochs: int = 0) -> None:
         super().__init__()

@@ -14,11 +14,17 @@ loss alone trains the student; afterwards the usual losses join in.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from torch import Tensor, nn
 
+from kdistill.errors import ConfigError
 from kdistill.methods.base import StepContext
 from kdistill.methods.features import FeaturePairMethod, make_adapter
 from kdistill.registry import register_method
+
+if TYPE_CHECKING:
+    from kdistill.config import ExperimentConfig
 
 
 @register_method("fitnets")
@@ -30,6 +36,15 @@ class FitNets(FeaturePairMethod):
             raise ValueError("stage1_epochs must be >= 0")
         self.stage1_epochs = int(stage1_epochs)
         self.regressor: nn.Module | None = None
+
+    @classmethod
+    def check_config(cls, options: dict[str, Any], cfg: ExperimentConfig) -> None:
+        stage1 = options.get("stage1_epochs", 0)
+        if stage1 >= cfg.train.epochs:
+            raise ConfigError(
+                f"fitnets: stage1_epochs is {stage1} but the student trains {cfg.train.epochs} epochs, so the "
+                "hint loss alone would train it for the whole run and the labels and soft targets would never "
+                "be used. Set stage1_epochs below train.epochs (the paper's schedule: a hint stage, then KD).")
 
     def setup(self, student: nn.Module, teacher: nn.Module, sample: Tensor, num_train: int) -> None:
         if self.regressor is None:

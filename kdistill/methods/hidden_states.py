@@ -38,7 +38,7 @@ LOSSES = ("mse", "cosine")
 @register_method("hidden-states")
 class HiddenStateMatching(DistillationMethod):
     # batches are padded only to their longest sentence, so per-sample feature caches would not line up
-    needs_teacher_features = True
+    needs_live_teacher = True
 
     def __init__(self, layers: dict[str, Any] | None = None, loss: str = "mse",
                  teacher_path: str = LAYER_TEMPLATE, student_path: str = LAYER_TEMPLATE,

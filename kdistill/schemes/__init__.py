@@ -27,23 +27,40 @@ transfer       distil on unlabeled / synthetic (MUNGE) inputs    Bucila et al. 2
 from __future__ import annotations
 
 import inspect
-import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from pydantic import TypeAdapter, ValidationError
 
 from kdistill.config import ExperimentConfig, SchemeConfig
 from kdistill.data import DataSplits
 from kdistill.errors import ConfigError
+from kdistill.options import check_options
 from kdistill.registry import Registry
 
 SCHEMES: Registry = Registry("scheme")
+# scheme name -> check(cfg, data, options): the scheme's own validation before any training
+_CHECKS: dict[str, Callable[[ExperimentConfig, DataSplits, dict[str, Any]], None]] = {}
 
 
-def register_scheme(name: str, *, overwrite: bool = False):
-    """Register ``fn(cfg, *, data=None, out_dir=None, **options) -> RunResult`` as a scheme."""
-    return SCHEMES.register(name, overwrite=overwrite)
+def register_scheme(name: str, *, overwrite: bool = False,
+                    check: Callable[[ExperimentConfig, DataSplits, dict[str, Any]], None] | None = None):
+    """Register ``fn(cfg, *, data=None, out_dir=None, **options) -> RunResult`` as a scheme.
+
+    ``check(cfg, data, options)`` (``options`` complete with the function's
+    defaults) validates what the scheme will do before any model trains,
+    raising :class:`~kdistill.errors.ConfigError`; the helpers of
+    :mod:`kdistill.experiment.validate` build models on the meta device. A
+    scheme without one is checked as one teacher-student pair.
+    """
+    def decorator(fn):
+        SCHEMES.register(name, overwrite=overwrite)(fn)
+        if check is not None:
+            _CHECKS[name] = check
+        else:
+            _CHECKS.pop(name, None)
+        return fn
+
+    return decorator
 
 
 def _load_builtins() -> None:
@@ -63,25 +80,32 @@ def scheme_names() -> list[str]:
     return SCHEMES.names()
 
 
+def _not_options(fn: Callable[..., Any]) -> list[str]:
+    """The parameters of a scheme function that are not its options: the config, data and out_dir."""
+    return [k for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is not p.KEYWORD_ONLY or k in {"data", "out_dir"}]
+
+
 def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Check a scheme's options against its function signature (names and types)."""
     _load_builtins()
     fn = SCHEMES.get(name)
-    params = {k: p for k, p in inspect.signature(fn).parameters.items()
-              if p.kind is p.KEYWORD_ONLY and k not in {"data", "out_dir"}}
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        raise ConfigError(f"Scheme '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
-                          f"its options are: {', '.join(params) or '(none)'}.")
-    hints = typing.get_type_hints(fn)
-    checked = {}
-    for key, value in options.items():
-        try:
-            checked[key] = TypeAdapter(hints[key]).validate_python(value, strict=False)
-        except ValidationError as error:
-            problem = error.errors()[0]["msg"]
-            raise ConfigError(f"Scheme '{name}': option '{key}' = {value!r} is invalid ({problem}).") from None
-    return checked
+    return check_options(f"Scheme '{name}'", fn, options, skip=_not_options(fn))
+
+
+def check_scheme(name: str, cfg: ExperimentConfig, data: DataSplits, options: dict[str, Any]) -> None:
+    """Run scheme ``name``'s own check with ``options`` (already validated) and its defaults."""
+    _load_builtins()
+    check = _CHECKS.get(name)
+    if check is None:
+        from kdistill.experiment.validate import check_teacher_student
+
+        check_teacher_student(cfg, data)
+        return
+    fn = SCHEMES.get(name)
+    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if k not in _not_options(fn) and p.default is not p.empty}
+    check(cfg, data, {**defaults, **options})
 
 
 def run_scheme(cfg: ExperimentConfig, *, data: DataSplits | None = None,
@@ -118,10 +142,12 @@ def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     validate_output_dir(out)
     data = data if data is not None else load_data(cfg)
-    validate_experiment(cfg, data, scheme=scheme, options=options)
+    validate_experiment(cfg, data, scheme=scheme, options=options,
+                        check_scheme=(lambda c, d, o: check_scheme(scheme, c, d, o)) if scheme is not None else None)
     if scheme is not None:
         return SCHEMES.get(scheme)(cfg, data=data, out_dir=out, **options)
     return run_distill(cfg, data=data, out_dir=out, resume=resume)
 
 
-__all__ = ["SCHEMES", "register_scheme", "run_experiment", "run_scheme", "scheme_names", "validate_options"]
+__all__ = ["SCHEMES", "check_scheme", "register_scheme", "run_experiment", "run_scheme", "scheme_names",
+           "validate_options"]

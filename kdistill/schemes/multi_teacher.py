@@ -33,6 +33,12 @@ from kdistill.config import ExperimentConfig
 from kdistill.data import DataSplits
 from kdistill.errors import ConfigError
 from kdistill.experiment import RunResult, get_teacher, run_distill, seeded
+from kdistill.experiment.validate import (
+    check_pair,
+    member_configs,
+    meta_model,
+    teacher_for_validation,
+)
 from kdistill.methods.features import default_feature_layer
 from kdistill.schemes import register_scheme
 from kdistill.schemes._common import as_model_config, prepare, write_summary
@@ -80,7 +86,25 @@ class TeacherEnsemble(nn.Module):
         return t * combined
 
 
-@register_scheme("multi-teacher")
+def check_multi_teacher(cfg: ExperimentConfig, data: DataSplits, options: dict[str, Any]) -> None:
+    """Before any training: a classification set, buildable members, the student bound to the ensemble."""
+    if data.task == "regression":
+        raise ConfigError("Scheme 'multi-teacher' mixes class distributions and cannot train a regressor "
+                          "(the data set has a numeric target); use plain distillation or born-again.")
+    if cfg.teacher is None:
+        raise ConfigError("Distillation needs a 'teacher' section (model, and optionally checkpoint).")
+    members = member_configs(options.get("teachers"), "multi-teacher: teachers")
+    if not members and cfg.teacher.checkpoint:
+        raise ConfigError("multi-teacher builds its ensemble from options.teachers; with one teacher "
+                          "checkpoint (--teacher) it would average two copies of the same model. List "
+                          "the members: distill.scheme.options.teachers: [{checkpoint: A}, {model: B}].")
+    teachers = [teacher_for_validation(m, data) for m in members or [cfg.teacher]]
+    ensemble = TeacherEnsemble(teachers, temperature=cfg.distill.temperature) \
+        if all(t is not None for t in teachers) else None
+    check_pair(cfg, ensemble, meta_model(cfg.student, data, "student", ensemble), data)
+
+
+@register_scheme("multi-teacher", check=check_multi_teacher)
 def run_multi_teacher(cfg: ExperimentConfig, *, data: DataSplits | None = None,
                       out_dir: str | Path | None = None, teachers: list[Any] | None = None,
                       combine: Literal["arithmetic", "geometric"] = "arithmetic",

@@ -18,11 +18,29 @@ from kdistill.config import ExperimentConfig
 from kdistill.data import DataSplits
 from kdistill.errors import ConfigError
 from kdistill.experiment import RunResult, get_teacher, run_distill
+from kdistill.experiment.validate import (
+    check_pair,
+    member_configs,
+    meta_model,
+    teacher_for_validation,
+)
 from kdistill.schemes import register_scheme
 from kdistill.schemes._common import prepare, with_student, write_summary
 
 
-@register_scheme("takd")
+def check_takd(cfg: ExperimentConfig, data: DataSplits, options: dict[str, Any]) -> None:
+    """Before any training: every link of teacher -> assistant(s) -> student bound to the loss terms."""
+    if cfg.teacher is None:
+        raise ConfigError("Distillation needs a 'teacher' section (model, and optionally checkpoint).")
+    teacher = teacher_for_validation(cfg.teacher, data)
+    for assistant_cfg in member_configs(options.get("assistants"), "takd: assistants"):
+        assistant = meta_model(assistant_cfg, data, "takd assistant")
+        check_pair(cfg, teacher, assistant, data)
+        teacher = assistant
+    check_pair(cfg, teacher, meta_model(cfg.student, data, "student", teacher), data)
+
+
+@register_scheme("takd", check=check_takd)
 def run_takd(cfg: ExperimentConfig, *, data: DataSplits | None = None, out_dir: str | Path | None = None,
              assistants: list[Any] | None = None) -> RunResult:
     """Distil teacher -> each assistant in turn -> student, in one call."""

@@ -13,7 +13,8 @@ inputs without labels, which may be much larger than the labelled set:
   shape (e.g. Fashion-MNIST images as transfer data for an MNIST student).
 
 Hard labels do not exist on transfer data, so ``distill.alpha`` is forced to 1
-(only the soft-target term trains) and validation scores agreement with the
+(only the soft-target term trains; with ``distill.terms`` the ``ce`` term is
+left out) and validation scores agreement with the
 teacher's top-1 on a held-out part of the transfer set. Test metrics are on
 the original labelled test split.
 """
@@ -28,8 +29,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from kdistill.config import ExperimentConfig
+from kdistill.config import DistillConfig, ExperimentConfig, MethodConfig
 from kdistill.data import DataSplits, load_dataset
+from kdistill.distiller import resolve_terms
 from kdistill.errors import ConfigError, DataError
 from kdistill.eval import predict
 from kdistill.experiment import RunResult, get_teacher, run_distill
@@ -71,6 +73,33 @@ def teacher_labelled(data: DataSplits, inputs: Tensor, teacher: torch.nn.Module,
     return dataclasses.replace(data, name=name, x_train=inputs, y_train=labels.to(data.y_train.dtype))
 
 
+def without_labels(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with the label term taken out of the loss: the transfer set's labels are the teacher's guesses.
+
+    With ``distill.alpha`` that is ``alpha`` forced to 1 (the kd term alone);
+    with ``distill.terms``, or a method that replaces kd while alpha is
+    unset, the ``ce`` term is dropped from the resolved terms.
+    """
+    d = cfg.distill
+    run_cfg = cfg.model_copy(deep=True)
+    terms = resolve_terms(d, label_smoothing=cfg.train.label_smoothing)
+    if not d.terms and ("alpha" in d.model_fields_set or any(t.name == "kd" for t in terms)):
+        if d.alpha != 1.0:
+            log.warning("transfer set has no labels: distill.alpha forced from %s to 1 (soft targets only)",
+                        d.alpha)
+            run_cfg.distill.alpha = 1.0
+        return run_cfg
+    kept = [MethodConfig(name=t.name, weight=t.weight, options=t.options) for t in terms if t.name != "ce"]
+    if not kept:
+        raise ConfigError("transfer: the transfer set has no labels, and the loss has no term besides ce; "
+                          "add kd (or another term that learns from the teacher) to distill.terms.")
+    if len(kept) < len(terms):
+        log.warning("transfer set has no labels: the ce term is left out of the loss")
+    run_cfg.distill = DistillConfig(temperature=d.temperature, terms=kept, scheme=d.scheme, cache=d.cache,
+                                    teacher_precision=d.teacher_precision)
+    return run_cfg
+
+
 @register_scheme("transfer")
 def run_transfer(cfg: ExperimentConfig, *, data: DataSplits | None = None, out_dir: str | Path | None = None,
                  source: Literal["munge", "dataset"] = "munge", dataset: str | None = None,
@@ -100,11 +129,7 @@ def run_transfer(cfg: ExperimentConfig, *, data: DataSplits | None = None, out_d
     if include_train:
         inputs = torch.cat([data.x_train, inputs])
     transfer = teacher_labelled(data, inputs, teacher, f"{data.name}+transfer")
-    run_cfg = cfg.model_copy(deep=True)
-    if run_cfg.distill.alpha != 1.0:
-        log.warning("transfer set has no labels: distill.alpha forced from %s to 1 (soft targets only)",
-                    run_cfg.distill.alpha)
-        run_cfg.distill.alpha = 1.0
+    run_cfg = without_labels(cfg)
     log.info("transfer set: %d inputs (%s)", len(inputs), source)
     result = run_distill(run_cfg, data=transfer, teacher=teacher, out_dir=out)
     write_summary(out, {"scheme": "transfer", "source": source, "dataset": dataset, "size": len(inputs),

@@ -52,8 +52,14 @@ class StudyDistill(DistillConfig):
         return self
 
     def run_settings(self) -> DistillConfig:
-        """The ``distill`` section of one pair's experiment (the study-only keys removed)."""
-        return DistillConfig.model_validate(self.model_dump(exclude={"teachers", "students", "train"}))
+        """The ``distill`` section of one pair's experiment (the study-only keys removed).
+
+        An alpha the study file leaves unset stays unset: 0.9 in the run, or no kd term at all beside a
+        method that replaces it (dkd, regression).
+        """
+        study_only = {"teachers", "students", "train"}
+        unset = set() if "alpha" in self.model_fields_set else {"alpha"}
+        return DistillConfig.model_validate(self.model_dump(exclude=study_only | unset))
 
 
 class QuantizeConfig(Strict):

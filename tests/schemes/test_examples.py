@@ -21,6 +21,9 @@ def test_there_is_an_example_for_every_method_and_scheme():
     # the transformer methods are shown in the SST-2 examples at the top of examples/
     for path in (ROOT / "examples").glob("sst2-*.yaml"):
         names |= {m.name for m in load_config(path).distill.methods}
+    # the label term is spelt out in an example that lists its whole loss
+    for path in EXAMPLES:
+        names |= {m.name for m in load_config(path).distill.terms or []}
     assert set(METHODS.names()) <= names
     assert set(scheme_names()) - {"transfer"} <= names
     assert {"transfer-munge", "transfer-dataset"} <= names
@@ -29,7 +32,7 @@ def test_there_is_an_example_for_every_method_and_scheme():
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_validates(path):
     cfg = load_config(path)
-    for m in cfg.distill.method_list():
+    for m in cfg.distill.method_list() + (cfg.distill.terms or []):
         assert m.name in METHODS
         build_method(m.name, m.options, cfg.distill.temperature)
     if cfg.distill.scheme:

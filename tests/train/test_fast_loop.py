@@ -39,7 +39,7 @@ class FeatureMatch(DistillationMethod):
 
 
 class LiveOnly(FeatureMatch):
-    needs_teacher_features = True
+    needs_live_teacher = True
 
 
 def make_data(n: int = 192, seed: int = 0) -> DataSplits:
