@@ -58,9 +58,9 @@ def check_input_path(path: str | Path, what: str, error: type[KDistillError] = D
     shown = shorten(path, 300)
     kind = _special_kind(info.st_mode)
     if kind is not None:
-        raise error(f"{what} '{shown}' is {kind}, not a regular file; kdistill reads only files and "
-                    "folders on disk, so that a read can neither block forever nor never end. Give a "
-                    "regular file.")
+        raise error(f"{what} '{shown}' is {kind}, not a regular file; kdistill reads only regular files "
+                    "and folders, since reading this one could block forever or never end. Give a file "
+                    "on disk.")
     real = Path(os.path.realpath(path))
     if len(real.parts) > 1 and real.parts[0] == os.sep and real.parts[1] in KERNEL_ROOTS:
         raise error(f"{what} '{shown}' lies under /{real.parts[1]} ('{shorten(real, 200)}'), the kernel's "

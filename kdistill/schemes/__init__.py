@@ -73,15 +73,25 @@ def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"Scheme '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
                           f"its options are: {', '.join(params) or '(none)'}.")
-    hints = typing.get_type_hints(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)  # Annotated bounds (le=...) included
     checked = {}
     for key, value in options.items():
+        if isinstance(value, bool) and not _takes_bool(hints[key]):
+            raise ConfigError(f"Scheme '{name}': option '{key}' = {value!r} is invalid (a boolean is not a "
+                              "number; YAML reads unquoted yes/no/on/off/true/false as booleans).")
         try:
             checked[key] = TypeAdapter(hints[key]).validate_python(value, strict=False)
         except ValidationError as error:
             problem = error.errors()[0]["msg"]
             raise ConfigError(f"Scheme '{name}': option '{key}' = {value!r} is invalid ({problem}).") from None
     return checked
+
+
+def _takes_bool(annotation: Any) -> bool:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _takes_bool(args[0])
+    return annotation in (bool, Any) or any(_takes_bool(a) for a in args)
 
 
 def run_scheme(cfg: ExperimentConfig, *, data: DataSplits | None = None,

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from kdistill.config import ExperimentConfig
@@ -42,7 +44,8 @@ def _size(model: nn.Module) -> int:
 
 @register_scheme("noisy-student")
 def run_noisy_student(cfg: ExperimentConfig, *, data: DataSplits | None = None,
-                      out_dir: str | Path | None = None, rounds: int = 2, input_noise: float = 0.1,
+                      out_dir: str | Path | None = None, rounds: Annotated[int, Field(ge=1, le=100)] = 2,
+                      input_noise: float = 0.1,
                       dropout: float = 0.3) -> RunResult:
     """Iterate: noised student (>= teacher size) learns from the teacher, then becomes the teacher."""
     if rounds < 1 or input_noise < 0 or not 0 <= dropout < 1:

@@ -31,6 +31,7 @@ from kdistill.errors import CheckpointError
 from kdistill.io import (
     atomic_write_bytes,
     atomic_write_text,
+    check_input_path,
     ensure_writable_dir,
     temp_file_pattern,
     temp_prefix,
@@ -226,7 +227,7 @@ def load_torch_weights(path: str | Path) -> dict[str, Tensor]:
     :class:`CheckpointError`. A dict holding the state dict under ``state_dict``
     or ``model`` is unwrapped.
     """
-    path = Path(path)
+    path = check_input_path(path, "Checkpoint", CheckpointError)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint '{path}' does not exist.")
     try:
@@ -314,6 +315,7 @@ def read_kdistill_file(path: str | Path, label: str, *,
     the header alone, which is cheap for large models.
     """
     path = Path(path)
+    check_input_path(path, "Checkpoint", CheckpointError)  # a FIFO is no file: say what it is, not "missing"
     if not path.is_file():
         raise CheckpointError(f"{label} does not exist.")
     try:
