@@ -296,3 +296,13 @@ def test_cli_prints_one_paragraph_and_exits_2(tmp_path, capsys):
 def test_cli_on_dev_zero(capsys):
     assert main(["train", "/dev/zero"]) == 2
     assert "is a character device" in capsys.readouterr().err
+
+
+def test_born_again_generations_are_bounded():
+    from kdistill.schemes import validate_options
+
+    with pytest.raises(ConfigError, match="less than or equal to 100"):
+        validate_options("born-again", {"generations": 1_000_000_000})
+    with pytest.raises(ConfigError, match="a boolean is not a number"):
+        validate_options("born-again", {"generations": True})
+    assert validate_options("born-again", {"generations": 3}) == {"generations": 3}

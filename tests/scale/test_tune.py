@@ -148,3 +148,35 @@ def test_two_searches_on_one_folder_both_finish(tmp_path):
     assert [r["epoch"] for r in meta["history"]] == [0, 1, 2]  # one teacher, trained once
     assert (tmp_path / "out" / "tune" / "best.yaml").is_file()
     assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+
+
+def test_a_trial_failing_with_a_user_error_prints_one_paragraph_and_no_traceback(tmp_path, digits, monkeypatch,
+                                                                                  capsys):
+    import io
+    import logging
+
+    import optuna
+
+    from kdistill.cli.main import main
+
+    # Optuna logs through its own handler, on the stream that was stderr when it was imported: read it here
+    class Kept(io.StringIO):
+        def close(self):  # logging shuts handlers down at the end of a command: keep what was written
+            pass
+
+    optuna_log = Kept()
+    optuna.logging.get_verbosity()  # makes sure Optuna's handler exists
+    handlers = [h for h in logging.getLogger("optuna").handlers if isinstance(h, logging.StreamHandler)]
+    assert handlers
+    for handler in handlers:
+        monkeypatch.setattr(handler, "stream", optuna_log)
+    # every trial's student names a model that does not exist: the first trial fails with a ConfigError
+    search = {"student.model": {"choices": ["no-such-net"]}}
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump(dict(BASE, output_dir=str(tmp_path / "runs"), tune={"search": search})))
+    assert main(["tune", str(config), "--trials", "2"]) == 2
+    err = capsys.readouterr().err + optuna_log.getvalue()
+    assert "Traceback" not in err and "failed with" not in err, err
+    assert err.startswith("kdistill: error: Unknown model 'no-such-net'") and err.count("\n") == 1
