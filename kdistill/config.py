@@ -19,6 +19,7 @@ A minimal distillation experiment::
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 import stat
@@ -26,10 +27,32 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kdistill.errors import ConfigError, quote, shorten
+from kdistill.io import check_input_path
 from kdistill.safe_yaml import MAX_CONFIG_BYTES, load_yaml
+
+
+def _flat_types(annotation: Any) -> set[Any]:
+    args = get_args(annotation)
+    return {annotation} if not args else {t for arg in args for t in _flat_types(arg)}
+
+
+@functools.cache
+def _number_only(model: type[BaseModel], field: str) -> bool:
+    """Whether ``model.field`` takes a number (int or float) but not a boolean."""
+    info = model.model_fields.get(field)
+    types = _flat_types(info.annotation) if info is not None else set()
+    return bool(types & {int, float}) and bool not in types
 
 
 class Strict(BaseModel):
@@ -37,6 +60,15 @@ class Strict(BaseModel):
 
     # inf and nan are never a sane learning rate, temperature or fraction
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic would read true as 1 and false as 0: `epochs: true` must not train one epoch
+        if isinstance(value, bool) and info.field_name is not None and _number_only(cls, info.field_name):
+            raise ValueError(f"must be a number, not {str(value).lower()} (YAML reads unquoted "
+                             "yes/no/on/off/true/false as booleans)")
+        return value
 
 
 # Bounds on numbers that reach torch: beyond them a run would not finish, would exhaust memory
@@ -46,6 +78,11 @@ MAX_BATCH_SIZE = 1 << 24
 MAX_SAMPLES = 1 << 40
 # every seed kdistill derives (NumPy's, the per-epoch shuffles') stays inside torch's 64-bit range
 SEED_LIMIT = 1 << 32
+# far above any rate or decay that trains; beyond them torch's float32 updates overflow with a RuntimeError
+MAX_LR = 1e3
+MAX_WEIGHT_DECAY = 1e3
+# log sigma^2 below this is a variance of 0 in float32 arithmetic (exp(-50) is about 2e-22)
+MIN_LOG_SIGMA2 = -50.0
 _DEVICE = re.compile(r"(auto|cpu|mps|cuda)(:(0|[1-9][0-9]{0,3}))?")
 
 
@@ -84,9 +121,9 @@ class VariationalConfig(Strict):
     """A Bayesian version of the model (sparse variational dropout); see kdistill.compress.variational."""
 
     threshold: float = Field(3.0, gt=-8, lt=8, description="weights with log alpha at or above it are pruned")
-    kl_weight: float = Field(1.0, ge=0, description="weight of the KL term (1: the ELBO)")
+    kl_weight: float = Field(1.0, ge=0, le=1e6, description="weight of the KL term (1: the ELBO)")
     anneal_epochs: int = Field(5, ge=0, description="linear warm-up of the KL weight over N epochs (0: none)")
-    init_log_sigma2: float = Field(-10.0, lt=0, description="initial log sigma^2 of every weight")
+    init_log_sigma2: float = Field(-10.0, ge=MIN_LOG_SIGMA2, lt=0, description="initial log sigma^2 of every weight")
 
 
 class ModelConfig(Strict):
@@ -107,8 +144,8 @@ TeacherCache = Literal["auto", "device", "memmap", "off"]
 
 class OptimizerConfig(Strict):
     name: OptimizerName = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(1e-3, gt=0, le=MAX_LR)
+    weight_decay: float = Field(0.0, ge=0, le=MAX_WEIGHT_DECAY)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
 
@@ -135,7 +172,7 @@ class TrainConfig(Strict):
     device: str = "auto"
     amp: AmpMode = "auto"
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held out of train to pick the best epoch")
-    grad_clip: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0, le=1e6)
     max_norm: float | None = Field(
         None, gt=0, le=1e6, description="after every step, clip each unit's incoming weight vector (a row of a "
         "Linear weight, one filter of a conv) to this L2 norm (max-norm constraint, Hinton et al. 2012)")
@@ -324,6 +361,13 @@ class ExperimentConfig(Strict):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty; give a folder (or leave output_dir out for runs/NAME)")
+        return value
+
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or os.path.join("runs", self.name))
 
@@ -483,6 +527,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     name = f"Config file '{shorten(path, 200)}'"
+    check_input_path(path, "Config file", ConfigError)  # a FIFO would block the read below forever
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):

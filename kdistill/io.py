@@ -1,4 +1,10 @@
-"""Writing results: atomic files, and output folders checked before any work starts.
+"""Reading inputs safely, and writing results: atomic files, output folders checked before any work.
+
+Every path kdistill reads (a config, a table, an IDX file, an image, a
+checkpoint) first goes through :func:`check_input_path`: a FIFO, a device, a
+socket or a file under ``/proc`` or ``/sys`` is refused with the caller's
+error type before it is opened, so a hostile path (perhaps recorded in a
+checkpoint) can neither block a read forever nor stream endless bytes.
 
 Every file kdistill writes (checkpoints, metrics, reports, plots, exports)
 goes through :func:`atomic_write_bytes`: the bytes go to a temporary file in
@@ -14,10 +20,73 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from kdistill.errors import OutputError, shorten
+from kdistill.errors import DataError, KDistillError, OutputError, shorten
+
+# kernel pseudo-file systems: their "files" are endless, change between reads, or expose the process
+KERNEL_ROOTS = ("proc", "sys")
+
+
+def _special_kind(mode: int) -> str | None:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
+def check_input_path(path: str | Path, what: str, error: type[KDistillError] = DataError) -> Path:
+    """Refuse to read ``path`` when it is a FIFO, device or socket, or lies under ``/proc`` or ``/sys``.
+
+    The one check every reader calls before opening a file or listing a
+    folder; ``what`` starts the message (``"Config file"``) and ``error`` is
+    the caller's error class. A path that does not exist passes: the reader
+    reports that its own way. Returns ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    try:
+        info = os.stat(path)  # follows symbolic links: a link to /dev/zero is /dev/zero
+    except (OSError, ValueError):
+        return path
+    shown = shorten(path, 300)
+    kind = _special_kind(info.st_mode)
+    if kind is not None:
+        raise error(f"{what} '{shown}' is {kind}, not a regular file; kdistill reads only regular files "
+                    "and folders, since reading this one could block forever or never end. Give a file "
+                    "on disk.")
+    real = Path(os.path.realpath(path))
+    if len(real.parts) > 1 and real.parts[0] == os.sep and real.parts[1] in KERNEL_ROOTS:
+        raise error(f"{what} '{shown}' lies under /{real.parts[1]} ('{shorten(real, 200)}'), the kernel's "
+                    "view of the system, not data; kdistill does not read there. Give a file or folder "
+                    "on disk.")
+    return path
+
+
+def check_output_path(path: str | Path, what: str = "file") -> None:
+    """Refuse to replace anything at ``path`` but a regular file (a device, a FIFO, a folder, ...).
+
+    :func:`atomic_write_bytes` renames its temporary file over ``path``; over
+    ``/dev/full`` or a named pipe that would silently swap the special file for
+    a regular one (as root, the device itself).
+    """
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return  # nothing there (or a path the write itself reports)
+    if stat.S_ISDIR(info.st_mode):
+        raise OutputError(f"Cannot write {what} '{shorten(path, 300)}': it is a folder; give a file name, "
+                          "or remove that folder.", path=Path(path))
+    if not stat.S_ISREG(info.st_mode):
+        kind = _special_kind(info.st_mode) or "not a regular file"
+        raise OutputError(f"Cannot write {what} '{shorten(path, 300)}': it exists and is {kind}; kdistill "
+                          "replaces only regular files. Choose another path.", path=Path(path))
 
 _REASONS = {
     errno.EACCES: ("permission denied", "choose a folder you can write (--output-dir)"),
@@ -61,6 +130,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, what: str = "file") -> Non
     cannot be written; the temporary file never stays behind.
     """
     path = Path(path)
+    check_output_path(path, what)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # the writer's pid in the name: only temp files of dead writers are ever cleaned up

@@ -37,6 +37,8 @@ def accepts_any_keyword(fn: Callable[..., Any]) -> bool:
 
 def type_name(hint: Any) -> str:
     """``int``, ``float``, ``str | None``, ``Literal['mse', 'huber']``: a type hint as a user reads it."""
+    if typing.get_origin(hint) is typing.Annotated:  # the bounds are in the validation message
+        return type_name(typing.get_args(hint)[0])
     if isinstance(hint, type) and not typing.get_args(hint):
         return hint.__name__
     return str(hint).replace("typing.", "").replace("collections.abc.", "")
@@ -69,7 +71,7 @@ def check_options(what: str, fn: Callable[..., Any], options: dict[str, Any], *,
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     target = fn.__init__ if isinstance(fn, type) else fn
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=True)  # Annotated bounds (le=...) included
     except Exception:  # a hint naming something its module cannot resolve: leave those options unchecked
         return {}
 

@@ -12,14 +12,19 @@ traceback or gigabytes of memory:
 * only plain data: tags that build bytes, dates, sets or ordered pairs
   (``!!binary``, ``!!timestamp``, ``!!set``, ``!!omap``, ``!!pairs``) are
   refused like ``!!python/...`` tags, and an unquoted date stays a string;
-* a value that does not fit its tag (``!!int x``, ``!!float abc``) or a key
-  given twice is an error, not a crash or a silently dropped value.
+* a value that does not fit its tag (``!!int x``, ``!!float abc``,
+  ``!!bool maybe``) or a key given twice is an error, not a crash or a
+  silently dropped value;
+* YAML 1.1's surprising number forms are not numbers: an unquoted ``1:00``
+  stays that text (YAML 1.1 reads it as 60, base 60) and ``010`` is not the
+  octal 8; a schema field that wants a number then refuses the text.
 
 Messages give the line and column, never the text of the file.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -96,12 +101,25 @@ def _refuse_tag(loader: yaml.SafeLoader, node: Node) -> Any:
     raise YamlTagRefused(f"{node.tag.replace('tag:yaml.org,2002:', '!!')} at {_where(node)}")
 
 
+# YAML 1.1's integers and floats without the base-60 forms (1:00 is 60) and C-style octals (010 is 8):
+# what is left reads as a YAML 1.2 reader and a person would read it
+_INT = re.compile(r"""^(?:[-+]?0b[0-1_]+
+                    |[-+]?(?:0|[1-9][0-9_]*)
+                    |[-+]?0x[0-9a-fA-F_]+)$""", re.X)
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X)
+_REPLACED = {"tag:yaml.org,2002:int": _INT, "tag:yaml.org,2002:float": _FLOAT}
+
+
 class BoundedSafeLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` with size, depth and plain-data limits (see the module docstring)."""
 
     # an unquoted 2024-01-01 stays the string it looks like, not a datetime.date
     yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        first: [(tag, _REPLACED.get(tag, regexp)) for tag, regexp in resolvers
+                if tag != "tag:yaml.org,2002:timestamp"]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
@@ -127,7 +145,8 @@ class BoundedSafeLoader(yaml.SafeLoader):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError, ArithmeticError) as error:
+        # KeyError: !!bool with a word that is no boolean (maybe)
+        except (ValueError, TypeError, OverflowError, ArithmeticError, KeyError) as error:
             shown = f"the value {quote(node.value)}" if isinstance(node, ScalarNode) else "a value"
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             raise YamlRefused(f"{shown} at {_where(node)} cannot be read as {tag} "

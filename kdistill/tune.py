@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdistill.config import ExperimentConfig, SearchParam, dump_config, parse_config
+from kdistill.config import MAX_LR, ExperimentConfig, SearchParam, dump_config, parse_config
 from kdistill.data import DataSplits
 from kdistill.distiller import term_class
-from kdistill.errors import ConfigError, TrainingError
+from kdistill.errors import ConfigError, KDistillError, TrainingError
 from kdistill.experiment import build_run, execute, get_teacher, load_data
 from kdistill.experiment.validate import meta_model, validate_experiment, validate_output_dir
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
@@ -58,6 +58,29 @@ class TuneResult:
     finished_trials: int
     plots: list[Path] = field(default_factory=list)
     study: Any = None
+
+
+class _QuietUserErrors(logging.Filter):
+    """Drop Optuna's report of a trial that failed with a :class:`KDistillError`.
+
+    Optuna logs such a trial with its traceback (and then "failed with value
+    None") before it re-raises the error; kdistill then reports the same error
+    as one paragraph, which is all a user mistake should print.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KDistillError):
+            self.dropped = True
+            return False
+        if self.dropped and "failed with value" in record.getMessage():
+            self.dropped = False
+            return False
+        return True
 
 
 def _optuna():
@@ -98,10 +121,11 @@ def normalised_dump(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def default_search(cfg: ExperimentConfig) -> dict[str, SearchParam]:
     """Temperature log-uniform in [1, 20], alpha in [0, 1], lr log-uniform around the configured
-    one (/10 .. x10), and each extra method's weight log-uniform in [0.01, 100] x its configured weight.
+    one (/10 .. x10, at most MAX_LR), and each extra method's weight log-uniform in [0.01, 100] x its configured weight.
     A config without a teacher searches the learning rate only."""
     lr = cfg.train.optimizer.lr
-    search = {"train.optimizer.lr": SearchParam(low=lr / 10, high=lr * 10, log=True)}
+    # never above the largest rate a config accepts (MAX_LR), or every trial's config would be refused
+    search = {"train.optimizer.lr": SearchParam(low=lr / 10, high=min(lr * 10, MAX_LR), log=True)}
     if cfg.teacher is None:
         return search
     search["distill.temperature"] = SearchParam(low=1.0, high=20.0, log=True)
@@ -298,7 +322,13 @@ def run_tune(
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
             stop = optuna.study.MaxTrialsCallback(
                 trials, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED))
-        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop])
+        optimize_log = logging.getLogger("optuna.study._optimize")
+        quiet = _QuietUserErrors()
+        optimize_log.addFilter(quiet)
+        try:
+            study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop])
+        finally:
+            optimize_log.removeFilter(quiet)
     else:
         log.info("study '%s' already has %d finished trials", name, trials)
     with folder_lock(out, "writing the search's results", wait=True):

@@ -29,6 +29,13 @@ from kdistill.errors import ConfigError
 log = logging.getLogger("kdistill")
 
 
+def path_argument(text: str) -> str:
+    """An argparse ``type`` for paths: empty text (``-o ""``) is refused, not read as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty; give a file or folder")
+    return text
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """The config file and the options every config-reading command shares (see the module doc)."""
     trained = {"train": "the model this command trains", "distill": "the student (train.epochs)",
@@ -36,14 +43,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("config", help="YAML experiment file (see examples/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, read as YAML, e.g. --set train.epochs=3 (repeatable)")
-    parser.add_argument("--output-dir", "-o", help="where checkpoints and results go (a path, taken as written)")
-    parser.add_argument("--data-dir", help="folder holding the data set files (overrides data.data_dir)")
+    parser.add_argument("--output-dir", "-o", type=path_argument,
+                        help="where checkpoints and results go (a path, taken as written)")
+    parser.add_argument("--data-dir", type=path_argument,
+                        help="folder holding the data set files (overrides data.data_dir)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto, for every schedule the command runs")
     parser.add_argument("--epochs", type=int, help=f"epochs of {trained}")
     if command != "tune":
         parser.add_argument("--seed", type=int, help="seed of every schedule the command runs "
                                                      "(train.seed and teacher_train.seed)")
-        parser.add_argument("--resume", metavar="CHECKPOINT",
+        parser.add_argument("--resume", metavar="CHECKPOINT", type=path_argument,
                             help="continue from a last.safetensors checkpoint of the same run")
         parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     if command == "distill":

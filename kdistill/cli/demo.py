@@ -8,6 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from kdistill.cli.common import path_argument
 from kdistill.cli.render import format_value
 
 
@@ -19,8 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "accuracy-vs-size plot. Runs on scikit-learn's bundled digits by default.")
     parser.add_argument("--dataset", default="digits", help="digits (default), mnist or fashion-mnist")
     parser.add_argument("--seeds", type=int, default=5, help="student runs per variant (default 5)")
-    parser.add_argument("--output-dir", "-o", default="kdistill-out/demo", help="where results go")
-    parser.add_argument("--data-dir", help="folder holding the data set files")
+    parser.add_argument("--output-dir", "-o", type=path_argument, default="kdistill-out/demo", help="where results go")
+    parser.add_argument("--data-dir", type=path_argument, help="folder holding the data set files")
     parser.add_argument("--device", help="cpu, cuda or auto")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run)

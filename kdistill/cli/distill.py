@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdistill.cli.common import add_config_arguments, config_from_args
+from kdistill.cli.common import add_config_arguments, config_from_args, path_argument
 from kdistill.cli.render import print_metrics
 from kdistill.schemes import run_experiment
 from kdistill.train.distributed import is_main_process
@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(parser, "distill")
     parser.add_argument("--method", help="distillation method or scheme, e.g. crd, dkd, born-again: a method "
                         "replaces distill.method, distill.methods and distill.terms; a scheme sets distill.scheme")
-    parser.add_argument("--teacher", metavar="CHECKPOINT", help="teacher checkpoint (overrides teacher.checkpoint)")
+    parser.add_argument("--teacher", metavar="CHECKPOINT", type=path_argument, help="teacher checkpoint (overrides teacher.checkpoint)")
     parser.set_defaults(run=run)
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from kdistill.cli.common import path_argument
 from kdistill.cli.render import print_metrics
 from kdistill.config import parse_override
 from kdistill.errors import ConfigError
@@ -16,11 +17,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="evaluate a saved model",
         description="Evaluate a kdistill checkpoint on its data set's test split.")
-    parser.add_argument("checkpoint", help="a .safetensors checkpoint written by kdistill")
-    parser.add_argument("--teacher", metavar="CHECKPOINT", help="also report agreement and KL to this teacher")
+    parser.add_argument("checkpoint", type=path_argument, help="a .safetensors checkpoint written by kdistill")
+    parser.add_argument("--teacher", metavar="CHECKPOINT", type=path_argument, help="also report agreement and KL to this teacher")
     parser.add_argument("--dataset", help="data set to evaluate on (default: the one it was trained on, "
                         "with the loader options its checkpoint records)")
-    parser.add_argument("--data-dir", help="folder holding the data set files")
+    parser.add_argument("--data-dir", type=path_argument, help="folder holding the data set files")
     parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
                         help="set one data set loader option, e.g. path=reviews.csv (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kdistill.cli.common import path_argument
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,11 +15,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     ".pt2 files are loaded back and checked against PyTorch's outputs. Text models "
                     "take input_ids and attention_mask. 'torchscript' was replaced by "
                     "exported-program and is refused with that hint.")
-    parser.add_argument("checkpoint", help="a kdistill checkpoint or model file (.safetensors)")
+    parser.add_argument("checkpoint", type=path_argument, help="a kdistill checkpoint or model file (.safetensors)")
     # torchscript stays a choice so that asking for it gets the hint, not argparse's usage error
     parser.add_argument("--format", "-f", dest="fmt", required=True,
                         choices=("onnx", "exported-program", "safetensors", "torchscript"))
-    parser.add_argument("--output", "-o", help="output file (default: next to the checkpoint)")
+    parser.add_argument("--output", "-o", type=path_argument, help="output file (default: next to the checkpoint)")
     parser.add_argument("--atol", type=float, default=1e-4, help="allowed max |difference| of logits")
     parser.set_defaults(run=run)
 

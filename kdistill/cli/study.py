@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kdistill.cli.common import path_argument
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,8 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("config", help="study YAML file (see examples/study-*.yaml)")
     parser.add_argument("--quick", action="store_true",
                         help="the config's quick schedule (data subset, few epochs; fits a CPU)")
-    parser.add_argument("--output-dir", "-o", help="where results go (default: the config's output_dir)")
-    parser.add_argument("--data-dir", help="folder holding the data set files")
+    parser.add_argument("--output-dir", "-o", type=path_argument, help="where results go (default: the config's output_dir)")
+    parser.add_argument("--data-dir", type=path_argument, help="folder holding the data set files")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     parser.add_argument("--no-progress", action="store_true", help="hide training progress bars")
     parser.set_defaults(run=run)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -182,7 +183,16 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
         raise ConfigError(REMOVED[fmt])
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
+    if isinstance(atol, bool) or not isinstance(atol, int | float) or not math.isfinite(atol) or atol < 0:
+        raise ConfigError(f"The tolerance (--atol) must be a finite number >= 0, got {atol!r}; the check "
+                          "compares the export's outputs with PyTorch's.")
     model, meta = load_model(checkpoint)
+    broken = [name for name, tensor in model.state_dict().items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise ModelError(f"Checkpoint '{checkpoint}' holds NaN or infinite weights ({len(broken)} tensor(s), "
+                         f"e.g. '{broken[0][:80]}'); its outputs would be meaningless, so it is not exported. "
+                         "Export a checkpoint of a run whose loss stayed finite.")
     spec = meta["model_spec"]
     shape = tuple(spec["input_shape"])
     text = is_text_model(model)
@@ -214,7 +224,7 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
         save_sparse(model, path, {"role": "export", "model_spec": spec})
     else:
         save_dense(model, path, {"role": "export", "model_spec": spec})
-    if diff is not None and diff > atol:
+    if diff is not None and not diff <= atol:  # a NaN difference is no match either
         raise ModelError(f"The {fmt} export differs from PyTorch by {diff:.2e} (> {atol:g}); "
                          f"the file was written to '{path}' but should not be trusted.")
     return ExportResult(path, fmt, path.stat().st_size, diff, note)

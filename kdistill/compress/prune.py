@@ -31,10 +31,12 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from kdistill.errors import CheckpointError, ModelError
-from kdistill.models import create_model
+from kdistill.models import create_model, rebuild_model
 from kdistill.models.cnn import ConvNet
 from kdistill.models.mlp import MLP
 from kdistill.models.resnet import ResNet
+from kdistill.train.checkpoint import load_strict
+from kdistill.train.checkpoint_meta import require_model_spec
 
 PRUNABLE = (nn.Linear, nn.Conv2d)
 
@@ -105,16 +107,22 @@ def sparse_state(model: nn.Module, min_sparsity: float = 0.05) -> tuple[dict[str
     return tensors, sparse
 
 
-def dense_state(tensors: dict[str, Tensor], shapes: dict[str, list[int]]) -> dict[str, Tensor]:
-    """Invert :func:`sparse_state`."""
+def dense_state(tensors: dict[str, Tensor], shapes: dict[str, list[int]],
+                label: str = "Sparse checkpoint") -> dict[str, Tensor]:
+    """Invert :func:`sparse_state`; a mask or values that do not fit the recorded shape are refused."""
     state = {k: v for k, v in tensors.items() if not k.endswith(("__mask", "__values"))}
     for name, shape in shapes.items():
         mask_key, values_key = f"{name}.__mask", f"{name}.__values"
         if mask_key not in tensors or values_key not in tensors:
-            raise CheckpointError(f"Sparse checkpoint lacks the mask or values of '{name}'.")
+            raise CheckpointError(f"{label} lacks the mask or values of '{name}'.")
         n = math.prod(shape)
-        keep = np.unpackbits(tensors[mask_key].numpy(), count=n).astype(bool)
-        values = tensors[values_key]
+        mask, values = tensors[mask_key], tensors[values_key]
+        if mask.dtype != torch.uint8 or mask.dim() != 1 or mask.numel() != (n + 7) // 8 or values.dim() != 1:
+            raise CheckpointError(f"{label}: the mask of '{name[:80]}' does not fit its recorded shape {shape}.")
+        keep = np.unpackbits(mask.numpy(), count=n).astype(bool)
+        if int(keep.sum()) != values.numel():
+            raise CheckpointError(f"{label}: '{name[:80]}' keeps {int(keep.sum())} values by its mask but "
+                                  f"stores {values.numel()}.")
         dense = torch.zeros(n, dtype=values.dtype)
         dense[torch.from_numpy(keep)] = values
         state[name] = dense.reshape(shape)
@@ -138,10 +146,12 @@ def load_sparse(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     from kdistill.compress.artifact import read_artifact
 
     tensors, meta = read_artifact(path, expected_format="sparse-bitmask")
-    spec = meta["model_spec"]
-    model = create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"],
-                         **spec.get("options", {}))
-    model.load_state_dict(dense_state(tensors, meta.get("sparse_shapes", {})), strict=True)
+    label = f"Model file '{path}'"
+    model = rebuild_model(require_model_spec(meta, label), label)
+    state = dense_state(tensors, meta.get("sparse_shapes") or {}, label)
+    # a file that says sparse-bitmask but holds other tensors (a dense checkpoint relabelled) is refused
+    load_strict(model, state, f"{label} does not fit the model it records ({{}}); it was "
+                                          "edited or written by another tool.")
     return model.eval(), meta
 
 

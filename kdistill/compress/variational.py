@@ -354,9 +354,10 @@ def has_variational_state(tensors: dict[str, Tensor], prefix: str = "model.") ->
 
 def load_variational(checkpoint: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The variational model of a training checkpoint, not yet sparsified (e.g. to sweep thresholds)."""
-    from kdistill.models import create_model
+    from kdistill.models import rebuild_model
     from kdistill.train import read_checkpoint
     from kdistill.train.checkpoint import load_into
+    from kdistill.train.checkpoint_meta import require_model_spec
 
     tensors, meta = read_checkpoint(checkpoint)
     spec = meta.get("model_spec") or {}
@@ -364,8 +365,8 @@ def load_variational(checkpoint: Any) -> tuple[nn.Module, dict[str, Any]]:
     if not settings or not has_variational_state(tensors):
         raise CheckpointError(f"Checkpoint '{checkpoint}' holds no variational model (no log_sigma2 "
                               "tensors); it was not trained with student.variational set.")
-    model = create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"],
-                         **spec.get("options", {}))
+    label = f"Checkpoint '{checkpoint}'"
+    model = rebuild_model(require_model_spec(meta, label), label)  # never a download: weights are here
     make_variational(model, threshold=float(settings.get("threshold", DEFAULT_THRESHOLD)))
     load_into(model, tensors, "model", f"'{checkpoint}'")
     return model.eval(), meta

@@ -8,6 +8,7 @@ be gzip-compressed; both forms are read.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from kdistill.data.sources import FILES
 from kdistill.errors import DataError
-from kdistill.io import atomic_write_bytes, ensure_writable_dir
+from kdistill.io import atomic_write_bytes, check_input_path, ensure_writable_dir
 
 IMAGES_MAGIC = 2051  # uint8, 3 dimensions
 LABELS_MAGIC = 2049  # uint8, 1 dimension
@@ -30,34 +31,82 @@ _DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _CODES = {dtype.newbyteorder("="): code for code, dtype in _DTYPES.items()}
-# MNIST's largest file is 47 MB decompressed (EMNIST's 550 MB); a gzip file that inflates past this is refused
-# before it fills the memory (a small .gz can claim gigabytes)
+# MNIST's largest file is 47 MB decompressed (EMNIST's 550 MB): a header announcing more is refused
 MAX_IDX_BYTES = 1 << 30
+# real IDX images compress about 2-5 times; a .gz that would inflate more than this per compressed byte
+# is refused before it is inflated (a small file claiming gigabytes: a decompression bomb, or a lying header)
+MAX_GZIP_RATIO = 200
+# ... except for small files, where a header and a few all-zero images compress much better
+SMALL_IDX_BYTES = 1 << 20
+_CHUNK = 1 << 22
+
+
+def _fail_read(path: Path, exc: BaseException) -> DataError:
+    # gzip reports a cut-off download as EOFError and garbage as BadGzipFile (an OSError)
+    return DataError(f"Cannot read IDX file {path}: {exc}. The file is probably truncated or corrupt; delete "
+                     "it and download it again.")
+
+
+def _read_exactly(fh, count: int) -> bytes:
+    """Up to ``count`` bytes, read in bounded chunks (fewer only at the end of the stream)."""
+    parts, left = [], count
+    while left > 0:
+        part = fh.read(min(left, _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _read_header(path: Path, fh) -> tuple[bytes, tuple[int, ...], np.dtype]:
+    head = fh.read(4)
+    if len(head) < 4:
+        raise DataError(f"IDX file {path} is truncated: only {len(head)} bytes.")
+    magic = struct.unpack(">I", head)[0]
+    zeros, code, ndim = magic >> 16, (magic >> 8) & 0xFF, magic & 0xFF
+    if zeros != 0 or code not in _DTYPES or ndim == 0:
+        return head, (), np.dtype(">u1")  # read_idx reports the bad magic number
+    dims_raw = fh.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise DataError(f"IDX file {path} is truncated inside its header.")
+    return head + dims_raw, struct.unpack(f">{ndim}I", dims_raw), _DTYPES[code]
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's (decompressed) bytes, refusing before inflating more than its header can justify."""
+    check_input_path(path, "IDX file")
+    compressed = path.suffix == ".gz"
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as fh:
-            raw = fh.read(MAX_IDX_BYTES + 1)
+        size = path.stat().st_size
+        with (gzip.open(path, "rb") if compressed else path.open("rb")) as fh:
+            header, dims, dtype = _read_header(path, fh)
+            if not dims:
+                return header
+            expected = math.prod(dims) * dtype.itemsize
+            if expected > MAX_IDX_BYTES:
+                raise DataError(f"IDX file {path} announces shape {tuple(dims)}: {expected:,} bytes of data, "
+                                f"more than the {MAX_IDX_BYTES >> 30} GiB kdistill reads; it is not an "
+                                "MNIST-style file (its header is damaged, or it is a decompression bomb).")
+            if compressed and expected > max(size * MAX_GZIP_RATIO, SMALL_IDX_BYTES):
+                raise DataError(f"IDX file {path} announces shape {tuple(dims)} ({expected:,} bytes of data) "
+                                f"but is only {size:,} bytes compressed, more than {MAX_GZIP_RATIO} times "
+                                "smaller than real image data compresses; it is refused before inflating "
+                                "as a damaged header or a decompression bomb.")
+            # one byte more than announced tells a file that is longer than its header says
+            return header + _read_exactly(fh, expected + 1)
     except FileNotFoundError:
         raise DataError(f"IDX file {path} does not exist.") from None
     except (OSError, EOFError, zlib.error) as exc:
-        # gzip reports a cut-off download as EOFError and garbage as BadGzipFile (an OSError).
-        raise DataError(
-            f"Cannot read IDX file {path}: {exc}. The file is probably truncated or "
-            "corrupt; delete it and download it again."
-        ) from None
-    if len(raw) > MAX_IDX_BYTES:
-        raise DataError(f"IDX file {path} holds more than {MAX_IDX_BYTES >> 30} GiB of data; it is not "
-                        "an MNIST-style file (or it is a decompression bomb).")
-    return raw
+        raise _fail_read(path, exc) from None
 
 
 def read_idx(path: str | Path, expected_magic: int | None = None) -> np.ndarray:
     """Read an IDX file (``.gz`` or plain) into a native-endian numpy array.
 
-    Raises :class:`DataError` naming the file if it is unreadable, has the wrong
-    magic number, or holds fewer or more values than its header announces.
+    Raises :class:`DataError` naming the file if it is unreadable, a special
+    file, has the wrong magic number, holds fewer or more values than its header
+    announces, or (compressed) announces far more data than its size can hold.
     """
     path = Path(path)
     raw = _read_bytes(path)
@@ -81,9 +130,10 @@ def read_idx(path: str | Path, expected_magic: int | None = None) -> np.ndarray:
     actual = len(raw) - header_len
     if actual != expected:
         problem = "truncated" if actual < expected else "longer than its header says"
+        held = f"{actual}" if actual <= expected else f"more than {expected}"
         raise DataError(
             f"IDX file {path} is {problem}: header announces shape {tuple(dims)} "
-            f"({expected} bytes of data) but the file holds {actual}. "
+            f"({expected} bytes of data) but the file holds {held}. "
             "Delete it and download it again."
         )
     array = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(dims)

@@ -10,12 +10,18 @@ Search order, first folder holding all four files wins:
 
 Because MNIST and Fashion-MNIST use the same file names, a folder whose
 training labels are known to be the *other* data set is skipped.
+
+A ``data_dir`` that holds only some of the four files is an error, not a
+reason to look elsewhere (the user pointed there); one that holds none of
+them lets the search go on, and a warning names the folder used instead.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import logging
 import os
 import urllib.request
 import zlib
@@ -23,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdistill.errors import DataError
-from kdistill.io import atomic_write_bytes
+from kdistill.io import atomic_write_bytes, check_input_path
+
+log = logging.getLogger("kdistill")
 
 ENV_VAR = "KDISTILL_DATA"
 SYSTEM_ROOT = Path("/usr/share/datasets")
@@ -130,13 +138,20 @@ def _inspect(name: str, folder: Path) -> str | None:
     return None
 
 
+# the training labels are 60,008 bytes; reading a little more tells a file that is not them
+MAX_LABELS_BYTES = 1 << 20
+
+
 def _identify(folder: Path) -> str | None:
     """Which known data set the folder's training labels belong to, if any."""
     path = idx_file(folder, "train_labels")
     try:
-        digest = _content_sha256(path.read_bytes(), path.suffix == ".gz")
-    except (OSError, EOFError, zlib.error):
+        check_input_path(path, "IDX file")
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as fh:
+            content = fh.read(MAX_LABELS_BYTES + 1)  # bounded: a .gz may inflate without end
+    except (OSError, EOFError, zlib.error, DataError):
         return None  # unreadable files are reported properly when loaded
+    digest = hashlib.sha256(content).hexdigest()
     for source in SOURCES.values():
         if source.sha256["train_labels"] == digest:
             return source.name
@@ -158,8 +173,15 @@ def fetch_bytes(url: str, timeout: float = 60.0) -> bytes:
         return response.read()
 
 
+# the largest file of any IDX source, decompressed (MNIST's training images: 47 MB)
+MAX_DOWNLOAD_BYTES = 64 << 20
+
+
 def _content_sha256(data: bytes, compressed: bool) -> str:
-    return hashlib.sha256(gzip.decompress(data) if compressed else data).hexdigest()
+    if compressed:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+            data = fh.read(MAX_DOWNLOAD_BYTES + 1)  # a bad mirror's bomb inflates no further than this
+    return hashlib.sha256(data).hexdigest()
 
 
 def download_idx(name: str, dest: Path | None = None) -> Path:
@@ -204,13 +226,29 @@ def locate_idx(name: str, data_dir: str | Path | None = None, download: bool = T
 
     Raises one :class:`DataError` listing every folder tried and how to get the data.
     """
+    given = [path for path, origin in _candidates(name, data_dir) if origin == "data_dir"]
+    for path in given:
+        if path.is_dir():
+            present = [FILES[key] for key in FILES if idx_file(path, key) is not None]
+            if present and len(present) < len(FILES):
+                missing = [f for f in FILES.values() if f not in present]
+                raise DataError(f"The data folder {path} (data_dir) holds only some of the {name} files: "
+                                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing. Add "
+                                "them, or point data_dir (--data-dir) at the folder that holds all four; "
+                                "kdistill does not mix files from several folders.")
     folder = find_idx_dir(name, data_dir)
     if folder is not None:
+        if given and folder not in given:
+            log.warning("data_dir %s does not hold the %s files; using %s instead", given[0], name, folder)
         return folder
     download_note = "Downloading was disabled (download=False)."
     if download:
         try:
-            return download_idx(name)
+            folder = download_idx(name)
+            if given:
+                log.warning("data_dir %s does not hold the %s files; downloaded them into %s instead",
+                            given[0], name, folder)
+            return folder
         except (DataError, OSError) as exc:
             download_note = f"Downloading into the cache failed ({exc})."
     raise DataError(_not_found_message(name, data_dir, download_note))

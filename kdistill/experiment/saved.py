@@ -22,9 +22,9 @@ from kdistill.compress.variational import (
 from kdistill.data import DataSplits, available_datasets, load_dataset
 from kdistill.detection.evaluate import evaluate_detector
 from kdistill.detection.models import is_detector
-from kdistill.errors import CheckpointError, ConfigError, DataError, ModelError, shorten
+from kdistill.errors import CheckpointError, ConfigError, DataError, shorten
 from kdistill.eval import evaluate_model, predict
-from kdistill.models import create_model
+from kdistill.models import rebuild_model
 from kdistill.train import read_checkpoint
 from kdistill.train.checkpoint import load_into, read_checkpoint_metadata
 from kdistill.train.checkpoint_meta import require_model_spec
@@ -44,13 +44,20 @@ def evaluation_data(
     :func:`data_record`); they are reused, with ``options`` overriding single
     options (e.g. ``{"path": "moved/reviews.csv"}``) and ``data_dir`` replacing
     the recorded folder (a recorded file that has gone is also looked for by
-    name there). ``dataset`` ignores the record and loads that data set
+    name there). The record is read like any file's content: it never starts
+    a download, and its paths pass the special-file checks of every loader
+    (:func:`kdistill.io.check_input_path`). ``dataset`` ignores the record and loads that data set
     with ``options`` alone. Checkpoints written before the record existed fall
     back to the data set name in their ``model_spec``. A recorded file that no
     longer exists, or an old checkpoint whose data set cannot be reloaded by
     name, raises :class:`~kdistill.errors.DataError` saying what to pass.
     """
     options = dict(options or {})
+    reserved = sorted({"data_dir", "download"} & set(options))
+    if reserved:
+        raise ConfigError(f"'{reserved[0]}' is not a data set option: give the folder with --data-dir "
+                          "(data_dir= in Python). With --dataset NAME a missing data set is downloaded; "
+                          "from a checkpoint's data record, never.")
     if dataset is not None:
         return load_dataset(dataset, data_dir=data_dir, **options)
     meta = read_checkpoint_metadata(checkpoint)
@@ -77,8 +84,14 @@ def evaluation_data(
                 "--dataset NAME and --data-dir DIR."
             )
         folder = data_dir if data_dir is not None else record.get("data_dir")
-        return load_dataset(record["dataset"], data_dir=folder, download=record.get("download", True),
-                            **merged)
+        # a file never makes kdistill contact the network: the record's download switch is not followed
+        try:
+            return load_dataset(record["dataset"], data_dir=folder, download=False, **merged)
+        except DataError as error:
+            if not record.get("download", True):
+                raise
+            raise DataError(f"{error} (A checkpoint's data record never starts a download; to download "
+                            f"the data set, pass --dataset {record['dataset']}.)") from None
     name = meta.get("model_spec", {}).get("dataset", "digits")
     if name not in available_datasets():
         raise DataError(
@@ -106,10 +119,15 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"Checkpoint '{checkpoint}' does not record which model it holds; load it into your "
             "own module with kdistill.train.checkpoint.load_into()."
         )
-    if meta.get("format") == "sparse-bitmask":  # a pruned or sparsified model file
+    fmt = meta.get("format")  # one of checkpoint_meta.FORMATS, checked when the file was read
+    if fmt == "sparse-bitmask":  # a pruned or sparsified model file
         from kdistill.compress.prune import load_sparse
 
         return load_sparse(checkpoint)
+    if fmt is not None and fmt.startswith("int8-"):
+        raise CheckpointError(f"Checkpoint '{checkpoint}' holds an int8 model (format '{fmt}'), which runs "
+                              "in ONNX Runtime, not PyTorch; load it with "
+                              "kdistill.compress.quantize.load_quantized.")
     spec = require_model_spec(meta, f"Checkpoint '{checkpoint}'")
     key = str(Path(checkpoint).resolve())
     if key in _LOADING:
@@ -117,11 +135,7 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                               "rebuilt.")
     _LOADING.add(key)
     try:
-        model = create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"],
-                             **spec.get("options", {}))
-    except (ConfigError, ModelError) as error:
-        raise CheckpointError(f"Checkpoint '{checkpoint}' records a model that cannot be rebuilt: "
-                              f"{error}") from None
+        model = rebuild_model(spec, f"Checkpoint '{checkpoint}'")  # never a download: weights are here
     finally:
         _LOADING.discard(key)
     variational = bool(spec.get("variational")) and has_variational_state(tensors)

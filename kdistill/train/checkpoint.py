@@ -31,6 +31,7 @@ from kdistill.errors import CheckpointError
 from kdistill.io import (
     atomic_write_bytes,
     atomic_write_text,
+    check_input_path,
     ensure_writable_dir,
     temp_file_pattern,
     temp_prefix,
@@ -39,7 +40,7 @@ from kdistill.train.checkpoint_meta import validate_metadata
 
 __all__ = [  # the writing helpers live in kdistill.io; they are re-exported here for older imports
     "atomic_write_bytes", "atomic_write_text", "ensure_writable_dir", "is_torch_pickle", "load_into",
-    "load_state_dict_into", "load_torch_weights", "read_checkpoint", "read_checkpoint_metadata",
+    "load_state_dict_into", "load_strict", "load_torch_weights", "read_checkpoint", "read_checkpoint_metadata",
     "read_kdistill_file", "remove_stale_temp_files", "restore_training_state", "save_checkpoint",
 ]
 
@@ -226,7 +227,7 @@ def load_torch_weights(path: str | Path) -> dict[str, Tensor]:
     :class:`CheckpointError`. A dict holding the state dict under ``state_dict``
     or ``model`` is unwrapped.
     """
-    path = Path(path)
+    path = check_input_path(path, "Checkpoint", CheckpointError)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint '{path}' does not exist.")
     try:
@@ -273,7 +274,7 @@ def load_state_dict_into(module: nn.Module, state: dict[str, Tensor], source: st
     A user's PyTorch weights may be saved in another floating-point precision
     (e.g. ``model.half()``), which is cast; integer weights into float ones are refused.
     """
-    _load_strict(module, state, f"Checkpoint '{source}' does not fit the configured model ({{}}). "
+    load_strict(module, state, f"Checkpoint '{source}' does not fit the configured model ({{}}). "
                  "Check the teacher's model name and options in the config.", float_casts=True)
 
 
@@ -291,7 +292,7 @@ def _check_dtypes(module: nn.Module, state: dict[str, Tensor], float_casts: bool
     return None
 
 
-def _load_strict(module: nn.Module, state: dict[str, Tensor], message: str, *,
+def load_strict(module: nn.Module, state: dict[str, Tensor], message: str, *,
                  float_casts: bool = False) -> None:
     """``load_state_dict(strict=True)``; a mismatch becomes a CheckpointError (``{}`` = the reason)."""
     head, _, tail = message.rpartition("{}")
@@ -314,6 +315,7 @@ def read_kdistill_file(path: str | Path, label: str, *,
     the header alone, which is cheap for large models.
     """
     path = Path(path)
+    check_input_path(path, "Checkpoint", CheckpointError)  # a FIFO is no file: say what it is, not "missing"
     if not path.is_file():
         raise CheckpointError(f"{label} does not exist.")
     try:
@@ -364,7 +366,7 @@ def module_state(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 
 def load_into(module: nn.Module, tensors: dict[str, Tensor], prefix: str, source: str = "") -> None:
-    _load_strict(module, module_state(tensors, prefix),
+    load_strict(module, module_state(tensors, prefix),
                  f"Checkpoint {source} does not fit this model ({{}}). Was it saved for another "
                  "architecture or number of classes?")
 

@@ -1,20 +1,26 @@
-"""Checks on the metadata inside a kdistill file, before anything trusts it.
+"""The schema of the metadata inside a kdistill file, checked before anything follows it.
 
-A checkpoint may come from anywhere (a colleague, a download), so every
-field the code reads later is checked here once: an ``epoch`` that is not a
-whole number, a ``history`` that is not a list, a ``model_spec`` naming an
-absurd input shape, a ``data`` record whose options are not a mapping, a
-malformed optimiser section. Each raises
-:class:`~kdistill.errors.CheckpointError` naming the field and what it must
-be, instead of a ``TypeError`` (or worse, a silent wrong value) later. Fields
-kdistill does not read are left alone.
+A checkpoint may come from anywhere (a colleague, a download), so its
+metadata is user input: :func:`validate_metadata` checks it against the
+pydantic models below once, when the file is read, and a field of the wrong
+type or out of bounds (an ``epoch`` that is not a whole number, a ``history``
+record without its ``epoch``, a ``model_spec`` naming an absurd input shape,
+a ``data`` record whose options are not a mapping, an unknown ``format``)
+raises :class:`~kdistill.errors.CheckpointError` naming the field and what it
+must be, instead of a ``TypeError`` (or worse, a silent wrong value) later.
+
+Every model allows fields it does not name (they are left alone), so a file
+written by a newer kdistill still reads. To record something new, add an
+optional field (a default of ``None``) with a ``description`` saying what it
+must be: that phrase is what the error message quotes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kdistill.errors import CheckpointError, quote
 
@@ -22,80 +28,140 @@ MAX_INPUT_DIMS = 4
 MAX_INPUT_SIDE = 1 << 20
 MAX_INPUT_SIZE = 1 << 28  # values in one sample: a 3 x 9000 x 9000 image
 MAX_CLASSES = 1 << 20
+MAX_TENSOR_VALUES = 1 << 32  # a sparse weight's recorded shape: 16 GiB of float32 is no student
+
+#: every ``format`` a kdistill file may declare; no ``format`` is a training checkpoint
+FORMATS = ("dense", "sparse-bitmask", "int8-dynamic", "int8-static")
 
 
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class Record(BaseModel):
+    """Base of every section: strict types (no "3" for 3, no true for 1), unknown fields kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+class VariationalRecord(Record):
+    threshold: float = Field(3.0, gt=-8, lt=8, description="a number between -8 and 8")
 
 
-def _str(value: Any) -> bool:
-    return isinstance(value, str)
+class ModelSpec(Record):
+    """What the model is rebuilt from (:func:`kdistill.experiment.load_model`)."""
+
+    model: str | None = Field(None, description="a model name (string)")
+    options: dict[str, Any] | None = Field(None, description="a mapping of option names to values")
+    input_shape: list[int] | None = Field(
+        None, description=f"a list of 1 to {MAX_INPUT_DIMS} positive sizes of at most {MAX_INPUT_SIZE:,} "
+                          "values in all")
+    num_classes: int | None = Field(None, ge=0, le=MAX_CLASSES,
+                                    description=f"a whole number from 0 to {MAX_CLASSES:,}")
+    dataset: str | None = Field(None, description="a string")
+    variational: VariationalRecord | None = Field(None, description="a mapping with a numeric threshold")
+
+    @field_validator("input_shape")
+    @classmethod
+    def _shape(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not (1 <= len(value) <= MAX_INPUT_DIMS and all(1 <= d <= MAX_INPUT_SIDE for d in value)
+                                      and math.prod(value) <= MAX_INPUT_SIZE):
+            raise ValueError("out of bounds")
+        return value
 
 
-def _dict(value: Any) -> bool:
-    return isinstance(value, dict)
+class DataRecord(Record):
+    """How the training data was loaded (:func:`kdistill.experiment.records.data_record`)."""
+
+    dataset: str | None = Field(None, description="a data set name (string)")
+    options: dict[str, Any] = Field(default_factory=dict, description="a mapping of option names to values")
+    data_dir: str | None = Field(None, description="a folder path or null")
+    download: bool | None = Field(None, description="true or false")
+    files: list[str] = Field(default_factory=list, description="a list of option names")
+
+    @field_validator("options")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if {"data_dir", "download"} & set(value):  # recorded beside the options, never among them
+            raise ValueError("reserved name")
+        return value
 
 
-def _input_shape(value: Any) -> bool:
-    return (isinstance(value, list) and 1 <= len(value) <= MAX_INPUT_DIMS
-            and all(_int(d) and 1 <= d <= MAX_INPUT_SIDE for d in value)
-            and math.prod(value) <= MAX_INPUT_SIZE)
+class EpochRecord(Record):
+    """One line of the training history."""
+
+    __pydantic_extra__: dict[str, float | None]  # every other entry is a number (loss, lr, val_score, ...)
+    epoch: int = Field(ge=0)
 
 
-def _history(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        _dict(r) and all(_str(k) and (_number(v) or v is None) for k, v in r.items()) for r in value)
+class OptimizerName(Record):
+    name: str = Field("", description="a string")
 
 
-Check = tuple[Callable[[Any], bool], str]
-
-TOP: dict[str, Check] = {
-    "format_version": (_int, "a whole number"),
-    "role": (_str, "a string"),
-    "epoch": (lambda v: _int(v) and v >= 0, "a whole number >= 0"),
-    "step": (lambda v: _int(v) and v >= 0, "a whole number >= 0"),
-    "best_epoch": (lambda v: _int(v) and v >= -1, "a whole number >= -1"),
-    "best_score": (_number, "a number"),
-    "initial_loss": (lambda v: v is None or _number(v), "a number or null"),
-    "history": (_history, "a list of per-epoch records (name -> number)"),
-    "world_size": (lambda v: _int(v) and v >= 1, "a whole number >= 1"),
-    "train": (_dict, "a mapping"),
-    "distill": (_dict, "a mapping"),
-    "format": (_str, "a string"),
-    "model_spec": (_dict, "a mapping"),
-    "data": (_dict, "a mapping"),
-    "optimizer": (_dict, "a mapping"),
-}
-
-MODEL_SPEC: dict[str, Check] = {
-    "model": (_str, "a model name (string)"),
-    "options": (lambda v: _dict(v) and all(_str(k) for k in v), "a mapping of option names to values"),
-    "input_shape": (_input_shape, f"a list of 1 to {MAX_INPUT_DIMS} positive sizes of at most "
-                                  f"{MAX_INPUT_SIZE:,} values in all"),
-    "num_classes": (lambda v: _int(v) and 0 <= v <= MAX_CLASSES, f"a whole number from 0 to {MAX_CLASSES:,}"),
-    "dataset": (_str, "a string"),
-}
-
-DATA: dict[str, Check] = {
-    "dataset": (_str, "a data set name (string)"),
-    "options": (lambda v: _dict(v) and all(_str(k) for k in v), "a mapping of option names to values"),
-    "data_dir": (lambda v: v is None or _str(v), "a folder path or null"),
-    "download": (lambda v: isinstance(v, bool), "true or false"),
-    "files": (lambda v: isinstance(v, list) and all(_str(k) for k in v), "a list of option names"),
-}
+class TrainRecord(Record):
+    optimizer: OptimizerName | None = Field(None, description="a mapping with a 'name'")
 
 
-def require_model_spec(meta: dict[str, Any], label: str) -> dict[str, Any]:
-    """The ``model_spec`` with every entry a model is rebuilt from (``model``, ``input_shape``, ...)."""
-    spec = meta.get("model_spec") or {}
-    for key in ("model", "input_shape", "num_classes"):
-        if key not in spec:
-            raise _fail(label, f"model_spec.{key}", MODEL_SPEC[key][1], None)
-    return spec
+class ParamGroup(Record):
+    params: list[int] = Field(description="a list of parameter ids")
+
+    @field_validator("params")
+    @classmethod
+    def _ids(cls, value: list[int]) -> list[int]:
+        if any(p < 0 for p in value):
+            raise ValueError("negative id")
+        return value
+
+
+class OptimizerRecord(Record):
+    param_groups: list[ParamGroup] = Field(
+        min_length=1, description="a list of parameter groups, each with a list of parameter ids")
+    scalars: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                               description="a mapping of parameter ids to mappings")
+
+    @field_validator("scalars")
+    @classmethod
+    def _ids(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not all(k.isdigit() for k in value):
+            raise ValueError("not parameter ids")
+        return value
+
+
+class TargetScaleRecord(Record):
+    mean: float = Field(allow_inf_nan=False, description="a finite number")
+    std: float = Field(gt=0, allow_inf_nan=False, description="a positive finite number")
+
+
+class CheckpointMeta(Record):
+    """The top level of a kdistill file's metadata (the ``kdistill`` entry of its safetensors header)."""
+
+    format_version: int | None = Field(None, description="a whole number")
+    role: str | None = Field(None, description="a string")
+    epoch: int | None = Field(None, ge=0, description="a whole number >= 0")
+    step: int | None = Field(None, ge=0, description="a whole number >= 0")
+    best_epoch: int | None = Field(None, ge=-1, description="a whole number >= -1")
+    best_score: float | None = Field(None, description="a number")
+    initial_loss: float | None = Field(None, description="a number or null")
+    history: list[EpochRecord] | None = Field(
+        None, description="a list of per-epoch records, each with its 'epoch' (a whole number >= 0) and "
+                          "numbers (name -> number)")
+    world_size: int | None = Field(None, ge=1, description="a whole number >= 1")
+    train: TrainRecord | None = Field(None, description="a mapping")
+    distill: dict[str, Any] | None = Field(None, description="a mapping")
+    format: Literal[FORMATS] | None = Field(  # type: ignore[valid-type]
+        None, description=f"one of {', '.join(FORMATS)} (or absent, for a training checkpoint)")
+    model_spec: ModelSpec | None = Field(None, description="a mapping")
+    data: DataRecord | None = Field(None, description="a mapping")
+    optimizer: OptimizerRecord | None = Field(None, description="a mapping")
+    sparse_shapes: dict[str, list[int]] | None = Field(
+        None, description=f"a mapping of tensor names to shapes of at most {MAX_TENSOR_VALUES:,} values")
+    target_scale: TargetScaleRecord | None = Field(None, description="a mapping with a finite mean and a "
+                                                                     "positive std")
+
+    @field_validator("sparse_shapes")
+    @classmethod
+    def _shapes(cls, value: dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+        if value is not None and not all(
+                1 <= len(s) <= 8 and all(d >= 0 for d in s) and math.prod(s) <= MAX_TENSOR_VALUES
+                for s in value.values()):
+            raise ValueError("out of bounds")
+        return value
 
 
 def _fail(label: str, field: str, wanted: str, value: Any) -> CheckpointError:
@@ -104,36 +170,50 @@ def _fail(label: str, field: str, wanted: str, value: Any) -> CheckpointError:
         "The file was edited or written by another tool; use a checkpoint kdistill wrote.")
 
 
-def _check_fields(meta: dict[str, Any], checks: dict[str, Check], label: str, prefix: str = "") -> None:
-    for key, (ok, wanted) in checks.items():
-        if key in meta and not ok(meta[key]):
-            raise _fail(label, prefix + key, wanted, meta[key])
+def _blame(meta: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, str, Any]:
+    """The declared field a pydantic error location falls in: its dotted name, description and value."""
+    model: Any = CheckpointMeta
+    names: list[str] = []
+    wanted, value = "valid", meta
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(part, str) or not fields or part not in fields:
+            break
+        info = fields[part]
+        names.append(part)
+        wanted = info.description or wanted
+        value = value.get(part) if isinstance(value, dict) else None
+        nested = [t for t in _types(info.annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+        model = nested[0] if nested else None
+    return ".".join(names) or "(top level)", wanted, value
+
+
+def _types(annotation: Any) -> list[Any]:
+    args = getattr(annotation, "__args__", None)
+    return [annotation] if not args else [t for arg in args for t in _types(arg)]
+
+
+def require_model_spec(meta: dict[str, Any], label: str) -> dict[str, Any]:
+    """The ``model_spec`` with every entry a model is rebuilt from (``model``, ``input_shape``, ...)."""
+    spec = meta.get("model_spec") or {}
+    for key in ("model", "input_shape", "num_classes"):
+        if spec.get(key) is None:
+            raise _fail(label, f"model_spec.{key}", ModelSpec.model_fields[key].description or "given", None)
+    return spec
 
 
 def validate_metadata(meta: dict[str, Any], label: str) -> dict[str, Any]:
-    """Return ``meta`` once every field kdistill reads has the right type and a sane value."""
-    _check_fields(meta, TOP, label)
-    spec = meta.get("model_spec")
-    if spec is not None:
-        _check_fields(spec, MODEL_SPEC, label, "model_spec.")
+    """Return ``meta`` (unchanged) once it fits :class:`CheckpointMeta`; else a :class:`CheckpointError`."""
+    try:
+        CheckpointMeta.model_validate(meta)
+    except ValidationError as error:
+        field, wanted, value = _blame(meta, tuple(error.errors()[0]["loc"]))
+        raise _fail(label, field, wanted, value) from None
+    except RecursionError:
+        raise CheckpointError(f"{label} has kdistill metadata nested too deeply to read.") from None
     record = meta.get("data")
-    if record is not None:
-        _check_fields(record, DATA, label, "data.")
+    if isinstance(record, dict):
         missing = [k for k in record.get("files", []) if k not in record.get("options", {})]
         if missing:
             raise _fail(label, "data.files", "names of entries in data.options", missing)
-    optimizer_name = (meta.get("train") or {}).get("optimizer")
-    if optimizer_name is not None and not (_dict(optimizer_name) and _str(optimizer_name.get("name", ""))):
-        raise _fail(label, "train.optimizer", "a mapping with a 'name'", optimizer_name)
-    optim = meta.get("optimizer")
-    if optim is not None:
-        groups = optim.get("param_groups")
-        if not (isinstance(groups, list) and groups and all(
-                _dict(g) and isinstance(g.get("params"), list) and all(_int(p) and p >= 0 for p in g["params"])
-                for g in groups)):
-            raise _fail(label, "optimizer.param_groups",
-                        "a list of parameter groups, each with a list of parameter ids", groups)
-        scalars = optim.get("scalars", {})
-        if not (_dict(scalars) and all(_str(k) and k.isdigit() and _dict(v) for k, v in scalars.items())):
-            raise _fail(label, "optimizer.scalars", "a mapping of parameter ids to mappings", scalars)
     return meta

@@ -26,14 +26,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import time
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kdistill.config import TrackingConfig
-from kdistill.errors import ConfigError
+from kdistill.errors import ConfigError, shorten
+from kdistill.io import ensure_writable_dir, output_error
 from kdistill.train.checkpoint import atomic_write_text
+
+# seconds to wait for an MLflow server to accept a connection before the run starts
+CONNECT_TIMEOUT = 5.0
 
 __all__ = ["Tracker", "flatten_params", "write_history_csv"]
 
@@ -83,6 +89,48 @@ def _require(module: str, extra: str, switch: str) -> Any:
                           ) from None
 
 
+def _shown_uri(uri: str) -> str:
+    """``uri`` without a password (``http://user:secret@host`` -> ``http://user:***@host``)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return shorten(uri, 200)
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return shorten(urllib.parse.urlunsplit(parts._replace(netloc=netloc)), 200)
+
+
+def check_mlflow_server(uri: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """For an ``http(s)://`` tracking URI, prove the server accepts a connection within ``timeout``.
+
+    MLflow's own client retries an unreachable server for minutes before it
+    raises; this check fails in seconds, before training starts, with a
+    :class:`ConfigError` naming the URI (without its password).
+    """
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        host, port = parts.hostname, parts.port
+    except ValueError as error:  # a port that is not a number, an unbalanced [ in the host
+        raise ConfigError(f"tracking.mlflow_uri {_shown_uri(uri)!r} is not a valid URI ({error}).") from None
+    if parts.scheme not in ("http", "https"):
+        return
+    if not host:
+        raise ConfigError(f"tracking.mlflow_uri {_shown_uri(uri)!r} names no server; write it as "
+                          "http://HOST:PORT.")
+    try:
+        with socket.create_connection((host, port or (443 if parts.scheme == "https" else 80)), timeout=timeout):
+            pass
+    except OSError as error:
+        reason = f"no answer within {timeout:g} s" if isinstance(error, TimeoutError) else (
+            error.strerror or type(error).__name__)
+        raise ConfigError(f"Cannot reach the MLflow server of tracking.mlflow_uri {_shown_uri(uri)!r}: "
+                          f"{reason}. Start the server (mlflow server --port PORT), fix the URI, or set "
+                          "tracking.mlflow: false.") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return shorten(lines[0], 200) if lines else type(error).__name__
+
+
 class Tracker:
     """The writers one ``fit`` reports to; build it with :meth:`open`."""
 
@@ -108,11 +156,17 @@ class Tracker:
         if base is None and (cfg.tensorboard or not cfg.mlflow_uri):
             raise ConfigError("Tracking is on but there is no folder to write to: set tracking.dir "
                               "(or output_dir).")
+        if base is not None and (cfg.tensorboard or not cfg.mlflow_uri):
+            ensure_writable_dir(base, "tracking folder")  # e.g. tracking.dir: /proc/tb, a file, read-only
         flat = flatten_params(params or {})
         if cfg.tensorboard:
             writer_cls = _require("tensorboard", "tracking", "tensorboard")
             assert base is not None
-            tracker.tensorboard = writer_cls(log_dir=str(base / "tensorboard" / run_name.replace(" ", "-")))
+            log_dir = base / "tensorboard" / run_name.replace(" ", "-")
+            try:
+                tracker.tensorboard = writer_cls(log_dir=str(log_dir))
+            except OSError as error:
+                raise output_error(log_dir, "TensorBoard events", error) from None
             if flat:
                 table = "\n".join(f"| {k} | {v} |" for k, v in sorted(flat.items()))
                 tracker.tensorboard.add_text("params", "| setting | value |\n|---|---|\n" + table, 0)
@@ -120,18 +174,27 @@ class Tracker:
             mlflow = _require("mlflow", "mlflow", "mlflow")
             # MLflow 3 refuses new plain-file stores; a SQLite file is its local default
             uri = cfg.mlflow_uri or f"sqlite:///{(base / 'mlflow.db').resolve()}"  # type: ignore[operator]
-            client = mlflow.MlflowClient(tracking_uri=uri)
-            name = cfg.experiment or "kdistill"
-            found = client.get_experiment_by_name(name)
-            experiment = found.experiment_id if found is not None else client.create_experiment(name)
-            run = client.create_run(experiment, run_name=run_name)
-            tracker.mlflow, tracker.mlflow_run = client, run.info.run_id
-            from mlflow.entities import Param
-
-            items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
-            for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
-                client.log_batch(run.info.run_id, params=items[i:i + 100])
+            check_mlflow_server(uri)
+            try:
+                tracker._start_mlflow(mlflow, uri, cfg.experiment or "kdistill", run_name, flat)
+            except Exception as error:  # MLflow raises its own, SQLAlchemy's and OS errors for a bad store
+                raise ConfigError(f"MLflow cannot use tracking URI {_shown_uri(uri)!r} "
+                                  f"({type(error).__name__}: {_first_line(error)}). Fix tracking.mlflow_uri "
+                                  "(e.g. sqlite:///PATH/mlflow.db or http://HOST:PORT), or set "
+                                  "tracking.mlflow: false.") from None
         return tracker
+
+    def _start_mlflow(self, mlflow: Any, uri: str, name: str, run_name: str, flat: dict[str, str]) -> None:
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(name)
+        experiment = found.experiment_id if found is not None else client.create_experiment(name)
+        run = client.create_run(experiment, run_name=run_name)
+        self.mlflow, self.mlflow_run = client, run.info.run_id
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
+            client.log_batch(run.info.run_id, params=items[i:i + 100])
 
     @property
     def active(self) -> bool:

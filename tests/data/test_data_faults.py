@@ -3,6 +3,7 @@ and no message quotes what a file holds."""
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,6 +132,86 @@ def test_idx_gzip_bomb_is_refused(tmp_path, monkeypatch):
         read_idx(path)
 
 
+
+def test_idx_header_claiming_more_than_the_gzip_can_hold_is_refused_before_inflating(tmp_path, monkeypatch):
+    import gzip
+
+    from kdistill.data import idx
+
+    # 1M 28x28 images announced by a file of a few hundred bytes: refused from the header and the size
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(struct.pack(">IIII", 2051, 1_000_000, 28, 28) + bytes(784)))
+    inflated = []
+    real_open = gzip.open
+
+    def counting_open(*args, **kwargs):
+        handle = real_open(*args, **kwargs)
+        read = handle.read
+        handle.read = lambda size=-1: inflated.append(size) or read(size)
+        return handle
+
+    monkeypatch.setattr(idx.gzip, "open", counting_open)
+    with pytest.raises(DataError, match=r"announces shape \(1000000, 28, 28\).*refused before inflating"):
+        read_idx(path)
+    assert sum(inflated) <= 16  # the magic number and the three sizes, nothing more
+    # a consistent header: 8 MB of zeros that compress to 8 kB, far beyond what images compress to
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    bomb.write_bytes(gzip.compress(struct.pack(">IIII", 2051, 10_000, 28, 28) + bytes(7_840_000)))
+    with pytest.raises(DataError, match="decompression bomb"):
+        read_idx(bomb)
+    # a plain file whose header claims 1M images but holds one is truncated, read no further than its size
+    plain = tmp_path / "plain-idx3-ubyte"
+    plain.write_bytes(struct.pack(">IIII", 2051, 1_000_000, 28, 28) + bytes(784))
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(plain)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs named pipes")
+def test_fifos_devices_and_kernel_files_are_refused_without_reading(tmp_path):
+    import os
+
+    fifo = tmp_path / "table.csv"
+    os.mkfifo(fifo)  # reading it would block forever: the check must not open it
+    with pytest.raises(DataError, match="named pipe"):
+        load_dataset("csv", path=str(fifo))
+    idx_fifo = tmp_path / "images-idx3-ubyte"
+    os.mkfifo(idx_fifo)
+    with pytest.raises(DataError, match="named pipe"):
+        read_idx(idx_fifo)
+    if Path("/dev/zero").exists():
+        with pytest.raises(DataError, match="character device"):
+            load_dataset("csv", path="/dev/zero")
+        link = tmp_path / "zero.csv"
+        link.symlink_to("/dev/zero")
+        with pytest.raises(DataError, match="character device"):
+            load_dataset("csv", path=str(link))
+    if Path("/proc/self/environ").exists():
+        with pytest.raises(DataError, match="lies under /proc"):
+            load_dataset("csv", path="/proc/self/environ")
+
+
+def test_a_data_dir_holding_some_idx_files_is_refused_not_mixed_with_others(tmp_path, monkeypatch, caplog):
+    from kdistill.data import sources
+    from kdistill.data.idx import write_idx_dataset
+
+    def tiny(folder):
+        zeros = np.zeros((4, 28, 28), np.uint8)
+        return write_idx_dataset(folder, zeros, np.arange(4) % 10, zeros, np.arange(4) % 10)
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(sources.ENV_VAR, str(tiny(tmp_path / "env")))  # a complete copy elsewhere
+    partial = tiny(tmp_path / "partial")
+    (partial / sources.FILES["test_images"]).unlink()
+    with pytest.raises(DataError, match=r"holds only some of the mnist files: t10k-images-idx3-ubyte.gz is missing"):
+        load_dataset("mnist", data_dir=partial, download=False)
+    # a data_dir without any of the files: the search goes on, and says where the data came from
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with caplog.at_level("WARNING", logger="kdistill"):
+        assert load_dataset("mnist", data_dir=empty, download=False).num_train == 4
+    assert f"data_dir {empty} does not hold the mnist files; using {tmp_path / 'env'}" in caplog.text
+
+
 # ------------------------------------------------------------------ image folders
 
 def image_tree(tmp_path, size=(12, 12), per_class=4):
@@ -251,3 +332,26 @@ def test_bad_tokenizer_sources_and_text_options(tmp_path):
                            ({"cache": "no"}, "cache must be true or false")):
         with pytest.raises(ConfigError, match=match):
             load_dataset("text-csv", path=str(path), **options)
+
+
+
+def test_image_folders_under_proc_and_unreadable_class_folders(tmp_path, monkeypatch):
+    from pathlib import Path as RealPath
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    if RealPath("/proc/self").is_dir():
+        with pytest.raises(DataError, match="lies under /proc"):
+            load_dataset("image-folder", path="/proc/self")
+        (tmp_path / "c").symlink_to("/proc/self")  # a class folder that is the kernel's view of a process
+        with pytest.raises(DataError, match="Class folder .*lies under /proc"):
+            load_dataset("image-folder", path=str(tmp_path))
+        (tmp_path / "c").unlink()
+
+    def unreadable(self, pattern):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    (tmp_path / "a" / "x.png").write_bytes(b"")  # (root reads every folder: the refusal is simulated)
+    monkeypatch.setattr(RealPath, "rglob", unreadable)
+    with pytest.raises(DataError, match=r"Cannot list the images under .*\(.*/a\): Permission denied"):
+        load_dataset("image-folder", path=str(tmp_path))

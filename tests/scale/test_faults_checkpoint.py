@@ -214,3 +214,114 @@ def _has_transformers():
     except ImportError:
         return False
     return True
+
+
+# ---------------------------------------------------------------- metadata is user input
+
+
+@pytest.mark.parametrize("update, match", [
+    ({"format": "zip-bomb"}, "'format' must be one of dense, sparse-bitmask"),
+    ({"format": 3}, "'format' must be one of"),
+    ({"history": [{"loss": 0.5}]}, "'history' must be a list of per-epoch records, each with its 'epoch'"),
+    ({"history": [{"epoch": True, "loss": 0.5}]}, "'history' must be a list of per-epoch records"),
+    ({"epoch": True}, "'epoch' must be a whole number"),
+    ({"target_scale": {"mean": 0.0, "std": 0.0}}, "'target_scale.std' must be a positive finite number"),
+    ({"sparse_shapes": {"w": [10**6, 10**6]}}, "'sparse_shapes' must be a mapping of tensor names"),
+    ({"model_spec": {"model": "mlp-simple", "input_shape": [64], "num_classes": 10,
+                     "variational": {"threshold": "high"}}}, "'model_spec.variational.threshold' must be a number"),
+    ({"data": {"dataset": "csv", "options": {"download": True}}}, "'data.options'"),
+])
+def test_metadata_schema_refuses_what_kdistill_would_follow(tmp_path, digits, update, match):
+    path, _, _ = good_checkpoint(tmp_path / "c.safetensors", digits)
+    rewrite(path, meta_update=update)
+    with pytest.raises(CheckpointError, match=match):
+        read_checkpoint(path)
+
+
+def test_a_data_record_naming_a_device_or_fifo_is_refused_before_reading(tmp_path, digits, capsys):
+    import os
+    from pathlib import Path
+
+    targets = [p for p in ("/dev/zero", "/proc/self/environ") if Path(p).exists()]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.csv")  # evaluate would block forever reading it
+        targets.append(str(tmp_path / "pipe.csv"))
+    assert targets
+    for i, target in enumerate(targets):
+        path, _, _ = good_checkpoint(tmp_path / f"c{i}.safetensors", digits)
+        rewrite(path, meta_update={"data": {"dataset": "csv", "options": {"path": target}, "data_dir": None,
+                                            "download": False, "files": ["path"]}})
+        assert main(["evaluate", str(path)]) == 2, target
+        err = capsys.readouterr().err
+        assert any(kind in err for kind in ("character device", "named pipe", "lies under /proc")), err
+        assert "Traceback" not in err
+
+
+def test_a_checkpoint_never_makes_evaluate_download(tmp_path, digits, monkeypatch, capsys):
+    from kdistill.data import sources
+
+    def no_network(url, timeout=60.0):
+        raise AssertionError(f"evaluate contacted the network: {url}")
+
+    monkeypatch.setattr(sources, "fetch_bytes", no_network)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    path, _, _ = good_checkpoint(tmp_path / "c.safetensors", digits)
+    rewrite(path, meta_update={"data": {"dataset": "mnist", "options": {}, "data_dir": str(tmp_path / "none"),
+                                        "download": True, "files": []}})
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "never starts a download" in err and "--dataset mnist" in err
+
+
+def test_pretrained_weights_named_by_a_checkpoint_are_never_fetched(tmp_path, digits):
+    from kdistill.models import MLP, offline_options, register_model
+
+    seen = []
+
+    @register_model("faults-pretrained", overwrite=True)
+    def downloads_when_pretrained(input_shape, num_classes, *, pretrained=False):
+        seen.append(pretrained)  # a real model would download its weights here
+        return MLP(64, [32], num_classes)
+
+    model = downloads_when_pretrained(digits.input_shape, digits.num_classes)
+    path = save_checkpoint(tmp_path / "c.safetensors", {"model": model},
+                           {"model_spec": spec(digits, model="faults-pretrained", options={"pretrained": True})})
+    load_model(path)
+    assert seen == [False, False]
+    # library models: pretrained and torchvision's weights name a download, so both are dropped
+    assert offline_options("timm/resnet18", {"pretrained": True, "drop_rate": 0.1}) == {
+        "pretrained": False, "drop_rate": 0.1}
+    assert offline_options("torchvision/resnet18", {"weights": "DEFAULT"}) == {"pretrained": False}
+    assert offline_options("hf-classifier", {"pretrained": "some/folder"}) == {"pretrained": "some/folder"}
+
+
+def test_a_dense_file_relabelled_sparse_is_refused(tmp_path, digits, capsys):
+    from kdistill.compress.artifact import save_dense
+
+    model = create_model("mlp-simple", digits.input_shape, digits.num_classes)
+    path = save_dense(model, tmp_path / "dense.safetensors", {"model_spec": spec(digits)})
+    rewrite(path, meta_update={"format": "sparse-bitmask"})
+    with pytest.raises(CheckpointError, match="does not fit the model it records"):
+        load_model(path)
+    rewrite(path, meta_update={"sparse_shapes": {"features.0.0.weight": [64, 128]}})
+    with pytest.raises(CheckpointError, match="lacks the mask or values"):
+        load_model(path)
+    assert main(["export", str(path), "--format", "safetensors", "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_resuming_from_history_records_without_their_epoch_is_refused(tmp_path, capsys):
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"data: {{dataset: digits, limit_train: 64, limit_test: 16}}\nstudent: {{model: mlp-simple}}\n"
+                      f"train: {{epochs: 1, batch_size: 32, progress: false, device: cpu}}\n"
+                      f"output_dir: {tmp_path / 'runs'}\n")
+    assert main(["train", str(config), "--role", "student"]) == 0
+    last = tmp_path / "runs" / "student" / "last.safetensors"
+    tensors, meta = read_checkpoint(last)
+    rewrite(last, meta_update={"history": [{k: v for k, v in r.items() if k != "epoch"} for r in meta["history"]]})
+    capsys.readouterr()
+    assert main(["train", str(config), "--role", "student", "--epochs", "2", "--resume", str(last)]) == 2
+    err = capsys.readouterr().err
+    assert "'history' must be a list of per-epoch records, each with its 'epoch'" in err
+    assert "Traceback" not in err

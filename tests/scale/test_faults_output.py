@@ -174,3 +174,64 @@ def test_other_runtime_errors_are_still_bugs(tmp_path, monkeypatch):
     monkeypatch.setattr(train_cli, "train_model", bug)
     with pytest.raises(RuntimeError, match="mat1"):
         main(["train", str(tiny_config(tmp_path, tmp_path / "out")), "--no-progress"])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_an_existing_special_file_is_never_replaced(tmp_path):
+    # `export -o /dev/full` as root renamed a regular file over the device; a FIFO stands in for it here
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match="it exists and is a named pipe"):
+        atomic_write_bytes(fifo, b"onnx")
+    assert fifo.is_fifo() and not leftovers(tmp_path)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    with pytest.raises(OutputError, match="it is a folder"):
+        atomic_write_bytes(folder, b"x")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(fifo)  # a link is judged by what it points at
+    with pytest.raises(OutputError, match="named pipe"):
+        atomic_write_text(link, "x")
+
+
+def _student_checkpoint(tmp_path):
+    from kdistill.data import load_dataset
+    from kdistill.models import create_model
+
+    data = load_dataset("digits")
+    model = create_model("mlp-simple", data.input_shape, data.num_classes)
+    spec = {"model": "mlp-simple", "options": {}, "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes}
+    return save_checkpoint(tmp_path / "student.safetensors", {"model": model}, {"model_spec": spec}), model, spec
+
+
+def test_export_refuses_special_outputs_nan_weights_and_a_meaningless_tolerance(tmp_path, capsys):
+    path, model, spec = _student_checkpoint(tmp_path)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "out.safetensors")
+        assert main(["export", str(path), "--format", "safetensors", "-o", str(tmp_path / "out.safetensors")]) == 2
+        assert "named pipe" in capsys.readouterr().err
+    for atol in ("nan", "-1", "inf"):
+        assert main(["export", str(path), "--format", "onnx", "--atol", atol,
+                     "-o", str(tmp_path / "m.onnx")]) == 2
+        assert "must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    broken = save_checkpoint(tmp_path / "nan.safetensors", {"model": model}, {"model_spec": spec})
+    assert main(["export", str(broken), "--format", "safetensors", "-o", str(tmp_path / "nan-out.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite weights" in err and "Traceback" not in err
+    assert not (tmp_path / "nan-out.safetensors").exists()
+
+
+def test_a_tracking_folder_that_cannot_be_written_stops_the_run_cleanly(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc")
+    config = tiny_config(tmp_path, tmp_path / "runs")
+    for folder in ("/proc/tb", str(config)):  # under /proc, and a file
+        assert main(["train", str(config), "--role", "student", "--set", "tracking.tensorboard=true",
+                     "--set", f"tracking.dir={folder}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("kdistill: error: Cannot") and "tracking folder" in err and "Traceback" not in err

@@ -167,3 +167,33 @@ def test_tracking_follows_every_trial(tmp_path, digits, caplog):
     assert runs == ["tracked-trial-0", "tracked-trial-1"]
     assert all(list((tmp_path / "tensorboard" / run).glob("events.out.tfevents.*")) for run in runs)
     assert "every trial is tracked as its own run" in caplog.text
+
+
+def test_a_trial_failing_with_a_user_error_prints_one_paragraph_and_no_traceback(tmp_path, digits, monkeypatch,
+                                                                                  capsys):
+    import io
+    import logging
+
+    import optuna
+
+    from kdistill.cli.main import main
+
+    # Optuna logs through its own handler, on the stream that was stderr when it was imported: read it here
+    class Kept(io.StringIO):
+        def close(self):  # logging shuts handlers down at the end of a command: keep what was written
+            pass
+
+    optuna_log = Kept()
+    optuna.logging.get_verbosity()  # makes sure Optuna's handler exists
+    handlers = [h for h in logging.getLogger("optuna").handlers if isinstance(h, logging.StreamHandler)]
+    assert handlers
+    for handler in handlers:
+        monkeypatch.setattr(handler, "stream", optuna_log)
+    # every trial's student names a model that does not exist: the first trial fails with a ConfigError
+    search = {"student.model": {"choices": ["no-such-net"]}}
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump(dict(BASE, output_dir=str(tmp_path / "runs"), tune={"search": search})))
+    assert main(["tune", str(config), "--trials", "2"]) == 2
+    err = capsys.readouterr().err + optuna_log.getvalue()
+    assert "Traceback" not in err and "failed with" not in err, err
+    assert err.startswith("kdistill: error: Unknown model 'no-such-net'") and err.count("\n") == 1

@@ -101,3 +101,56 @@ def test_config_section_and_helpers(tmp_path):
     assert flatten_params({"a": {"b": 1, "c": [1, 2]}, "d": "x"}) == {"a.b": "1", "a.c": "[1, 2]", "d": "x"}
     path = write_history_csv(tmp_path / "h.csv", [{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.5, "x": 2}])
     assert read_csv(path)[1] == {"epoch": "1", "loss": "0.5", "x": "2"}
+
+
+def _fake_mlflow(monkeypatch, failure: Exception | None = None):
+    """An ``mlflow`` module whose client fails like a broken store would (or records that it was used)."""
+    import types
+
+    module = types.ModuleType("mlflow")
+    module.opened = []
+
+    class Client:
+        def __init__(self, tracking_uri):
+            module.opened.append(tracking_uri)
+            if failure is not None:
+                raise failure
+
+    module.MlflowClient = Client
+    monkeypatch.setitem(sys.modules, "mlflow", module)
+    return module
+
+
+def _closed_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as probe:  # a port the system just handed out, closed again: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_mlflow_store_errors_are_config_errors(tmp_path, monkeypatch):
+    # MLflow 3 refuses new plain-file stores (maintenance mode); any store error reads the same way
+    _fake_mlflow(monkeypatch, RuntimeError("the file store backend is in maintenance mode\nmore detail"))
+    with pytest.raises(ConfigError, match=r"MLflow cannot use tracking URI 'file:///x/mlruns' \(RuntimeError: "
+                                          r"the file store backend is in maintenance mode\)"):
+        Tracker.open(TrackingConfig(mlflow=True, mlflow_uri="file:///x/mlruns"), tmp_path)
+
+
+def test_an_unreachable_mlflow_server_is_reported_before_mlflow_retries(tmp_path, monkeypatch):
+    fake = _fake_mlflow(monkeypatch)
+    port = _closed_loopback_port()
+    uri = f"http://kd:hunter2@127.0.0.1:{port}"
+    with pytest.raises(ConfigError, match=f"Cannot reach the MLflow server .*127.0.0.1:{port}") as info:
+        Tracker.open(TrackingConfig(mlflow=True, mlflow_uri=uri), tmp_path)
+    assert "hunter2" not in str(info.value) and "kd:***@" in str(info.value)
+    assert fake.opened == []  # refused before MLflow's client (and its minutes of retries) ever ran
+    with pytest.raises(ConfigError, match="not a valid URI"):
+        Tracker.open(TrackingConfig(mlflow=True, mlflow_uri="http://127.0.0.1:port"), tmp_path)
+    from kdistill.cli.main import main
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text("data: {dataset: digits, limit_train: 64, limit_test: 16}\nstudent: {model: mlp-simple}\n"
+                      f"train: {{epochs: 1, progress: false}}\noutput_dir: {tmp_path / 'runs'}\n"
+                      f"tracking: {{mlflow: true, mlflow_uri: 'http://127.0.0.1:{port}'}}\n")
+    assert main(["train", str(config), "--role", "student"]) == 2

@@ -126,7 +126,7 @@ def test_an_exploding_but_finite_loss_stops_with_a_clear_message(tmp_path):
     data = load_dataset("digits").subset(256, 32)
     objective = new_objective()
     bad = TrainConfig.model_validate({"epochs": 3, "batch_size": 32, "progress": False, "device": "cpu",
-                                      "optimizer": {"name": "adamw", "lr": 1e6}})
+                                      "optimizer": {"name": "adamw", "lr": 1e3}})
     with pytest.raises(TrainingError, match="diverged") as error:
         fit(objective, data, bad, out_dir=tmp_path)
     assert "no checkpoint of this run was written yet" in str(error.value)

@@ -14,7 +14,8 @@ from kdistill.data.datasets.tabular import resolve_path
 from kdistill.data.options import bool_option, fraction_option, path_option, seed_option
 from kdistill.data.prep import split_indices, standardize_images
 from kdistill.data.splits import DataSplits
-from kdistill.errors import ConfigError, DataError, quote
+from kdistill.errors import ConfigError, DataError, quote, shorten
+from kdistill.io import check_input_path
 from kdistill.registry import register_dataset
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -37,8 +38,13 @@ def _image_files(folder: Path) -> list[Path]:
 def _load_images(
     root: Path, classes: list[str], size: tuple[int, int], grayscale: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    files = [(label, file) for label, name in enumerate(classes) if (root / name).is_dir()
-             for file in _image_files(root / name)]
+    try:
+        files = [(label, file) for label, name in enumerate(classes) if (root / name).is_dir()
+                 for file in _image_files(check_input_path(root / name, "Class folder"))]
+    except OSError as exc:  # a class folder (or one inside it) that cannot be listed
+        where = f" ({shorten(exc.filename, 200)})" if getattr(exc, "filename", None) else ""
+        raise DataError(f"Cannot list the images under {root}{where}: {exc.strerror or type(exc).__name__}. "
+                        "Make the class folders readable, or remove the ones that are not.") from None
     needed = len(files) * size[0] * size[1] * (1 if grayscale else 3) * 4
     if needed > MAX_DATA_BYTES:
         raise DataError(
@@ -63,6 +69,7 @@ def _read_image(file: Path, size: tuple[int, int], grayscale: bool) -> np.ndarra
     """One image, converted and resized; any damaged, truncated or oversized file is a DataError."""
     from PIL import Image
 
+    check_input_path(file, "Image")  # a link to a device or a kernel file
     try:
         with warnings.catch_warnings():
             # Pillow only warns below twice its own limit; a bomb is refused here, by our smaller one
@@ -124,7 +131,7 @@ def image_folder(
     fraction_option(name, "test_fraction", test_fraction)
     seed_option(name, seed)
     bool_option(name, "normalize", normalize)
-    root = resolve_path(path, data_dir)
+    root = check_input_path(resolve_path(path, data_dir), "Image folder")
     if not root.is_dir():
         raise DataError(f"Image folder {root} is not a folder.")
 

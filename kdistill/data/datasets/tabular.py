@@ -26,6 +26,7 @@ from kdistill.data.options import (
 from kdistill.data.prep import split_indices, standardize_columns
 from kdistill.data.splits import DataSplits
 from kdistill.errors import DataError
+from kdistill.io import check_input_path
 from kdistill.registry import register_dataset
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -45,11 +46,12 @@ def resolve_path(path: str | Path, data_dir: str | Path | None) -> Path:
     if not p.exists():
         where = f" (also tried relative to data_dir {data_dir})" if data_dir is not None else ""
         raise DataError(f"Data file or folder {p} does not exist{where}.")
-    return p
+    return check_input_path(p, "Data path")
 
 
 def read_table(path: Path, delimiter: str | None = None) -> dict[str, list[Any]]:
     """Read a CSV/TSV or Parquet file into ``{column: values}`` (CSV values are strings)."""
+    check_input_path(path, "Table")  # a FIFO would block, /dev/zero never end
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _read_parquet(path)
     if delimiter is None:
