@@ -381,8 +381,9 @@ def export_records(work: Path, datasets: list[str], out: Path, command: str, *, 
     records = [r for r in load_records(work) if r["dataset"] in datasets]
     tuning = [t for t in load_tuning(work) if t["dataset"] in datasets]
     teachers = {k: v for k, v in load_teachers(work).items() if k in datasets}
-    _write_json(out / "methods.json", {"commands": history, "machine": machine(), "teachers": teachers,
-                                       "tuning": tuning, "runs": _slim(records)})
+    if records or not (out / "methods.json").exists():  # an empty work folder never erases the records
+        _write_json(out / "methods.json", {"commands": history, "machine": machine(), "teachers": teachers,
+                                           "tuning": tuning, "runs": _slim(records)})
     if longer is not None and longer.exists() and load_records(longer):
         _write_json(out / SECTIONS["longer"][0], {"work": str(longer), "commands": commands(longer, list(DATASETS)),
                                                   "runs": _slim(load_records(longer))})

@@ -37,3 +37,12 @@ def test_a_section_without_records_is_marked_and_a_record_replaces_it(tmp_path):
     assert "old numbers 1.23" in section
     (out / "methods-schedule.json").write_text(json.dumps({"path": "x", "runs": []}))
     assert methods_report._section(out, "schedule", lambda rec: ["from the record"]) == ["from the record"]
+
+
+def test_an_empty_work_folder_keeps_the_committed_records(tmp_path):
+    out = tmp_path / "docs" / "benchmarks"
+    out.mkdir(parents=True)
+    committed = {"commands": {}, "machine": "m", "teachers": {}, "tuning": [], "runs": [record("alone", 0, 0.9, 0.9)]}
+    (out / "methods.json").write_text(json.dumps(committed))
+    methods_report.export_records(tmp_path / "no-work", ["mnist"], out, "python benchmarks/methods.py")
+    assert json.loads((out / "methods.json").read_text()) == committed
