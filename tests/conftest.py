@@ -12,16 +12,49 @@ with a reason that says how to point ``KDISTILL_DATA`` at them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from kdistill.data import sources
 from kdistill.errors import DataError
 
 TEXT_SETS = ("sst2",)
+
+
+def _torchvision_without_compiled_ops() -> None:
+    """Let torchvision's Python code import where its compiled ops cannot load.
+
+    PyPI's Linux torchvision wheels are CUDA builds: beside the CPU build of torch their ``_C``
+    extension does not load, and torchvision then fails on import while it registers fake kernels
+    for ``nms`` / ``qnms`` (``operator torchvision::nms does not exist``). kdistill uses
+    torchvision's models and timm, never those ops, so the tests declare the two operators'
+    schemas (no kernels: calling them would still fail) and run the pinned torchvision and timm
+    as they are. Where the extension loads, nothing is changed.
+    """
+    if importlib.util.find_spec("torchvision") is None:
+        return
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as error:
+        if "torchvision::nms does not exist" not in str(error):
+            raise
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]  # the half-imported package, imported again below
+        library = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _KEEP.append(library)  # a Library object undoes its definitions when collected
+        import torchvision  # noqa: F401
+
+
+_KEEP: list[torch.library.Library] = []
+_torchvision_without_compiled_ops()
 
 
 def find_dataset_dir(name: str) -> Path | None:
