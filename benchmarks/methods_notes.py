@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from methods_rows import CRD_NEGATIVES, DKD_WARMUP, SCHEDULE, SEARCH
+from methods_rows import CRD_NEGATIVES, DKD_WARMUP, SCHEDULE, SEARCH, row_uses
 
 STUDENT_SHORT = {"small": "mlp [32]", "large": "mlp [128]", "cnn": "cnn"}
 
@@ -213,14 +213,9 @@ def not_run(records: list[dict[str, Any]]) -> str:
     from kdistill.registry import METHODS
     from kdistill.schemes import scheme_names
 
-    used = set()
-    for r in records:
-        distill = (r.get("config") or {}).get("distill") or {}
-        used |= {m["name"] for m in distill.get("methods", [])}
-        if distill.get("method"):
-            used.add(distill["method"])
-        if distill.get("scheme"):
-            used.add(distill["scheme"]["name"])
+    # from the row names, which the committed records keep (their configs stay in the work folder)
+    uses = row_uses()
+    used = set().union(*(uses.get(r["row"], set()) for r in records))
     elsewhere = {"attention-maps", "hidden-states", "crosskd", "feat-imitation", "pred-mimic", "variational"}
     missing = sorted((set(METHODS.names()) | set(scheme_names())) - used - elsewhere)
     note = (" Measured elsewhere: crosskd, feat-imitation and pred-mimic distil detectors (docs/DETECTION.md), "

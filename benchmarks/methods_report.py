@@ -1,19 +1,29 @@
-"""The methods benchmark's report, built only from the result files in the work folder.
+"""The methods benchmark's report, built only from run records committed beside it.
 
-Writes ``METHODS_BENCHMARK.md`` and ``benchmarks/methods.{json,csv,png}``
-under the docs folder. Every number comes from a ``result.json`` written by a
-finished run (or a tuning summary / teacher record), so the report can be
-rewritten at any time, also while runs are still going.
+:func:`write` copies the records of every finished run out of the git-ignored
+work folders into ``docs/benchmarks/`` (``methods.json``: the main runs, tuning
+and teachers; ``methods-longer.json``: the longer-schedule runs;
+``methods-earlier.json``: the runs with an earlier teacher;
+``methods-schedule.json``: the plain-loop runs), then :func:`render` writes
+``METHODS_BENCHMARK.md`` and ``benchmarks/methods.{csv,png}`` from those files
+alone. So every number in the report has a committed record, and
+``python benchmarks/methods_report.py`` rebuilds the report from a checkout.
+
+A section published before its runs' records were kept has no record file; its
+text is kept in ``benchmarks/methods-<section>.unrecorded.md`` and shown under a
+banner that says so, until a rerun writes the record file, which then wins.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
 import platform
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +37,7 @@ from methods_notes import (
     tuning_table,
 )
 from methods_rows import SCHEDULE
-from methods_schedule import schedule_section
+from methods_schedule import load_runs, schedule_section
 from methods_stats import fmt, mean_std
 
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
@@ -79,6 +89,12 @@ def load_teachers(work: Path) -> dict[str, Any]:
     return out
 
 
+def val_accuracy(record: dict[str, Any]) -> float | None:
+    """Validation accuracy of the kept (best-validation) epoch, or ``None`` without a history."""
+    history, best = record.get("val_history") or [], record.get("best_epoch", -1)
+    return history[best] if 0 <= best < len(history) else None
+
+
 def summarise(records: list[dict[str, Any]], dataset: str, student: str, column: str) -> list[dict[str, Any]]:
     """One line per row of a (data set, student, column) table, with the gain over the student alone, best first."""
     mine = [r for r in records if r["dataset"] == dataset and r["student"] == student
@@ -92,12 +108,14 @@ def summarise(records: list[dict[str, Any]], dataset: str, student: str, column:
         rs = sorted(rs, key=lambda r: r["seed"])
         paired = [r["accuracy"] - alone[r["seed"]]["accuracy"] for r in rs if r["seed"] in alone]
         paired_last = [r["last_accuracy"] - alone[r["seed"]]["last_accuracy"] for r in rs if r["seed"] in alone]
+        paired_val = [val_accuracy(r) - val_accuracy(alone[r["seed"]]) for r in rs if r["seed"] in alone
+                      and val_accuracy(r) is not None and val_accuracy(alone[r["seed"]]) is not None]
         lines.append({
             "dataset": dataset, "student": student, "column": column, "row": slug, "label": rs[0]["label"],
             "settings": rs[0]["settings"], "seeds": len(rs),
             "accuracy": [r["accuracy"] for r in rs], "last_accuracy": [r["last_accuracy"] for r in rs],
             "agreement": [r["agreement"] for r in rs], "kl": [r["kl"] for r in rs],
-            "gain": paired, "gain_last": paired_last, "cpu_s": [r["cpu_s"] for r in rs],
+            "gain": paired, "gain_last": paired_last, "val_gain": paired_val, "cpu_s": [r["cpu_s"] for r in rs],
             "wall_s": [r["wall_s"] for r in rs], "best_epoch": [r["best_epoch"] for r in rs],
         })
     lines.sort(key=lambda x: -statistics.fmean(x["gain"]) if x["gain"] else 0.0)
@@ -133,16 +151,19 @@ def table_markdown(lines: list[dict[str, Any]]) -> list[str]:
 
 def targets(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]], epochs: dict[str, Any]) -> list[str]:
     """The two targets, checked per data set and student from the tuned tables (the cnn student's kd
-    uses the small student's tuned values)."""
+    uses the small student's tuned values). The best method is the one with the largest paired gain in
+    validation accuracy (at each run's kept epoch); its test gain is then reported, so the test set
+    never takes part in the choice."""
     out = []
     for (dataset, student, column), lines in all_lines.items():
         if column != "tuned":
             continue
         alone = next((x for x in lines if x["row"] == "alone"), None)
-        others = [x for x in lines if x["row"] != "alone" and x["gain"]]
+        others = [x for x in lines if x["row"] != "alone" and x["gain"] and x["val_gain"]]
         if alone is None or not others:
             continue
-        best = max(others, key=lambda x: statistics.fmean(x["gain"]))
+        best = max(others, key=lambda x: statistics.fmean(x["val_gain"]))
+        val_gain = statistics.fmean(best["val_gain"])
         gain, gain_std = mean_std(best["gain"])
         spread = max(mean_std(alone["accuracy"])[1], gain_std)
         met = gain > 2 * spread and len(best["gain"]) > 1
@@ -153,8 +174,9 @@ def targets(all_lines: dict[tuple[str, str, str], list[dict[str, Any]]], epochs:
             whose = "the small student's" if student == "cnn" else "its"
             kd_text = (f"kd at {whose} tuned settings {'is not' if kd_gain >= 0 else 'IS'} below the student "
                        f"alone ({100 * kd_gain:+.2f} points)")
-        out.append(f"- {dataset}, {STUDENT_TITLES[student]}, {epochs[student]} epochs: best method **{best['label']}**, "
-                   f"{100 * gain:+.2f} ± {100 * gain_std:.2f} points over the student alone (seed spread of "
+        out.append(f"- {dataset}, {STUDENT_TITLES[student]}, {epochs[student]} epochs: best method on the "
+                   f"validation split **{best['label']}** ({100 * val_gain:+.2f} validation points over the student "
+                   f"alone); on the test set {100 * gain:+.2f} ± {100 * gain_std:.2f} points (seed spread of "
                    f"the student alone ± {100 * mean_std(alone['accuracy'])[1]:.2f}): target "
                    f"{'met' if met else 'NOT met'} (gain > 2 x the larger spread, {len(best['gain'])} seeds); "
                    f"{kd_text}.")
@@ -233,10 +255,10 @@ def commands(work: Path, datasets: list[str]) -> dict[str, list[str]]:
     return {name: history for name, history in found.items() if history}
 
 
-def teacher_comparison(earlier: Path, records: list[dict[str, Any]], teachers: dict[str, Any]) -> list[str]:
-    """The tuned rows' gains with an earlier, weaker teacher (a work folder moved aside) beside today's."""
-    old_records = load_records(earlier)
-    old_teachers = load_teachers(earlier)
+def teacher_comparison(earlier: dict[str, Any], records: list[dict[str, Any]], teachers: dict[str, Any]) -> list[str]:
+    """The tuned rows' gains with an earlier, weaker teacher (the record of a work folder moved aside)
+    beside today's."""
+    old_records, old_teachers = earlier["runs"], earlier["teachers"]
     lines: list[str] = []
     for dataset in DATASETS:
         if dataset not in old_teachers or dataset not in teachers:
@@ -245,14 +267,15 @@ def teacher_comparison(earlier: Path, records: list[dict[str, Any]], teachers: d
         if "accuracy" not in new_t:
             continue
         old_name, new_name = teacher_model(old_teachers[dataset]), teacher_model(teachers[dataset])
-        history = commands(earlier, [dataset]).get(dataset, [])
+        history = earlier["commands"].get(dataset, [])
         lines += [
             f"## {dataset}: what a stronger teacher changes", "",
             f"The same tuned rows, run first with `{old_name}` as the teacher ({100 * old_t['accuracy']:.2f}%, "
             f"{old_t.get('epochs', '?')} epochs) and now with `{new_name}` ({100 * new_t['accuracy']:.2f}%). "
             "Tuning was redone for the new teacher, so the settings differ; the student alone is the same "
-            f"runs in both. The earlier runs are in `{earlier}/{dataset}` (moved there from `runs/bench-methods`, "
-            "with the teacher config they used); their commands, in order: "
+            f"runs in both. The earlier runs were in `{earlier['work']}/{dataset}` (moved there from "
+            "`runs/bench-methods`, with the teacher config they used; their records: "
+            "`benchmarks/methods-earlier.json`); their commands, in order: "
             + "; ".join(f"`{c}`" for c in history) + ".", "",
             f"| student | method | gain with {old_name} (points) | gain with {new_name} (points) |",
             "|---|---|---|---|",
@@ -297,22 +320,21 @@ def kd_gain_png(groups: dict[str, list[tuple[str, list[float]]]]) -> bytes:
     return buffer.getvalue()
 
 
-def longer_schedule(longer: Path, main_lines: dict[tuple[str, str, str], list[dict[str, Any]]],
+def longer_schedule(longer: dict[str, Any], main_lines: dict[tuple[str, str, str], list[dict[str, Any]]],
                     out: Path) -> tuple[list[str], list[str]]:
-    """Target lines and a section for the runs of a work folder with a longer MLP schedule (``--epochs``)."""
-    records = load_records(longer)
+    """Target lines and a section for the record of a work folder with a longer MLP schedule (``--epochs``)."""
+    records = longer["runs"]
     all_lines = tables(records)
     if not all_lines:
         return [], []
     epochs = "/".join(str(e) for e in sorted({r["epochs"] for r in records}))
-    history = commands(longer, list(DATASETS))
+    history = longer["commands"]
     section = [
         f"## {epochs} epochs instead of {SCHEDULE['epochs']}: the MLP students alone and with kd", "",
         f"The same students, trained for {epochs} epochs with everything else as above: validation split, best "
         f"and last epoch, the same teachers, and kd at the values tuned for {SCHEDULE['epochs']} epochs (not "
-        f"searched again). `{longer}` links this benchmark's teachers and copies its tuning records "
-        "(`--reuse`; the first runs were made in a folder prepared the same way by hand, and the commands "
-        "with `--reuse` read every run back unchanged). Commands, in order: "
+        f"searched again). `{longer['work']}` links this benchmark's teachers and copies its tuning records "
+        "(`--reuse`). Records: `benchmarks/methods-longer.json`. Commands, in order: "
         + "; ".join(f"`{c}`" for found in history.values() for c in found)
         + f". Cost: {len(records)} runs, {_hours(sum(r['cpu_s'] for r in records))} of CPU time, not counted above.",
         "",
@@ -327,36 +349,96 @@ def longer_schedule(longer: Path, main_lines: dict[tuple[str, str, str], list[di
                 bars.setdefault(f"{dataset}\n{STUDENT_TITLES[student].split(',')[0]}", []).append((label, kd["gain"]))
     atomic_write_bytes(out / "methods-longer.png", kd_gain_png(bars))
     section += ["![kd's gain at both schedule lengths](benchmarks/methods-longer.png)", ""]
-    return targets(all_lines, {"small": epochs, "large": epochs}), section
+    return ["", f"At {epochs} epochs:", "", *targets(all_lines, {"small": epochs, "large": epochs})], section
 
 
-def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: bool = False,
-          earlier: Path | None = None, longer: Path | None = None) -> None:
+# name -> (record file, the text published before its records were kept), both under docs/benchmarks/
+SECTIONS = {name: (f"methods-{name}.json", f"methods-{name}.unrecorded.md")
+            for name in ("longer", "earlier", "schedule")}
+UNRECORDED_BANNER = (
+    "> **No committed run records.** The numbers in this section were reported from runs kept only in a "
+    "git-ignored work folder; their result files were never committed and are gone, so they cannot be "
+    "checked against a record and stay here only as they were reported. Rerunning its commands writes "
+    "`benchmarks/{record}`, and the report then builds this section from that record instead.")
+
+
+def _slim(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "config"} for r in records]
+
+
+def _write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=1, default=float))
+
+
+def export_records(work: Path, datasets: list[str], out: Path, command: str, *, earlier: Path | None = None,
+                   longer: Path | None = None) -> None:
+    """Copy the records of every finished run the report uses from the work folders into ``out``.
+
+    A source that does not exist leaves its committed record file as it is: the report keeps what
+    was recorded before."""
+    out.mkdir(parents=True, exist_ok=True)
     history = commands(work, datasets) or {"all": [command]}
     records = [r for r in load_records(work) if r["dataset"] in datasets]
     tuning = [t for t in load_tuning(work) if t["dataset"] in datasets]
     teachers = {k: v for k, v in load_teachers(work).items() if k in datasets}
-    all_lines = tables(records)
+    if records or not (out / "methods.json").exists():  # an empty work folder never erases the records
+        _write_json(out / "methods.json", {"commands": history, "machine": machine(), "teachers": teachers,
+                                           "tuning": tuning, "runs": _slim(records)})
+    if longer is not None and longer.exists() and load_records(longer):
+        _write_json(out / SECTIONS["longer"][0], {"work": str(longer), "commands": commands(longer, list(DATASETS)),
+                                                  "runs": _slim(load_records(longer))})
+    if earlier is not None and earlier.exists():
+        _write_json(out / SECTIONS["earlier"][0], {
+            "work": str(earlier), "commands": commands(earlier, list(DATASETS)),
+            "teachers": load_teachers(earlier), "runs": _slim(load_records(earlier))})
+    if (work / "schedule.jsonl").exists():
+        _write_json(out / SECTIONS["schedule"][0], {"path": str(work / "schedule.jsonl"),
+                                                    "runs": load_runs(work / "schedule.jsonl")})
+
+
+def _section(out: Path, name: str, build) -> list[str]:
+    """A section from its record file, else the text published without records (under a banner)."""
+    record, unrecorded = (out / f for f in SECTIONS[name])
+    if record.exists():
+        return build(json.loads(record.read_text()))
+    if unrecorded.exists():
+        text = unrecorded.read_text().rstrip("\n").splitlines()
+        return [text[0], "", UNRECORDED_BANNER.format(record=record.name), *text[1:], ""]
+    return []
+
+
+def write(work: Path, datasets: list[str], docs: Path, command: str, *, quick: bool = False,
+          earlier: Path | None = None, longer: Path | None = None) -> None:
+    """Export the finished runs' records into ``docs/benchmarks/`` and rebuild the report from them."""
+    export_records(work, datasets, docs / "benchmarks", command, earlier=earlier, longer=longer)
+    render(docs, quick=quick)
+
+
+def render(docs: Path, *, quick: bool = False) -> None:
+    """Write ``METHODS_BENCHMARK.md`` and ``benchmarks/methods.{csv,png}`` from the committed records."""
     out = docs / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    slim = [{k: v for k, v in r.items() if k != "config"} for r in records]
-    atomic_write_text(out / "methods.json", json.dumps(
-        {"commands": history, "machine": machine(), "teachers": teachers, "tuning": tuning, "runs": slim},
-        indent=1, default=float))
+    main = json.loads((out / "methods.json").read_text())
+    records, tuning, teachers = main["runs"], main["tuning"], main["teachers"]
+    all_lines = tables(records)
     buffer = io.StringIO()
     fields = ["dataset", "student", "column", "row", "label", "settings", "seed", "params", "accuracy",
               "last_accuracy", "agreement", "kl", "best_epoch", "epochs", "wall_s", "cpu_s"]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(slim)
+    writer.writerows(records)
     atomic_write_text(out / "methods.csv", buffer.getvalue())
     atomic_write_bytes(out / "methods.png", plot_png(all_lines))
-    comparison = teacher_comparison(earlier, records, teachers) if earlier is not None and earlier.exists() else []
-    if (work / "schedule.jsonl").exists():
-        comparison += schedule_section(work / "schedule.jsonl")
-    longer_targets, longer_section = (longer_schedule(longer, all_lines, out) if longer is not None and longer.exists()
-                                      else ([], []))
-    text = markdown(records, tuning, teachers, all_lines, history, quick, longer_section + comparison,
+    longer_targets: list[str] = []
+
+    def longer_section(record: dict[str, Any]) -> list[str]:
+        found, section = longer_schedule(record, all_lines, out)
+        longer_targets.extend(found)
+        return section
+
+    sections = (_section(out, "longer", longer_section)
+                + _section(out, "earlier", lambda record: teacher_comparison(record, records, teachers))
+                + _section(out, "schedule", lambda record: schedule_section(record["runs"], record["path"])))
+    text = markdown(records, tuning, teachers, all_lines, main["commands"], main["machine"], quick, sections,
                     longer_targets)
     atomic_write_text(docs / "METHODS_BENCHMARK.md", text)
 
@@ -377,7 +459,7 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]], quick: bool,
+def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]], machine_text: str, quick: bool,
              comparison: list[str], more_targets: list[str] | None = None) -> str:
     run_cpu = sum(r["cpu_s"] for r in records)
     tune_cpu = sum(t.get("cpu_s", 0.0) for t in tuning)
@@ -398,7 +480,7 @@ def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]]
     for name, found in history.items():
         lines += [f"{name}:", ""] + [f"{i}. `{c}`" for i, c in enumerate(found, 1)] + [""]
     lines += [
-        f"Machine: {machine()}; the machine was shared with other jobs, so wall times run well above CPU "
+        f"Machine: {machine_text}; the machine was shared with other jobs, so wall times run well above CPU "
         f"times. Cost of everything in this report: {_hours(run_cpu + tune_cpu + extra_cpu)} of CPU time "
         f"({_hours(run_cpu)} runs, {_hours(tune_cpu)} tuning, {_hours(extra_cpu)} second teachers), "
         f"{_hours(run_wall + tune_wall)} wall time; {len(records)} runs. The main teachers "
@@ -425,3 +507,20 @@ def markdown(records, tuning, teachers, all_lines, history: dict[str, list[str]]
     lines += method_notes()
     lines += [not_run(records), "", rows_missing(records)]
     return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Rebuild METHODS_BENCHMARK.md from the run records committed "
+                                                 "in <docs>/benchmarks/ (no work folder needed).")
+    parser.add_argument("--docs", default=str(Path(__file__).resolve().parent.parent / "docs"))
+    args = parser.parse_args()
+    docs = Path(args.docs)
+    if not (docs / "benchmarks" / "methods.json").is_file():
+        print(f"no run records at {docs / 'benchmarks' / 'methods.json'}", file=sys.stderr)
+        return 2
+    render(docs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -244,3 +244,9 @@ def cnn_rows(values: dict[str, dict[str, float]]) -> list[Row]:
         Row("nst", "nst", _const({"distill": _conv_pairs("nst", 50.0)}),
             "weight=50 per pair, features.1 and features.2", column="paper", uses=("nst",)),
     ]
+
+
+def row_uses() -> dict[str, set[str]]:
+    """Per row name, the registered methods and schemes it runs (every row of every column)."""
+    rows = [dml_row(), *paper_rows("other", 1, "teacher"), *cnn_rows({"kd": PAPER["kd"]})]
+    return {row.slug: set(row.uses) for row in rows}

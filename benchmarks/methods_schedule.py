@@ -1,8 +1,9 @@
 """The report's schedule check: the plain loop's CE-only and kd students at two schedule lengths.
 
 ``benchmarks/methods_plain_loop.py --out <work>/schedule.jsonl`` appends one JSON line per run
-(data set, hidden width, alpha, T, seed, epochs, test accuracy); this module turns those lines into
-the report's section, with the command of every group of runs written out from the lines themselves.
+(data set, hidden width, alpha, T, seed, epochs, test accuracy); the report copies those lines into
+``docs/benchmarks/methods-schedule.json`` and this module turns them into the report's section, with the
+command of every group of runs written out from the lines themselves.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ def load_runs(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def schedule_section(path: Path) -> list[str]:
-    """Markdown lines comparing CE only with kd at each (data set, width, epochs) the file holds."""
-    runs = load_runs(path)
+def schedule_section(runs: list[dict[str, Any]], path: str) -> list[str]:
+    """Markdown lines comparing CE only with kd at each (data set, width, epochs) of ``runs``, the lines
+    of the file ``path`` (named in the commands)."""
     # (data set, hidden, epochs) -> {(alpha, T): {seed: accuracy}}
     groups: dict[tuple[str, int, int], dict[tuple[float, float], dict[int, float]]] = {}
     for r in runs:

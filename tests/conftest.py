@@ -20,8 +20,14 @@ import pytest
 
 from kdistill.data import sources
 from kdistill.errors import DataError
+from kdistill.models.external import _torchvision_without_compiled_ops
 
 TEXT_SETS = ("sst2",)
+
+
+# torchvision imports (for the tests that use it directly) as kdistill imports it: without its compiled
+# ops where PyPI's CUDA wheel sits beside the CPU build of torch (kdistill.models.external)
+_torchvision_without_compiled_ops()
 
 
 def find_dataset_dir(name: str) -> Path | None:
