@@ -209,8 +209,9 @@ def run_tune(
     ``<output_dir>/tune``).
     """
     optuna = _optuna()
-    # Optuna's per-trial lines only with --verbose, like kdistill's own progress log
-    optuna.logging.set_verbosity(optuna.logging.INFO if log.isEnabledFor(logging.INFO) else optuna.logging.WARNING)
+    # Optuna's per-trial lines only with --verbose (the root level), like kdistill's own progress log
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}.")
     if cfg.student is None:

@@ -22,7 +22,14 @@ from kdistill.compress.variational import (
 from kdistill.data import DataSplits, available_datasets, load_dataset
 from kdistill.detection.evaluate import evaluate_detector
 from kdistill.detection.models import is_detector
-from kdistill.errors import CheckpointError, ConfigError, DataError, ModelError, shorten
+from kdistill.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ModelError,
+    UnknownNameError,
+    shorten,
+)
 from kdistill.eval import evaluate_model, predict
 from kdistill.experiment.targets import TargetScale, fold
 from kdistill.models import create_model
@@ -119,6 +126,11 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model = create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"],
                              **spec.get("options", {}))
+    except UnknownNameError as error:
+        if error.kind != "model" or error.name != spec["model"]:
+            raise CheckpointError(f"Checkpoint '{checkpoint}' records a model that cannot be rebuilt: "
+                                  f"{error}") from None
+        raise CheckpointError(missing_model(checkpoint, spec)) from None
     except (ConfigError, ModelError) as error:
         raise CheckpointError(f"Checkpoint '{checkpoint}' records a model that cannot be rebuilt: "
                               f"{error}") from None
@@ -137,6 +149,18 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             raise CheckpointError(f"Checkpoint '{checkpoint}' records a target scale, but {error}.") from None
     model.eval()
     return model, meta
+
+
+def missing_model(checkpoint: str | Path, spec: dict[str, Any]) -> str:
+    """Why a checkpoint's model is not registered here, and which ``--plugin`` registers it."""
+    name, plugin = shorten(spec["model"], 100), spec.get("plugin")
+    if plugin:
+        return (f"Checkpoint '{shorten(checkpoint, 200)}' holds model '{name}', registered by plugin "
+                f"'{shorten(plugin, 300)}', which is not loaded: pass --plugin {shorten(plugin, 300)} "
+                "(in Python, import that module first).")
+    return (f"Checkpoint '{shorten(checkpoint, 200)}' holds model '{name}', which is not registered here: "
+            "pass --plugin MODULE_OR_FILE.py naming the code that registers it with "
+            f"@register_model('{name}') (in Python, import that module first).")
 
 
 def check_checkpoint_fits(meta: dict[str, Any], data: DataSplits, path: str | Path) -> None:

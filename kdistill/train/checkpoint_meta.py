@@ -78,6 +78,7 @@ MODEL_SPEC: dict[str, Check] = {
                                   f"{MAX_INPUT_SIZE:,} values in all"),
     "num_classes": (lambda v: _int(v) and 0 <= v <= MAX_CLASSES, f"a whole number from 0 to {MAX_CLASSES:,}"),
     "dataset": (_str, "a string"),
+    "plugin": (_str, "a plugin's module name or file path (string)"),
 }
 
 DATA: dict[str, Check] = {
