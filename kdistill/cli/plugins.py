@@ -159,6 +159,24 @@ def load_entry_point_plugins() -> list[str]:
 
 def load_plugins(specs: list[str]) -> None:
     """What every command does first: the installed entry points, then each ``--plugin`` in order."""
+    if specs or importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        load_builtins()
     load_entry_point_plugins()
     for spec in specs:
         load_plugin(spec)
+
+
+def load_builtins() -> None:
+    """Register kdistill's own models, methods, data sets and schemes before any plugin's.
+
+    They register when their packages are first imported; a plugin imported
+    earlier could take a built-in name, and the built-in would then fail to
+    register in the middle of a run instead of the plugin failing at once.
+    """
+    # imported here, not at the top: `kdistill --help` stays fast
+    import kdistill.data  # noqa: F401
+    import kdistill.methods  # noqa: F401
+    import kdistill.models  # noqa: F401
+    from kdistill.schemes import scheme_names
+
+    scheme_names()
