@@ -51,13 +51,13 @@ def test_a_finished_student_is_never_replaced_by_another_method(tmp_path, cfg_pa
     student = out / "student" / "best.safetensors"
     before = student.read_bytes()
     capsys.readouterr()
-    assert main(["distill", str(cfg_path), "-o", str(out), "--method", "crd"]) == 2
+    assert main(["distill", str(cfg_path), "-o", str(out), "--method", "dkd"]) == 2
     err = err_text(capsys)
     assert f"'{out / 'student'}' already holds a finished student run" in err
     assert "--overwrite" in err and "--output-dir (-o) NEW_FOLDER" in err and "--resume" not in err
     assert student.read_bytes() == before  # the kd student is untouched
-    assert main(["distill", str(cfg_path), "-o", str(out), "--method", "crd", "--overwrite"]) == 0
-    assert read_checkpoint(student)[1]["distill"]["method"] == "crd"
+    assert main(["distill", str(cfg_path), "-o", str(out), "--method", "dkd", "--overwrite"]) == 0
+    assert read_checkpoint(student)[1]["distill"]["method"] == "dkd"
 
 
 def test_an_unfinished_run_is_continued_with_resume_or_replaced(tmp_path, cfg_path, capsys):
