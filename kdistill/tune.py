@@ -33,6 +33,7 @@ from kdistill.config import ExperimentConfig, SearchParam, dump_config, parse_co
 from kdistill.data import DataSplits
 from kdistill.errors import ConfigError, TrainingError
 from kdistill.experiment import build_run, execute, get_teacher, load_data
+from kdistill.experiment.runs import overwriting
 from kdistill.experiment.validate import meta_model, validate_experiment, validate_output_dir
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
 from kdistill.train.lock import folder_lock
@@ -200,13 +201,16 @@ def run_tune(
     out_dir: str | Path | None = None,
     timeout: float | None = None,
     data: DataSplits | None = None,
+    overwrite: bool = False,
 ) -> TuneResult:
     """Search the config's hyperparameters until ``trials`` trials have finished in the study.
 
     Writes ``best.yaml`` (the config with the best values, ready for
     ``kdistill distill``), ``tune.json`` (a summary) and the plots
     ``history.png`` and ``importance.png`` into ``out_dir`` (default
-    ``<output_dir>/tune``).
+    ``<output_dir>/tune``). The search's teacher in ``out_dir/teacher`` is
+    reused or resumed like a distillation run's; one trained there with other
+    settings is replaced only with ``overwrite`` (:mod:`kdistill.experiment.runs`).
     """
     optuna = _optuna()
     # Optuna's per-trial lines only with --verbose (the root level), like kdistill's own progress log
@@ -227,7 +231,8 @@ def run_tune(
     else:
         meta_model(cfg.student, data, "student")
     out.mkdir(parents=True, exist_ok=True)
-    teacher = _get_teacher(cfg, data, out)
+    with overwriting(overwrite):
+        teacher = _get_teacher(cfg, data, out)
 
     name = study_name or cfg.name
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials,

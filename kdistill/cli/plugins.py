@@ -29,6 +29,7 @@ import importlib.util
 import re
 import sys
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
@@ -134,10 +135,10 @@ def _failed(label: str, error: Exception, path: Path | None,
                        f"{': ' + text if text else ''}. {fix}")
 
 
-def load_entry_point_plugins() -> list[str]:
-    """Load every installed ``kdistill.plugins`` entry point; return their names."""
+def load_entry_point_plugins(entries: Iterable[importlib.metadata.EntryPoint] | None = None) -> list[str]:
+    """Load every installed ``kdistill.plugins`` entry point (or those of ``entries``); return their names."""
     names = []
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for entry in entries if entries is not None else importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         key = f"entry point {entry.name}={entry.value}"
         if key in _LOADED:
             names.append(entry.name)
@@ -159,9 +160,10 @@ def load_entry_point_plugins() -> list[str]:
 
 def load_plugins(specs: list[str]) -> None:
     """What every command does first: the installed entry points, then each ``--plugin`` in order."""
-    if specs or importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entries = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    if specs or entries:
         load_builtins()
-    load_entry_point_plugins()
+    load_entry_point_plugins(entries)
     for spec in specs:
         load_plugin(spec)
 

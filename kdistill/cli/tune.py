@@ -25,7 +25,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdistill.experiment.runs import overwriting
     from kdistill.tune import run_tune
 
     cfg = config_from_args(args, "tune")
@@ -34,9 +33,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = cfg.resolved_output_dir() / "tune"
     try:
-        with overwriting(args.overwrite):  # the search's teacher, if one with other settings is there
-            result = run_tune(cfg, args.trials, storage=args.storage, study_name=args.study_name,
-                              out_dir=out, timeout=args.timeout)
+        result = run_tune(cfg, args.trials, storage=args.storage, study_name=args.study_name,
+                          out_dir=out, timeout=args.timeout, overwrite=args.overwrite)
     except KeyboardInterrupt:
         print("kdistill: search interrupted; finished trials are stored. Run the same command "
               "again to resume.")
