@@ -10,13 +10,14 @@ import stat
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from kdistill.cli.main import main
-from kdistill.config import load_config, parse_config
+from kdistill.config import dump_config, load_config, parse_config
 from kdistill.experiment import build_run, execute
 from kdistill.experiment.runs import RUN_CONFIG, RUN_LOG
 from kdistill.io import atomic_write_bytes
@@ -221,3 +222,13 @@ def test_metrics_json_marks_a_finished_run(tmp_path):
     execute(build_run(parse_config(json.loads(json.dumps(CONFIG))), "student", out_dir=out))
     run = earlier_run(out)
     assert run is not None and run.finished and run.role == "student" and (run.epoch, run.epochs) == (1, 2)
+
+
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").rglob("*.yaml")
+                  if "study" not in p.name)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_config_survives_the_saved_config_round_trip(example):
+    cfg = load_config(example)
+    assert parse_config(yaml.safe_load(dump_config(cfg))) == cfg
