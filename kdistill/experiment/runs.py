@@ -95,8 +95,8 @@ def earlier_run(folder: str | Path) -> EarlierRun | None:
     epoch = meta.get("epoch") if isinstance(meta.get("epoch"), int) else None
     epochs = (meta.get("train") or {}).get("epochs")
     epochs = epochs if isinstance(epochs, int) else None
-    done = (folder / "metrics.json").is_file() or (
-        epoch is not None and epochs is not None and epoch + 1 >= epochs)
+    # its own checkpoint says so, not metrics.json: a replaced run's old metrics may still be there
+    done = epoch is not None and epochs is not None and epoch + 1 >= epochs
     role = meta.get("role") if isinstance(meta.get("role"), str) else None
     return EarlierRun(folder, role, epoch, epochs, finished=done)
 

@@ -214,7 +214,7 @@ def test_a_waiter_that_locked_a_removed_lock_file_locks_the_new_one(tmp_path):
     assert not (folder / LOCK_NAME).exists()
 
 
-def test_metrics_json_marks_a_finished_run(tmp_path):
+def test_an_earlier_run_is_read_from_its_last_checkpoint(tmp_path):
     from kdistill.experiment.runs import earlier_run
 
     assert earlier_run(tmp_path) is None
