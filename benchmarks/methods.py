@@ -299,7 +299,8 @@ def run_one(ds: DataSet, student: str, column: str, row: Row, seed: int) -> tupl
     if row.kind == "alone":
         result = train_model(cfg, "student", data=ds.data, out_dir=folder / "student")
     else:
-        result = run_experiment(cfg, data=ds.data, out_dir=folder)
+        # a row killed part-way left no result.json: it runs again from the start, as before runs were kept
+        result = run_experiment(cfg, data=ds.data, out_dir=folder, overwrite=True)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     best = evaluate_model(result.model, ds.data, teacher_logits=ds.teacher_logits, latency=False)
     last_path = Path(result.checkpoint).parent / "last.safetensors"

@@ -61,6 +61,18 @@ class TrainingError(KDistillError):
     """Training cannot continue (e.g. the loss became NaN)."""
 
 
+class PluginError(ConfigError):
+    """A plugin (``--plugin`` or a ``kdistill.plugins`` entry point) cannot be found or fails to import."""
+
+
+class RunExistsError(ConfigError):
+    """An output folder already holds a run that a new run would write over (see kdistill.experiment.runs)."""
+
+    def __init__(self, message: str, path: Any = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class OutputError(KDistillError, OSError):
     """A result cannot be written: the folder is read-only, a file, on a full disk, ...
 
@@ -76,6 +88,10 @@ class OutputError(KDistillError, OSError):
         return str(self.args[0]) if self.args else ""
 
 
+# registries a user's plugin can add to (kdistill.cli.plugins)
+PLUGIN_KINDS = ("model", "method", "dataset", "scheme")
+
+
 class UnknownNameError(ConfigError, KeyError):
     """A registry lookup for a name that was never registered."""
 
@@ -83,15 +99,19 @@ class UnknownNameError(ConfigError, KeyError):
         text = name if isinstance(name, str) else repr(name)
         # difflib is quadratic in the name's length: a pasted paragraph must not hang it
         close: list[str] = []
+        near_miss: list[str] = []
         if len(text) <= 200:
             # a near-miss of a registered name wins; else names under a prefix (timm/...) are offered too
-            close = difflib.get_close_matches(text, known, n=3, cutoff=0.85) or difflib.get_close_matches(
-                text, known + (candidates or []), n=3)
+            near_miss = difflib.get_close_matches(text, known, n=3, cutoff=0.85)
+            close = near_miss or difflib.get_close_matches(text, known + (candidates or []), n=3)
         # a suggestion may be built from the user's text: keep it short too
         hint = f" Did you mean {', '.join(repr(shorten(c)) for c in close)}?" if close else ""
         message = (
             f"Unknown {kind} '{shorten(text)}'.{hint} Available {kind}s: {', '.join(known) or '(none)'}."
         )
+        if kind in PLUGIN_KINDS and not near_miss:
+            message += (f" A {kind} of your own is registered by a plugin: pass --plugin MODULE_OR_FILE.py "
+                        "(in Python, import the module that registers it).")
         super().__init__(message)
         self.kind, self.name, self.known = kind, name, known
 

@@ -140,6 +140,9 @@ def atomic_write_bytes(path: str | Path, data: bytes, what: str = "file") -> Non
         raise output_error(path, what, error) from None
     try:
         try:
+            # mkstemp makes the file private (0600); a result file gets the mode open() would give it
+            if hasattr(os, "fchmod"):  # POSIX only
+                os.fchmod(fd, 0o666 & ~current_umask())
             view = memoryview(data).cast("B")
             while view:
                 written = os.write(fd, view)
@@ -157,6 +160,19 @@ def atomic_write_bytes(path: str | Path, data: bytes, what: str = "file") -> Non
             raise output_error(path, what, error) from None
         raise
     _fsync_dir(path.parent)
+
+
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where the system allows."""
+    try:  # Linux: reading the mask through os.umask() would briefly change it for every thread
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str, what: str = "file") -> None:

@@ -8,11 +8,16 @@ Users extend kdistill by registering their own entries::
     def my_net(input_shape, num_classes, **kwargs):
         return MyNet(...)
 
-after which ``model: my-net`` works in a config.
+after which ``model: my-net`` works in a config. From the command line such a
+module is a plugin (``kdistill train job.yaml --plugin my_nets.py``); each
+entry remembers the plugin that registered it (:func:`plugin_of`), so a
+checkpoint can say which plugin rebuilds its model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
@@ -21,6 +26,19 @@ from kdistill.errors import UnknownNameError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# the plugin (a module name or a .py path, as the user gave it) being imported now, if any
+_loading_plugin: contextvars.ContextVar[str | None] = contextvars.ContextVar("kdistill_plugin", default=None)
+
+
+@contextlib.contextmanager
+def loading_plugin(name: str) -> Iterator[None]:
+    """Within the block, registrations are recorded as made by plugin ``name``."""
+    token = _loading_plugin.set(name)
+    try:
+        yield
+    finally:
+        _loading_plugin.reset(token)
+
 
 class Registry(Generic[F]):
     """A mapping from a kind's names (``"resnet-deep"``) to factories."""
@@ -28,6 +46,7 @@ class Registry(Generic[F]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, F] = {}
+        self._plugins: dict[str, str] = {}  # name -> the plugin that registered it
         # "source/NAME" lookups answered by a library (e.g. timm/resnet18), not by registration
         self._prefixes: dict[str, Callable[[str], F]] = {}
 
@@ -38,6 +57,9 @@ class Registry(Generic[F]):
             if name in self._entries and not overwrite:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             self._entries[name] = fn
+            plugin = _loading_plugin.get()
+            if plugin is not None:
+                self._plugins[name] = plugin
             return fn
 
         return decorator
@@ -56,6 +78,16 @@ class Registry(Generic[F]):
         guesses = [f"{p}/{rest if slash else name}" for p in sorted(self._prefixes)]
         known = self.names() + [f"{p}/<name>" for p in sorted(self._prefixes)]
         raise UnknownNameError(self.kind, name, known, candidates=guesses) from None
+
+    def plugin_of(self, name: str) -> str | None:
+        """The plugin that registered ``name``, or for a factory registered by an ordinary import
+        outside kdistill, its importable module; ``None`` for kdistill's own entries."""
+        if name in self._plugins:
+            return self._plugins[name]
+        module = getattr(self._entries.get(name), "__module__", None)
+        if not module or module == "__main__" or module.split(".")[0] == "kdistill":
+            return None
+        return module
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -34,6 +34,7 @@ from kdistill.data import DataSplits
 from kdistill.distiller import term_class
 from kdistill.errors import ConfigError, KDistillError, TrainingError
 from kdistill.experiment import build_run, execute, get_teacher, load_data
+from kdistill.experiment.runs import overwriting
 from kdistill.experiment.validate import meta_model, validate_experiment, validate_output_dir
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
 from kdistill.train.lock import folder_lock
@@ -244,17 +245,21 @@ def run_tune(
     out_dir: str | Path | None = None,
     timeout: float | None = None,
     data: DataSplits | None = None,
+    overwrite: bool = False,
 ) -> TuneResult:
     """Search the config's hyperparameters until ``trials`` trials have finished in the study.
 
     Writes ``best.yaml`` (the config with the best values, ready for
     ``kdistill distill``), ``tune.json`` (a summary) and the plots
     ``history.png`` and ``importance.png`` into ``out_dir`` (default
-    ``<output_dir>/tune``).
+    ``<output_dir>/tune``). The search's teacher in ``out_dir/teacher`` is
+    reused or resumed like a distillation run's; one trained there with other
+    settings is replaced only with ``overwrite`` (:mod:`kdistill.experiment.runs`).
     """
     optuna = _optuna()
-    # Optuna's per-trial lines only with --verbose, like kdistill's own progress log
-    optuna.logging.set_verbosity(optuna.logging.INFO if log.isEnabledFor(logging.INFO) else optuna.logging.WARNING)
+    # Optuna's per-trial lines only with --verbose (the root level), like kdistill's own progress log
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}.")
     if cfg.student is None:
@@ -271,7 +276,8 @@ def run_tune(
     else:
         meta_model(cfg.student, data, "student")
     out.mkdir(parents=True, exist_ok=True)
-    teacher = _get_teacher(cfg, data, out)
+    with overwriting(overwrite):
+        teacher = _get_teacher(cfg, data, out)
 
     name = study_name or cfg.name
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials,

@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from kdistill.config import ExperimentConfig, apply_overrides, parse_config, read_yaml
+from kdistill.config import ExperimentConfig, apply_overrides, dump_config, parse_config, read_yaml
 from kdistill.errors import ConfigError
 
 log = logging.getLogger("kdistill")
@@ -55,6 +55,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--resume", metavar="CHECKPOINT", type=path_argument,
                             help="continue from a last.safetensors checkpoint of the same run")
         parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace runs that earlier commands left in the output folder (kept otherwise: "
+                             "a folder holding a run is refused)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (and the loss terms) and exit without training")
     if command == "distill":
         parser.add_argument("--teacher-epochs", type=int, help="epochs of the teacher, when it is trained here "
                                                                "(teacher_train.epochs)")
@@ -96,6 +101,33 @@ def config_from_args(args: argparse.Namespace, command: str) -> ExperimentConfig
             raw["teacher_train"] = dict(_section(raw, "train"))  # the teacher's own copy of the schedule
         raw["teacher_train"]["epochs"] = args.teacher_epochs
     return parse_config(raw, source=f"'{path}'")
+
+
+def print_config(cfg: ExperimentConfig, command: str, role: str = "student") -> None:
+    """``--print-config``: the resolved config as YAML, and as comments what the command's loss adds up."""
+    print(dump_config(cfg), end="")
+    print("\n".join(f"# {line}" for line in loss_terms(cfg, command, role)))
+
+
+def loss_terms(cfg: ExperimentConfig, command: str, role: str = "student") -> list[str]:
+    """What the model this command trains minimises, one line a term with its weight."""
+    if command == "train":
+        train = cfg.teacher_train if role == "teacher" and cfg.teacher_train is not None else cfg.train
+        smoothing = train.label_smoothing
+        return ["loss: cross-entropy with the labels (a regression set: MSE to the targets)"
+                + (f", label smoothing {smoothing}" if smoothing else "")]
+    d = cfg.distill
+    lines = [f"loss of the distilled student (distill.alpha {d.alpha}, distill.temperature {d.temperature}):"]
+    if d.alpha < 1:
+        lines.append(f"  {1 - d.alpha:.4g} x student  cross-entropy with the labels (1 - alpha)")
+    if d.alpha > 0:
+        lines.append(f"  {d.alpha:.4g} x kd       T^2 x KL(softmax(teacher/T) || softmax(student/T)) (alpha)")
+    for m in d.method_list():
+        options = f" {m.options}" if m.options else ""
+        lines.append(f"  {m.weight:.4g} x {m.name}{options}")
+    if d.scheme is not None:
+        lines.append(f"scheme {d.scheme.name} {d.scheme.options or ''}: several runs, each with this loss".rstrip())
+    return lines
 
 
 def trained_schedule(raw: dict[str, Any], command: str, role: str) -> str:
@@ -166,15 +198,29 @@ def _set_method(raw: dict[str, Any], method: str) -> None:
     distill.pop("terms", None)
 
 
+# loggers whose INFO lines are shown without --verbose: which layers the feature methods hook and the
+# loss terms with their weights change what is trained, and which teacher a run reuses or resumes
+# changes what it learns from
+ALWAYS_SHOWN = ("kdistill.layers", "kdistill.loss", "kdistill.runs")
+
+
 def configure_logging(verbose: bool) -> None:
-    """Warnings (and with ``-v`` progress notes) on stderr, so stdout holds only results."""
+    """Warnings (and with ``-v`` progress notes) on stderr, so stdout holds only results.
+
+    kdistill's own logger passes INFO lines on in any case, so a run's
+    ``train.log`` holds them (:mod:`kdistill.experiment.runs`); the terminal
+    shows them only with ``-v``, except those of :data:`ALWAYS_SHOWN`.
+    """
     from rich.console import Console
     from rich.logging import RichHandler
 
+    threshold = logging.INFO if verbose else logging.WARNING
+
+    def shown(record: logging.LogRecord) -> bool:
+        return record.levelno >= threshold or (
+            record.levelno >= logging.INFO and record.name.startswith(ALWAYS_SHOWN))
+
     handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False)
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[handler], force=True)
-    # which layers the feature methods hook, and the loss terms with their weights, change what is
-    # trained: always shown
-    logging.getLogger("kdistill.layers").setLevel(logging.INFO)
-    logging.getLogger("kdistill.loss").setLevel(logging.INFO)
+    handler.addFilter(shown)
+    logging.basicConfig(level=threshold, format="%(message)s", handlers=[handler], force=True)
+    logging.getLogger("kdistill").setLevel(logging.INFO)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdistill.cli.common import add_config_arguments, config_from_args, path_argument
+from kdistill.cli.common import add_config_arguments, config_from_args, path_argument, print_config
 from kdistill.cli.render import print_metrics
 from kdistill.schemes import run_experiment
 from kdistill.train.distributed import is_main_process
@@ -24,7 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, "distill")
-    result = run_experiment(cfg, resume=args.resume)
+    if args.print_config:
+        print_config(cfg, "distill")
+        return 0
+    result = run_experiment(cfg, resume=args.resume, overwrite=args.overwrite)
     if not is_main_process():  # under torchrun, rank 0 reports
         return 0
     print_metrics(f"distilled student: {cfg.student.model}", result.metrics)

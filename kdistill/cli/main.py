@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"kdistill.cli.{name}").add_parser(subparsers)
+    for command in subparsers.choices.values():  # user code, chosen on the command line (kdistill.cli.plugins)
+        command.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE.py",
+                             help="import a module that registers models, methods, data sets or schemes "
+                                  "first: a path to a .py file or an installed module's name (repeatable)")
     return parser
 
 
@@ -61,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(args.verbose)
     try:
+        from kdistill.cli.plugins import load_plugins
+
+        load_plugins(args.plugins)
         return int(args.run(args) or 0)
     except KDistillError as error:
         return fail(str(error))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from kdistill.cli.common import add_config_arguments, config_from_args
+from kdistill.cli.common import add_config_arguments, config_from_args, print_config
 from kdistill.cli.render import print_metrics
 from kdistill.experiment import train_model
+from kdistill.experiment.runs import refuse_earlier_runs
 from kdistill.experiment.validate import validate_output_dir
 from kdistill.train.distributed import is_main_process
 
@@ -23,8 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, "train")
+    if args.print_config:
+        print_config(cfg, "train", args.role)
+        return 0
     out = cfg.resolved_output_dir() / args.role
     validate_output_dir(out)
+    refuse_earlier_runs([out], resume=args.resume, overwrite=args.overwrite)
     result = train_model(cfg, args.role, out_dir=out, resume=args.resume)
     if not is_main_process():  # under torchrun, rank 0 reports
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdistill.cli.common import add_config_arguments, config_from_args
+from kdistill.cli.common import add_config_arguments, config_from_args, print_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,10 +28,13 @@ def run(args: argparse.Namespace) -> int:
     from kdistill.tune import run_tune
 
     cfg = config_from_args(args, "tune")
+    if args.print_config:
+        print_config(cfg, "distill")
+        return 0
     out = cfg.resolved_output_dir() / "tune"
     try:
         result = run_tune(cfg, args.trials, storage=args.storage, study_name=args.study_name,
-                          out_dir=out, timeout=args.timeout)
+                          out_dir=out, timeout=args.timeout, overwrite=args.overwrite)
     except KeyboardInterrupt:
         print("kdistill: search interrupted; finished trials are stored. Run the same command "
               "again to resume.")

@@ -9,6 +9,7 @@ from torch import nn
 
 from kdistill.config import DataConfig, ExperimentConfig, ModelConfig
 from kdistill.data import DataSplits, load_dataset
+from kdistill.registry import MODELS
 
 
 def load_data(cfg: ExperimentConfig) -> DataSplits:
@@ -67,6 +68,9 @@ def model_spec(model_cfg: ModelConfig, data: DataSplits, model: nn.Module | None
     }
     if model_cfg.variational is not None:  # load_model rebuilds and sparsifies it
         spec["variational"] = model_cfg.variational.model_dump(mode="json")
+    plugin = MODELS.plugin_of(model_cfg.model)
+    if plugin is not None:  # a model from user code: a reader is told which --plugin rebuilds it
+        spec["plugin"] = plugin
     return spec
 
 

@@ -42,9 +42,10 @@ from kdistill.distiller import (
     resolve_terms,
     term_options,
 )
-from kdistill.errors import CheckpointError, ConfigError
+from kdistill.errors import CheckpointError, ConfigError, RunExistsError
 from kdistill.eval import evaluate_model, predict
 from kdistill.experiment.records import data_meta, load_data, model_spec
+from kdistill.experiment.runs import notes, overwrite_allowed, recorded_run
 from kdistill.experiment.saved import check_checkpoint_fits, load_model
 from kdistill.methods.variational import (
     check_methods,
@@ -245,13 +246,16 @@ def execute(
     """Train ``run``, load its best epoch, and (unless ``evaluate=False``) score it on the test split.
 
     The run folder is locked while training, so a second process writing the
-    same folder is refused instead of interleaving checkpoints. Epoch records go
+    same folder is refused instead of interleaving checkpoints; it receives the
+    resolved ``config.yaml`` and ``train.log`` (:mod:`kdistill.experiment.runs`). Epoch records go
     to ``tracker`` when one is given, else to the config's ``tracking`` writers
     in the run folder (a run written nowhere is tracked only through ``tracker``).
     """
     out = run.out_dir
     tracking = tracker if tracker is not None else run.cfg.tracking if out is not None else None
-    with folder_lock(out, "training") if out is not None and is_main_process() else _nothing():
+    writes = out is not None and is_main_process()
+    with folder_lock(out, "training") if writes else _nothing(), \
+            recorded_run(out, run.cfg, append=resume is not None) if writes else _nothing():
         history = fit(run.objective, run.data, run.train, out_dir=out, resume=resume,
                       augment_jitter=run.augment.jitter, augment_flip=run.augment.flip,
                       cache_teacher=run.cache, metadata=run.metadata, description=run.description,
@@ -335,24 +339,33 @@ def get_teacher(cfg: ExperimentConfig, data: DataSplits, out_dir: str | Path) ->
 
     In order: the configured checkpoint; the finished teacher an earlier run
     left in ``out_dir/teacher`` (same model, data and schedule); that run's
-    unfinished teacher, resumed from its ``last.safetensors``; a new one.
+    unfinished teacher, resumed from its ``last.safetensors``; a new one. A
+    teacher trained there with other settings is refused with
+    :class:`~kdistill.errors.RunExistsError` unless the command runs under
+    :func:`~kdistill.experiment.runs.overwriting` (``--overwrite``).
     """
     if cfg.teacher is None:
         raise ConfigError("Distillation needs a 'teacher' section (model, and optionally checkpoint).")
     if cfg.teacher.checkpoint:
         return load_teacher_checkpoint(cfg.teacher, data)
     folder = Path(out_dir) / "teacher"
-    state = teacher_state(cfg, data, folder)
+    state, difference = compare_teacher(cfg, data, folder)
     if state == "finished":
-        log.info("reusing the finished teacher in %s", folder)
+        notes.info("reusing the finished teacher in %s (same model, data and schedule)", folder)
         return load_model(folder / "best.safetensors")[0]
     resume = folder / "last.safetensors" if state == "unfinished" else None
     if resume is not None:
-        log.warning("resuming the unfinished teacher in %s", folder)
+        notes.info("resuming the unfinished teacher in %s", folder)
     elif state == "different":
-        log.warning("the teacher in %s was trained with other settings; training a new one", folder)
+        if not overwrite_allowed():
+            raise RunExistsError(
+                f"'{folder}' holds a teacher that this config would not train: {difference}. kdistill never "
+                "writes over a run: pass --overwrite to train a new teacher there, --output-dir (-o) "
+                "NEW_FOLDER to keep both, or --teacher FOLDER/best.safetensors to distil from it as it is.",
+                path=folder)
+        log.warning("replacing the teacher in %s (--overwrite): %s", folder, difference)
     else:
-        log.info("no teacher checkpoint given: training the teacher first")
+        notes.info("no teacher checkpoint given: training the teacher first (%s)", folder)
     return train_model(cfg, "teacher", data=data, out_dir=folder, resume=resume).model
 
 
@@ -402,29 +415,48 @@ def _same_settings(saved: Any, current: dict[str, Any], model: type) -> bool:
 def teacher_state(cfg: ExperimentConfig, data: DataSplits, folder: Path) -> str:
     """What an earlier run left in ``folder``: ``"finished"``, ``"unfinished"``, ``"different"`` or ``"none"``.
 
+    See :func:`compare_teacher`, which also says what differs.
+    """
+    return compare_teacher(cfg, data, folder)[0]
+
+
+def compare_teacher(cfg: ExperimentConfig, data: DataSplits, folder: Path) -> tuple[str, str]:
+    """:func:`teacher_state` and, for ``"different"``, which setting differs.
+
     A teacher counts as the same when its model section, data record and
-    schedule (all but the number of epochs and how it ran) equal this
-    config's; it is finished when its last epoch is the schedule's last.
+    schedule (all but how it ran) equal this config's, the number of epochs
+    included; it is finished when its last epoch is the schedule's last. A
+    teacher that finished a shorter schedule is different, not unfinished:
+    resuming it would stretch a finished schedule (its learning-rate decay
+    already done) instead of training the configured one.
     """
     last = folder / "last.safetensors"
     if not last.is_file():
-        return "none"
+        return "none", ""
     try:
         meta = read_checkpoint_metadata(last)
-    except CheckpointError:
-        return "different"
+    except CheckpointError as error:
+        return "different", f"its checkpoint cannot be read ({error})"
     train = schedule(cfg, "teacher")
-    same = (meta.get("role") == "teacher"
-            and _same_settings(meta.get("model_config"), cfg.teacher.model_dump(mode="json"), ModelConfig)
-            and _same_settings(_schedule_key(meta.get("train") or {}),
-                               _schedule_key(train.model_dump(mode="json")), TrainConfig)
-            and _data_key(meta.get("data")) == _data_key(data.source)
-            and (meta.get("model_spec") or {}).get("num_classes") == data.num_classes)
-    if not same:
-        return "different"
-    epoch = meta.get("epoch")
+    saved_train = meta.get("train") if isinstance(meta.get("train"), dict) else {}
+    section = "teacher_train" if cfg.teacher_train is not None else "train"
+    if meta.get("role") != "teacher":
+        return "different", f"it holds a {meta.get('role') or 'model'} run, not a teacher"
+    if not _same_settings(meta.get("model_config"), cfg.teacher.model_dump(mode="json"), ModelConfig):
+        return "different", "its teacher section (model or options) differs from this config's"
+    if _data_key(meta.get("data")) != _data_key(data.source) or \
+            (meta.get("model_spec") or {}).get("num_classes") != data.num_classes:
+        return "different", "it was trained on other data (data set, options or limits)"
+    if not _same_settings(_schedule_key(saved_train), _schedule_key(train.model_dump(mode="json")), TrainConfig):
+        return "different", f"its schedule ({section}) differs from this config's in more than the epochs"
+    epoch, epochs = meta.get("epoch"), saved_train.get("epochs", train.epochs)
+    if epochs != train.epochs:
+        done = isinstance(epoch, int) and isinstance(epochs, int) and epoch + 1 >= epochs
+        ran = f"finished a {epochs}-epoch schedule" if done else f"stopped part-way through a {epochs}-epoch schedule"
+        return "different", (f"it {ran}, and this config trains the teacher for {train.epochs} epochs "
+                             f"({section}.epochs); a finished schedule is never stretched")
     done = isinstance(epoch, int) and epoch + 1 >= train.epochs
-    return "finished" if done and (folder / "best.safetensors").is_file() else "unfinished"
+    return ("finished" if done and (folder / "best.safetensors").is_file() else "unfinished"), ""
 
 
 # --------------------------------------------------------------------------- distillation

@@ -135,7 +135,8 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                               "rebuilt.")
     _LOADING.add(key)
     try:
-        model = rebuild_model(spec, f"Checkpoint '{checkpoint}'")  # never a download: weights are here
+        model = rebuild_model(spec, f"Checkpoint '{checkpoint}'",  # never a download: weights are here
+                              missing=lambda: missing_model(checkpoint, spec))
     finally:
         _LOADING.discard(key)
     variational = bool(spec.get("variational")) and has_variational_state(tensors)
@@ -151,6 +152,18 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             raise CheckpointError(f"Checkpoint '{checkpoint}' records a target scale, but {error}.") from None
     model.eval()
     return model, meta
+
+
+def missing_model(checkpoint: str | Path, spec: dict[str, Any]) -> str:
+    """Why a checkpoint's model is not registered here, and which ``--plugin`` registers it."""
+    name, plugin = shorten(spec["model"], 100), spec.get("plugin")
+    if plugin:
+        return (f"Checkpoint '{shorten(checkpoint, 200)}' holds model '{name}', registered by plugin "
+                f"'{shorten(plugin, 300)}', which is not loaded: pass --plugin {shorten(plugin, 300)} "
+                "(in Python, import that module first).")
+    return (f"Checkpoint '{shorten(checkpoint, 200)}' holds model '{name}', which is not registered here: "
+            "pass --plugin MODULE_OR_FILE.py naming the code that registers it with "
+            f"@register_model('{name}') (in Python, import that module first).")
 
 
 def check_checkpoint_fits(meta: dict[str, Any], data: DataSplits, path: str | Path) -> None:

@@ -21,8 +21,10 @@ from torch import nn
 
 from kdistill.config import ExperimentConfig, ModelConfig
 from kdistill.data import DataSplits
-from kdistill.errors import ConfigError, KDistillError
+from kdistill.errors import CheckpointError, ConfigError, KDistillError, UnknownNameError
+from kdistill.experiment.saved import missing_model
 from kdistill.io import check_writable_dir
+from kdistill.registry import MODELS
 from kdistill.train.checkpoint import is_torch_pickle, read_checkpoint_metadata
 
 log = logging.getLogger("kdistill")
@@ -119,7 +121,6 @@ def meta_model(model_cfg: ModelConfig, data: DataSplits, role: str,
     import inspect
 
     from kdistill.experiment.run import build_model
-    from kdistill.registry import MODELS
 
     if teacher is None and "teacher_model" in inspect.signature(MODELS.get(model_cfg.model)).parameters:
         return None  # built from its teacher, which could not be checked here
@@ -155,6 +156,10 @@ def teacher_for_validation(teacher_cfg: ModelConfig, data: DataSplits) -> nn.Mod
                           "checkpoint).")
     if not name:
         return None
+    try:
+        MODELS.get(name)
+    except UnknownNameError:
+        raise CheckpointError(missing_model(path, spec)) from None
     return meta_model(ModelConfig(model=name, options=spec.get("options") or {}), data, "teacher")
 
 

@@ -24,13 +24,13 @@ Every model maps a batch to logits of shape ``(batch, num_classes)``, or
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
 from kdistill.detection import models as detection  # noqa: F401  (fcos-simple / -medium / -deep)
-from kdistill.errors import CheckpointError, ConfigError, ModelError, shorten
+from kdistill.errors import CheckpointError, ConfigError, ModelError, UnknownNameError, shorten
 from kdistill.models import cnn, external, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
 from kdistill.models.cnn import ConvNet
 from kdistill.models.mlp import MLP
@@ -108,15 +108,20 @@ def offline_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def rebuild_model(spec: dict[str, Any], label: str) -> nn.Module:
+def rebuild_model(spec: dict[str, Any], label: str, missing: Callable[[], str] | None = None) -> nn.Module:
     """The untrained model a checkpoint's ``model_spec`` describes, built without any download.
 
     ``label`` starts the :class:`CheckpointError` raised when the spec names
     an unknown model or options the model refuses: the file, not the user's
-    config, is wrong then.
+    config, is wrong then. ``missing()``, when given, is the message for a
+    model name nothing registered (a user's model whose plugin is not loaded).
     """
     options = offline_options(spec["model"], spec.get("options") or {})
     try:
         return create_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"], **options)
+    except UnknownNameError as error:
+        if missing is not None and error.kind == "model" and error.name == spec["model"]:
+            raise CheckpointError(missing()) from None
+        raise CheckpointError(f"{label} records a model that cannot be rebuilt: {error}") from None
     except (ConfigError, ModelError) as error:
         raise CheckpointError(f"{label} records a model that cannot be rebuilt: {error}") from None

@@ -120,14 +120,20 @@ def run_scheme(cfg: ExperimentConfig, *, data: DataSplits | None = None,
 
 
 def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
-                   out_dir: str | Path | None = None, resume: str | Path | None = None):
+                   out_dir: str | Path | None = None, resume: str | Path | None = None,
+                   overwrite: bool = False):
     """What ``kdistill distill`` runs: the configured scheme, or one distillation run.
 
     Everything that can be checked without training (models, methods, scheme
     members, checkpoints, the output folder) is checked first, so a mistake is
-    reported before any teacher trains.
+    reported before any teacher trains. An output folder that already holds a
+    student run is refused (:class:`~kdistill.errors.RunExistsError`) unless
+    ``resume`` continues it or ``overwrite`` replaces it; ``overwrite`` also
+    lets a teacher trained with other settings be replaced
+    (:mod:`kdistill.experiment.runs`).
     """
     from kdistill.experiment import load_data, run_distill
+    from kdistill.experiment.runs import overwriting, refuse_earlier_runs, student_folders
     from kdistill.experiment.validate import validate_experiment, validate_output_dir
 
     if cfg.distill.scheme is None and not cfg.distill.methods and cfg.distill.method in scheme_names():
@@ -142,12 +148,14 @@ def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
                           "Run the same command again without --resume: finished teachers are reused.")
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     validate_output_dir(out)
+    refuse_earlier_runs(student_folders(out), resume=resume, overwrite=overwrite)
     data = data if data is not None else load_data(cfg)
     validate_experiment(cfg, data, scheme=scheme, options=options,
                         check_scheme=(lambda c, d, o: check_scheme(scheme, c, d, o)) if scheme is not None else None)
-    if scheme is not None:
-        return SCHEMES.get(scheme)(cfg, data=data, out_dir=out, **options)
-    return run_distill(cfg, data=data, out_dir=out, resume=resume)
+    with overwriting(overwrite):
+        if scheme is not None:
+            return SCHEMES.get(scheme)(cfg, data=data, out_dir=out, **options)
+        return run_distill(cfg, data=data, out_dir=out, resume=resume)
 
 
 __all__ = ["SCHEMES", "check_scheme", "register_scheme", "run_experiment", "run_scheme", "scheme_names",

@@ -56,6 +56,7 @@ class ModelSpec(Record):
                                     description=f"a whole number from 0 to {MAX_CLASSES:,}")
     dataset: str | None = Field(None, description="a string")
     variational: VariationalRecord | None = Field(None, description="a mapping with a numeric threshold")
+    plugin: str | None = Field(None, description="a plugin's module name or file path (string)")
 
     @field_validator("input_shape")
     @classmethod

@@ -157,14 +157,40 @@ def test_resume_with_other_data_is_refused_before_a_teacher_trains(tmp_path, cap
     assert teacher_file.read_bytes() == before
 
 
-def test_an_unfinished_teacher_is_resumed_not_reused(tmp_path):
+def test_an_unfinished_teacher_is_resumed_not_reused(tmp_path, capsys):
+    from kdistill.config import load_config
+    from kdistill.experiment import build_run, execute
+
     cfg = write_config(tmp_path)
     out = tmp_path / "run"
-    assert main(["train", str(cfg), "-o", str(out), "--no-progress", "--epochs", "1",
-                 "--set", "teacher_train.epochs=1"]) == 0  # a teacher stopped after 1 of its 3 epochs
+
+    def stop(epoch, record):
+        raise KeyboardInterrupt  # the teacher is interrupted after 1 of its 3 epochs
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(build_run(load_config(cfg), "teacher", out_dir=out / "teacher"), on_epoch_end=stop)
+    assert meta_of(out / "teacher" / "last.safetensors")["epoch"] == 0
     assert main(["distill", str(cfg), "-o", str(out), "--no-progress"]) == 0
     history = meta_of(out / "teacher" / "last.safetensors")["history"]
     assert [r["epoch"] for r in history] == [0, 1, 2]
+    assert "resuming the unfinished teacher" in err_text(capsys)  # shown without -v
+
+
+def test_a_finished_teacher_is_never_stretched_to_a_longer_schedule(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "-o", str(out), "--no-progress", "--epochs", "1"]) == 0  # a finished 1-epoch teacher
+    teacher = out / "teacher" / "best.safetensors"
+    before = teacher.read_bytes()
+    capsys.readouterr()
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress"]) == 2  # the config says 3 epochs
+    err = err_text(capsys)
+    assert "finished a 1-epoch schedule" in err and "3 epochs (teacher_train.epochs)" in err and "--overwrite" in err
+    assert teacher.read_bytes() == before and not (out / "student").exists()
+    assert main(["distill", str(cfg), "-o", str(out), "--no-progress", "--overwrite"]) == 0
+    history = meta_of(out / "teacher" / "last.safetensors")["history"]
+    assert [r["epoch"] for r in history] == [0, 1, 2]  # a new 3-epoch teacher, not the old one extended
+    assert meta_of(out / "teacher" / "last.safetensors")["train"]["epochs"] == 3
 
 
 def test_resume_checks_role_and_optimiser(tmp_path, capsys):

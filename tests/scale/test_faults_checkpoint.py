@@ -82,7 +82,7 @@ def test_malformed_metadata_is_refused_when_read(tmp_path, digits, update, match
 def test_unknown_model_and_bad_options_are_checkpoint_errors(tmp_path, digits):
     path, _, _ = good_checkpoint(tmp_path / "c.safetensors", digits)
     rewrite(path, meta_update={"model_spec": spec(digits, model="no-such-net")})
-    with pytest.raises(CheckpointError, match="cannot be rebuilt: Unknown model 'no-such-net'"):
+    with pytest.raises(CheckpointError, match="holds model 'no-such-net', which is not registered here: pass --plugin"):
         load_model(path)
     rewrite(path, meta_update={"model_spec": spec(digits, options={"hidden": [10**9]})})
     with pytest.raises(CheckpointError, match="cannot be rebuilt.*make hidden"):
