@@ -33,7 +33,7 @@ from torch import nn
 from kdistill import detection
 from kdistill.compress.variational import finish_variational, make_variational
 from kdistill.config import AugmentConfig, ExperimentConfig, ModelConfig, TrainConfig
-from kdistill.data import DataSplits
+from kdistill.data import DataSplits, input_spec
 from kdistill.distiller import Distiller, build_method
 from kdistill.errors import CheckpointError, ConfigError
 from kdistill.eval import evaluate_model, predict
@@ -205,6 +205,7 @@ def build_run(
 
     spec_cfg = model_cfg if model_cfg is not None else ModelConfig(model=type(model).__name__)
     metadata: dict[str, Any] = {"role": role, "model_spec": model_spec(spec_cfg, data, model),
+                                "input_spec": input_spec(data).to_dict(),
                                 "model_config": spec_cfg.model_dump(mode="json"), **data_meta(data)}
     if kind == "distill":
         metadata["distill"] = cfg.distill.model_dump(mode="json")

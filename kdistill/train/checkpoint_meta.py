@@ -67,6 +67,7 @@ TOP: dict[str, Check] = {
     "distill": (_dict, "a mapping"),
     "format": (_str, "a string"),
     "model_spec": (_dict, "a mapping"),
+    "input_spec": (_dict, "a mapping (checked field by field by kdistill.data.input_spec)"),
     "data": (_dict, "a mapping"),
     "optimizer": (_dict, "a mapping"),
 }
