@@ -6,6 +6,7 @@ import argparse
 
 from kdistill.cli.common import add_config_arguments, config_from_args
 from kdistill.cli.render import print_metrics
+from kdistill.experiment import tracked_invocation
 from kdistill.schemes import run_experiment
 from kdistill.train.distributed import is_main_process
 
@@ -24,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, "distill")
-    result = run_experiment(cfg, resume=args.resume)
+    with tracked_invocation(cfg, "distill"):
+        result = run_experiment(cfg, resume=args.resume)
     if not is_main_process():  # under torchrun, rank 0 reports
         return 0
     print_metrics(f"distilled student: {cfg.student.model}", result.metrics)

@@ -408,7 +408,8 @@ def fit(
     task = progress.add_task(description, total=s.total_steps, completed=start_epoch * s.steps_per_epoch,
                              status="") if progress else None
     if not isinstance(tracker, Tracker) and s.dist_ctx.is_main:  # [ddp] rank 0 reports
-        tracker = Tracker.open(tracker, out, run_name=description, params=meta_base)
+        # named after the model's role when a run records it, so a teacher's numbers read as the teacher's
+        tracker = Tracker.open(tracker, out, run_name=str(metadata.get("role") or description), params=meta_base)
     unwrap_ddp = distributed.wrap_trainable(objective, s.dist_ctx, s.device)  # [ddp] never the teacher
     started = time.perf_counter()
     try:
