@@ -71,9 +71,10 @@ def predict_inputs(model: str | Path, inputs: Sequence[str | Path], *, threads: 
                           "the checkpoint first: kdistill export CHECKPOINT --format onnx.")
     spec, _ = read_deployed_spec(model)
     if spec is None:
-        raise CheckpointError(f"'{shorten(model, 200)}' records no input spec (it was exported by an older "
-                              "kdistill); export it again from its checkpoint with kdistill export "
-                              "CHECKPOINT --format onnx.")
+        raise CheckpointError(f"'{shorten(model, 200)}' records no input spec, so its inputs cannot be "
+                              "prepared: it was exported by an older kdistill, or from a checkpoint that "
+                              "predates the spec. Export it again with kdistill export CHECKPOINT --format "
+                              "onnx; if the checkpoint lacks the spec too, retrain it with this version.")
     if spec.task not in ("classification", "regression") or spec.layout == "tokens":
         raise ConfigError(f"kdistill predict reads image files and table rows for classifiers and "
                           f"regressors; this model is a {spec.task} model on {spec.layout} inputs.")
