@@ -38,17 +38,23 @@ if TYPE_CHECKING:
 
 class Supervised(TrainingObjective):
     """Plain training objective with the Distiller's interface. The default ``loss_fn`` follows the
-    targets: cross-entropy for class labels, MSE for a regression set's real-valued targets."""
+    targets: cross-entropy for class labels, MSE for a regression set's real-valued targets.
+
+    The label term is reported under ``role``, the part the model plays
+    (``"student"``, or ``"teacher"`` when a teacher is trained), so histories
+    and tracking name the model whose loss it is.
+    """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, role: str = "student") -> None:
         super().__init__()
         self.student = model
         self.loss_fn = loss_fn or TargetLoss(label_smoothing)
+        self.role = role
 
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
         loss = self.loss_fn(self.student(inputs), labels)
-        return {"loss": loss, "student": loss}
+        return {"loss": loss, self.role: loss}
 
 
 class Distiller(TrainingObjective):

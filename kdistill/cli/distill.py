@@ -6,6 +6,7 @@ import argparse
 
 from kdistill.cli.common import add_config_arguments, config_from_args, path_argument, print_config
 from kdistill.cli.render import print_metrics
+from kdistill.experiment import tracked_invocation
 from kdistill.schemes import run_experiment
 from kdistill.train.distributed import is_main_process
 
@@ -27,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print_config(cfg, "distill")
         return 0
-    result = run_experiment(cfg, resume=args.resume, overwrite=args.overwrite)
+    with tracked_invocation(cfg, "distill"):
+        result = run_experiment(cfg, resume=args.resume, overwrite=args.overwrite)
     if not is_main_process():  # under torchrun, rank 0 reports
         return 0
     print_metrics(f"distilled student: {cfg.student.model}", result.metrics)

@@ -18,7 +18,7 @@ from kdistill import __version__
 from kdistill.errors import KDistillError
 
 # one module per command under kdistill.cli; each provides add_parser(subparsers)
-COMMANDS = ("train", "distill", "evaluate", "demo", "study", "export", "tune")
+COMMANDS = ("train", "distill", "evaluate", "demo", "study", "export", "predict", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

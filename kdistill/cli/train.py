@@ -6,7 +6,7 @@ import argparse
 
 from kdistill.cli.common import add_config_arguments, config_from_args, print_config
 from kdistill.cli.render import print_metrics
-from kdistill.experiment import train_model
+from kdistill.experiment import tracked_invocation, train_model
 from kdistill.experiment.runs import refuse_earlier_runs
 from kdistill.experiment.validate import validate_output_dir
 from kdistill.train.distributed import is_main_process
@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     out = cfg.resolved_output_dir() / args.role
     validate_output_dir(out)
     refuse_earlier_runs([out], resume=args.resume, overwrite=args.overwrite)
-    result = train_model(cfg, args.role, out_dir=out, resume=args.resume)
+    with tracked_invocation(cfg, f"train {args.role}"):
+        result = train_model(cfg, args.role, out_dir=out, resume=args.resume)
     if not is_main_process():  # under torchrun, rank 0 reports
         return 0
     print_metrics(f"{args.role}: {getattr(cfg, args.role).model}", result.metrics)

@@ -20,7 +20,7 @@ from safetensors.torch import save as save_bytes
 from torch import Tensor
 
 from kdistill.errors import CheckpointError
-from kdistill.train.checkpoint import META_KEY, atomic_write_bytes, read_kdistill_file
+from kdistill.train.checkpoint import BARE_FORMAT, META_KEY, atomic_write_bytes, read_kdistill_file
 
 
 def write_artifact(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> Path:
@@ -48,12 +48,14 @@ def read_artifact(path: str | Path, expected_format: str | None = None) -> tuple
 
 
 def save_dense(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any]) -> Path:
-    """The model's weights alone (``model.*`` keys, as in checkpoints), for deployment.
+    """The model's own state dict (unprefixed keys), for deployment.
 
-    Readable by :func:`kdistill.experiment.load_model` and ``kdistill export``.
+    ``create_model(...).load_state_dict(safetensors.torch.load_file(path))``
+    loads it without renaming; :func:`kdistill.experiment.load_model`,
+    ``kdistill evaluate`` and ``kdistill export`` read it too (its ``format``,
+    ``state-dict``, says the keys carry no ``model.`` prefix).
     """
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    return write_artifact(path, tensors, dict(metadata, format="dense"))
+    return write_artifact(path, dict(model.state_dict()), dict(metadata, format=BARE_FORMAT))
 
 
 def load_artifact(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:

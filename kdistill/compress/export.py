@@ -7,6 +7,14 @@ outputs match PyTorch's on random inputs within ``atol``. Image and tabular
 models take one float input (``input``); text models take ``input_ids`` and
 ``attention_mask`` (see :mod:`kdistill.text.deploy`).
 
+Every format carries the model spec and the input spec (shape, layout,
+mean/std or the table's scaler, class and column names; see
+:mod:`kdistill.data.input_spec`): in ONNX as ``metadata_props``
+(``kdistill.input_spec``, ``kdistill.model_spec``, ``kdistill.version``,
+each JSON), in ``.pt2`` archives as extra files, in safetensors in the header.
+The safetensors export holds the model's own state dict, unprefixed, so
+``create_model(...).load_state_dict(load_file(path))`` loads it.
+
 ``exported-program`` is a ``.pt2`` archive written by ``torch.export.save``:
 load it with ``torch.export.load(path).module()`` (no kdistill needed), or
 compile it ahead of time with AOTInductor. Like any PyTorch program file it
@@ -24,8 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +45,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdistill.errors import ConfigError, ModelError
-from kdistill.train.checkpoint import atomic_write_bytes
+from kdistill import __version__
+from kdistill.data.input_spec import InputSpec, read_input_spec
+from kdistill.errors import CheckpointError, ConfigError, ModelError
+from kdistill.train.checkpoint import atomic_write_bytes, read_kdistill_file
 
 FORMATS = ("onnx", "exported-program", "safetensors")
 SUFFIX = {"onnx": ".onnx", "exported-program": ".pt2", "safetensors": ".safetensors"}
@@ -122,10 +134,15 @@ def export_program(model: nn.Module, input_shape: Sequence[int]) -> torch.export
                          f"{first}); export it as ONNX or safetensors instead.") from None
 
 
-def program_bytes(program: torch.export.ExportedProgram) -> bytes:
-    """The ``.pt2`` archive of ``program`` (``torch.export.save``), in memory."""
+def program_bytes(program: torch.export.ExportedProgram, described: dict[str, Any] | None = None) -> bytes:
+    """The ``.pt2`` archive of ``program`` (``torch.export.save``), in memory.
+
+    Each entry of ``described`` is stored as the extra file ``kdistill_KEY.json``
+    (read it with ``torch.export.load(path, extra_files={"kdistill_input_spec.json": ""})``).
+    """
     buffer = io.BytesIO()
-    torch.export.save(program, buffer)
+    extra = {PT2_EXTRA.format(k): json.dumps(v) for k, v in (described or {}).items()}
+    torch.export.save(program, buffer, extra_files=extra or None)
     return buffer.getvalue()
 
 
@@ -173,7 +190,9 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     ``out`` defaults to the checkpoint's name with the format's suffix. The
     ONNX and exported-program files are loaded back and checked against
     PyTorch (text models on padded token ids); a difference above ``atol``
-    raises :class:`ModelError`.
+    raises :class:`ModelError`. Every format carries the checkpoint's model
+    and input spec (:func:`deployment_metadata`); :func:`read_deployed_spec`
+    reads the input spec back.
     """
     from kdistill.compress.artifact import save_dense
     from kdistill.experiment import load_model
@@ -198,33 +217,127 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     text = is_text_model(model)
     src = Path(checkpoint)
     path = Path(out) if out is not None else src.with_name(src.stem + "-export" + SUFFIX[fmt])
+    described = deployment_metadata(meta, f"Checkpoint '{checkpoint}'")
     diff: float | None = None
     note: str | None = None
     sparse = bool(spec.get("variational")) or meta.get("format") == "sparse-bitmask"
     if fmt == "onnx":
         if text:
             export_onnx(model, path)
+            graph = path.read_bytes()
         elif sparse:  # zeros stored sparsely (ONNX sparse_initializer)
             from kdistill.compress.onnx_sparse import sparse_initializers
 
-            atomic_write_bytes(path, sparse_initializers(onnx_bytes(model, shape))[0])
+            graph = sparse_initializers(onnx_bytes(model, shape))[0]
         else:
-            atomic_write_bytes(path, onnx_bytes(model, shape))
+            graph = onnx_bytes(model, shape)
+        atomic_write_bytes(path, with_onnx_metadata(graph, described))
         run = _onnx_runner(path, text)
         diff = max_diff(model, run, shape)
         if text and not run.reads_mask:
             note = ("the graph has no attention_mask input and reads every position: feed it "
                     "unpadded rows (one sentence per call, or rows of equal length)")
     elif fmt == "exported-program":
-        atomic_write_bytes(path, program_bytes(export_program(model, shape)))
+        atomic_write_bytes(path, program_bytes(export_program(model, shape), described))
         diff = max_diff(model, load_program(path), shape)
     elif sparse:  # the bitmask format of kdistill.compress.prune
         from kdistill.compress.prune import save_sparse
 
-        save_sparse(model, path, {"role": "export", "model_spec": spec})
+        save_sparse(model, path, {"role": "export", **described})
     else:
-        save_dense(model, path, {"role": "export", "model_spec": spec})
+        save_dense(model, path, {"role": "export", **described})
     if diff is not None and not diff <= atol:  # a NaN difference is no match either
         raise ModelError(f"The {fmt} export differs from PyTorch by {diff:.2e} (> {atol:g}); "
                          f"the file was written to '{path}' but should not be trusted.")
     return ExportResult(path, fmt, path.stat().st_size, diff, note)
+
+
+# ------------------------------------------------------------ the spec in every format
+
+#: ONNX ``metadata_props`` keys and the ``.pt2`` extra files that carry :func:`deployment_metadata`
+SPEC_KEYS = ("model_spec", "input_spec")
+ONNX_PREFIX = "kdistill."
+PT2_EXTRA = "kdistill_{}.json"
+
+
+def deployment_metadata(meta: dict[str, Any], label: str) -> dict[str, Any]:
+    """The parts of a checkpoint's metadata that travel with an exported model.
+
+    ``model_spec`` (how to rebuild it) and ``input_spec`` (what it reads,
+    :mod:`kdistill.data.input_spec`; absent in checkpoints older than it),
+    checked before they are copied.
+    """
+    out = {"model_spec": meta["model_spec"]}
+    spec = read_input_spec(meta, label)
+    if spec is not None:
+        out["input_spec"] = spec.to_dict()
+    return out
+
+
+def with_onnx_metadata(graph: bytes, described: dict[str, Any]) -> bytes:
+    """``graph`` with each entry of ``described`` as JSON in its ``metadata_props`` (``kdistill.KEY``)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError("Writing ONNX metadata needs the onnx package: pip install 'kdistill[deploy]'.") from None
+    model = onnx.load_from_string(graph)
+    kept = [p for p in model.metadata_props if not p.key.startswith(ONNX_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in described.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = ONNX_PREFIX + key, json.dumps(value)
+    version = model.metadata_props.add()
+    version.key, version.value = ONNX_PREFIX + "version", __version__
+    return model.SerializeToString()
+
+
+def read_deployed_spec(path: str | Path) -> tuple[InputSpec | None, dict[str, Any]]:
+    """The input spec (``None`` if the file predates it) and model spec of an exported model file.
+
+    Reads ``.onnx`` metadata_props, a ``.pt2`` archive's extra files (without
+    loading the program) and the header of a ``.safetensors`` file or checkpoint.
+    """
+    path = Path(path)
+    label = f"Model file '{path}'"
+    if not path.is_file():
+        raise CheckpointError(f"{label} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        raw = _onnx_props(path, label)
+    elif suffix == ".pt2":
+        raw = _pt2_extras(path, label)
+    else:
+        raw = read_kdistill_file(path, label, load_tensors=False)[1]
+    return read_input_spec(raw, label), raw.get("model_spec") or {}
+
+
+def _onnx_props(path: Path, label: str) -> dict[str, Any]:
+    session = ort_session(path)
+    props = session.get_modelmeta().custom_metadata_map
+    return _json_entries({k[len(ONNX_PREFIX):]: v for k, v in props.items() if k.startswith(ONNX_PREFIX)}, label)
+
+
+def _pt2_extras(path: Path, label: str) -> dict[str, Any]:
+
+    found: dict[str, str] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                for key in SPEC_KEYS:
+                    if name.endswith("/extra/" + PT2_EXTRA.format(key)):
+                        found[key] = archive.read(name)[:1 << 22].decode("utf-8", "replace")
+    except (zipfile.BadZipFile, OSError) as error:
+        raise CheckpointError(f"{label} is not a readable .pt2 archive ({error}).") from None
+    return _json_entries(found, label)
+
+
+def _json_entries(entries: dict[str, str], label: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in SPEC_KEYS:
+        if key in entries:
+            try:
+                out[key] = json.loads(entries[key])
+            except (json.JSONDecodeError, RecursionError):
+                raise CheckpointError(f"{label} has unreadable kdistill metadata ({key}).") from None
+    return out

@@ -16,6 +16,7 @@ from kdistill.data import datasets as _builtin  # noqa: F401  (registers the bui
 from kdistill.data.augment import hflip, jitter
 from kdistill.data.batching import iterate_batches, num_batches
 from kdistill.data.idx import read_idx, read_idx_pair, write_idx, write_idx_dataset
+from kdistill.data.input_spec import InputSpec, input_spec, read_input_spec
 from kdistill.data.sources import candidate_dirs, download_idx, find_idx_dir, locate_idx
 from kdistill.data.splits import DataSplits
 from kdistill.errors import ConfigError, DataError, shorten
@@ -23,12 +24,14 @@ from kdistill.registry import DATASETS, register_dataset
 
 __all__ = [
     "DataSplits",
+    "InputSpec",
     "available_datasets",
     "candidate_dirs",
     "dataset_options",
     "download_idx",
     "find_idx_dir",
     "hflip",
+    "input_spec",
     "iterate_batches",
     "jitter",
     "load_dataset",
@@ -36,6 +39,7 @@ __all__ = [
     "num_batches",
     "read_idx",
     "read_idx_pair",
+    "read_input_spec",
     "register_dataset",
     "write_idx",
     "write_idx_dataset",

@@ -54,9 +54,16 @@ def standardize_images(
     return train, test, tuple(mean.reshape(-1).tolist()), tuple(std.reshape(-1).tolist())
 
 
-def standardize_columns(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature standardisation with training statistics; constant columns become 0."""
+def standardize_columns(
+    train: np.ndarray, test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], tuple[float, ...]]:
+    """Per-feature standardisation with training statistics; constant columns become 0.
+
+    Returns both splits and the per-column mean and scale, which a deployed
+    model needs to prepare raw rows the same way.
+    """
     mean = train.mean(axis=0, dtype=np.float64)
     std = train.std(axis=0, dtype=np.float64)
     std = np.where(std > 0, std, 1.0)
-    return ((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32)
+    return (((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32),
+            tuple(mean.tolist()), tuple(std.tolist()))

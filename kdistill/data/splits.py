@@ -20,10 +20,15 @@ class DataSplits:
     ``y_*`` hold int64 class ids, or float32 targets when ``num_classes == 0``
     (regression). ``input_shape`` is the shape of one sample.
 
-    ``mean`` / ``std`` record the per-channel statistics that image loaders
-    subtracted and divided by (``None`` when images were not standardised, and
-    for tables); :attr:`fill_value` uses them so augmentation can pad with the
-    true background colour instead of a standardised zero.
+    ``mean`` / ``std`` record the statistics the loader subtracted and divided
+    by: one per channel for images (whose 8-bit pixels loaders first scale to
+    [0, 1]), one per column for tables (the scaler's mean and scale); ``None``
+    when the inputs were not standardised. :attr:`fill_value` uses an image's
+    so augmentation can pad with the true background colour instead of a
+    standardised zero. ``class_names`` and, for tables, ``feature_names`` (the
+    columns in input order) name what the model reads and predicts; together
+    with these statistics they make the input spec that checkpoints and
+    exported models carry (:mod:`kdistill.data.input_spec`).
 
     ``source`` records how the data was loaded (data set name, loader options
     with absolute paths, ``data_dir``) when it came from a config's ``data``
@@ -45,6 +50,7 @@ class DataSplits:
     class_names: list[str] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    feature_names: list[str] | None = None
     source: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
     kind: str | None = None
 
@@ -91,8 +97,8 @@ class DataSplits:
         Pass it as ``fill`` to :func:`kdistill.data.jitter` so shifted-in
         borders match the image background.
         """
-        if self.mean is None or self.std is None:
-            return 0.0
+        if self.mean is None or self.std is None or len(self.input_shape) != 3:
+            return 0.0  # tables' statistics are per column: there is no background colour
         values = tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
         return values[0] if len(values) == 1 else values
 

@@ -22,6 +22,7 @@ from kdistill.experiment.run import (
     get_teacher,
     run_distill,
     seeded,
+    tracked_invocation,
     train_model,
 )
 from kdistill.experiment.saved import (
@@ -34,6 +35,7 @@ from kdistill.experiment.saved import (
 __all__ = [
     "Run",
     "build_run",
+    "tracked_invocation",
     "execute",
     "_load_best",
     "_write_metrics",

@@ -9,6 +9,7 @@ from torch import nn
 
 from kdistill.config import DataConfig, ExperimentConfig, ModelConfig
 from kdistill.data import DataSplits, load_dataset
+from kdistill.models import rebuild_spec
 from kdistill.registry import MODELS
 
 
@@ -56,16 +57,8 @@ def data_record(d: DataConfig) -> dict[str, Any]:
 
 
 def model_spec(model_cfg: ModelConfig, data: DataSplits, model: nn.Module | None = None) -> dict[str, Any]:
-    # a model may resolve its options (e.g. a pretrained folder into the config it read) so a
-    # checkpoint rebuilds the architecture without the files it was first built from
-    options = getattr(model, "rebuild_options", None) or model_cfg.options
-    spec = {
-        "model": model_cfg.model,
-        "options": options,
-        "input_shape": list(data.input_shape),
-        "num_classes": data.num_classes,
-        "dataset": data.name,
-    }
+    """The checkpoint's ``model_spec`` of ``model_cfg``'s model trained on ``data``."""
+    spec = rebuild_spec(model_cfg.model, model_cfg.options, model, data.input_shape, data.num_classes, data.name)
     if model_cfg.variational is not None:  # load_model rebuilds and sparsifies it
         spec["variational"] = model_cfg.variational.model_dump(mode="json")
     plugin = MODELS.plugin_of(model_cfg.model)

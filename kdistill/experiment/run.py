@@ -22,18 +22,22 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from torch import nn
 
 from kdistill import detection
+from kdistill.compress.export import export_model
 from kdistill.compress.variational import finish_variational, make_variational
 from kdistill.config import AugmentConfig, ExperimentConfig, MethodConfig, ModelConfig, TrainConfig
-from kdistill.data import DataSplits
+from kdistill.data import DataSplits, input_spec
 from kdistill.distiller import (
     Distiller,
     LossTerm,
@@ -42,7 +46,7 @@ from kdistill.distiller import (
     resolve_terms,
     term_options,
 )
-from kdistill.errors import CheckpointError, ConfigError, RunExistsError
+from kdistill.errors import CheckpointError, ConfigError, KDistillError, RunExistsError
 from kdistill.eval import evaluate_model, predict
 from kdistill.experiment.records import data_meta, load_data, model_spec
 from kdistill.experiment.runs import notes, overwrite_allowed, recorded_run
@@ -67,7 +71,7 @@ from kdistill.train.distributed import is_main_process
 from kdistill.train.lock import folder_lock
 from kdistill.train.objective import TrainingObjective, regression_loss
 from kdistill.train.targets import fold
-from kdistill.train.tracking import Tracker
+from kdistill.train.tracking import Experiment, Tracker, active_experiment, tracked
 
 log = logging.getLogger("kdistill")
 loss_log = logging.getLogger("kdistill.loss")  # the resolved loss terms: shown by the CLI without -v
@@ -214,10 +218,11 @@ def build_run(
         objective = build_distiller(cfg, teacher, model, regression=data.task == "regression")
     else:
         objective = supervised_objective(model, model_cfg,  # [variational] + its KL term
-                                         label_smoothing=train_cfg.label_smoothing)
+                                         label_smoothing=train_cfg.label_smoothing, role=role)
 
     spec_cfg = model_cfg if model_cfg is not None else ModelConfig(model=type(model).__name__)
     metadata: dict[str, Any] = {"role": role, "model_spec": model_spec(spec_cfg, data, model),
+                                "input_spec": input_spec(data).to_dict(),
                                 "model_config": spec_cfg.model_dump(mode="json"), **data_meta(data)}
     if kind == "distill":
         metadata["distill"] = cfg.distill.model_dump(mode="json")
@@ -276,6 +281,8 @@ def execute(
             if out is not None:
                 _write_metrics(out, metrics)
     best = sparse.path if sparse is not None else history.best_path
+    if out is not None and is_main_process():
+        _track_result(run.role, metrics, best)
     return RunResult(run.model, metrics, best, history.epochs, history.seconds,
                      best_score=history.best_score)
 
@@ -546,6 +553,37 @@ def _load_best(model: nn.Module, best_path: Path | None) -> bool:
         load_into(model, tensors, "model", f"'{best_path}'")
     model.eval()
     return loaded
+
+
+def _track_result(role: str, metrics: dict[str, Any], best: Path | None) -> None:
+    """The tracked experiment's record of a finished run: its test metrics and its exported model."""
+    experiment = active_experiment()
+    if experiment is None:
+        return
+    experiment.log_results(role, metrics)
+    if best is not None and experiment.keeps_artifacts:
+        with tempfile.TemporaryDirectory(prefix="kdistill-export-") as folder:
+            try:
+                exported = export_model(best, "safetensors", Path(folder) / "model.safetensors").path
+            except (KDistillError, RuntimeError) as error:  # e.g. tied weights safetensors cannot store twice
+                log.warning("the %s's model was not logged to MLflow: %s", role, error)
+                return
+            experiment.log_artifact(role, exported)
+
+
+@contextmanager
+def tracked_invocation(cfg: ExperimentConfig, command: str) -> Iterator[Experiment]:
+    """Track one command on ``cfg`` as one experiment (see :class:`~kdistill.train.tracking.Experiment`).
+
+    The parent run is named ``COMMAND NAME`` and holds the resolved config
+    (as params and as ``config.yaml``); its files go under ``tracking.dir``
+    or the config's output folder. Under ``torchrun`` only rank 0 tracks.
+    """
+    tracking = cfg.tracking if is_main_process() else None
+    config = cfg.model_dump(mode="json")
+    with tracked(tracking, cfg.resolved_output_dir(), name=f"{command} {cfg.name}", params=config,
+                 config_text=yaml.safe_dump(config, sort_keys=False)) as experiment:
+        yield experiment
 
 
 def _write_metrics(out: Path, metrics: dict[str, Any]) -> None:

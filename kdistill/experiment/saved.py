@@ -26,7 +26,7 @@ from kdistill.errors import CheckpointError, ConfigError, DataError, shorten
 from kdistill.eval import evaluate_model, predict
 from kdistill.models import rebuild_model
 from kdistill.train import read_checkpoint
-from kdistill.train.checkpoint import load_into, read_checkpoint_metadata
+from kdistill.train.checkpoint import load_into, read_checkpoint_metadata, weights_prefix
 from kdistill.train.checkpoint_meta import require_model_spec
 from kdistill.train.targets import TargetScale, fold
 
@@ -116,8 +116,12 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     spec = meta.get("model_spec")
     if not spec:
         raise CheckpointError(
-            f"Checkpoint '{checkpoint}' does not record which model it holds; load it into your "
-            "own module with kdistill.train.checkpoint.load_into()."
+            f"Checkpoint '{checkpoint}' does not record which registered model it holds: it was saved "
+            "for a module that kdistill.create_model() did not build (your own nn.Module), so it cannot "
+            "be rebuilt from the file alone. In Python, build the module as for training and load the "
+            "weights with kdistill.train.load_weights(module, path) (docs/EVALUATE.md); to use it from "
+            "the command line, register the model with @kdistill.register_model and train it through "
+            "create_model()."
         )
     fmt = meta.get("format")  # one of checkpoint_meta.FORMATS, checked when the file was read
     if fmt == "sparse-bitmask":  # a pruned or sparsified model file
@@ -142,7 +146,7 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     variational = bool(spec.get("variational")) and has_variational_state(tensors)
     if variational:  # a variational training checkpoint: rebuilt as trained, returned sparsified
         make_variational(model, threshold=float(spec["variational"].get("threshold", 3.0)))
-    load_into(model, tensors, "model", f"'{checkpoint}'")
+    load_into(model, tensors, weights_prefix(meta), f"'{checkpoint}'")
     model = sparsify(model, inplace=True) if variational else model
     scale = TargetScale.from_dict(meta.get("target_scale"))
     if scale is not None:  # trained on standardised targets: predict in the data's own units

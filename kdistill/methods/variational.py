@@ -104,14 +104,16 @@ class VariationalSupervised(TrainingObjective):
     """Training on labels alone for a variational model: cross-entropy (or ``loss_fn``) plus the KL term.
 
     :class:`~kdistill.distiller.Supervised` with the ELBO's regulariser:
-    ``forward`` returns ``student`` (the data term), ``variational_kl`` and
-    their sum as ``loss``.
+    ``forward`` returns the data term under ``role`` (``student`` or
+    ``teacher``), ``variational_kl`` and their sum as ``loss``.
     """
 
     def __init__(self, model: nn.Module, *, kl_weight: float = 1.0, anneal_epochs: int = 5,
-                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, label_smoothing: float = 0.0) -> None:
+                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, label_smoothing: float = 0.0,
+                 role: str = "student") -> None:
         super().__init__()
         self.student = model
+        self.role = role
         self.loss_fn = loss_fn or LabelLoss(label_smoothing)
         self.kl = VariationalKL(kl_weight, anneal_epochs)
         self.kl.bind(model)
@@ -126,7 +128,7 @@ class VariationalSupervised(TrainingObjective):
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
         data_term = self.loss_fn(self.student(inputs), labels)
         kl = self.kl.term(self.epoch)
-        return {"loss": data_term + kl, "student": data_term, "variational_kl": kl}
+        return {"loss": data_term + kl, self.role: data_term, "variational_kl": kl}
 
 
 # ------------------------------------------------------------------ what a run adds

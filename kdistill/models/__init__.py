@@ -24,6 +24,7 @@ Every model maps a batch to logits of shape ``(batch, num_classes)``, or
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +38,9 @@ from kdistill.models.mlp import MLP
 from kdistill.models.resnet import BasicBlock, ResNet
 from kdistill.registry import MODELS, register_model
 
+# the attribute create_model leaves on a module it built (see built_as)
+_ORIGIN = "_kdistill_built_as"
+
 for _source in external.SOURCES:
     MODELS.register_prefix(_source, external.resolver(_source))
 
@@ -45,7 +49,9 @@ __all__ = [
     "BasicBlock",
     "ConvNet",
     "ResNet",
+    "built_as",
     "create_model",
+    "rebuild_spec",
     "list_models",
     "rebuild_model",
     "register_model",
@@ -68,7 +74,46 @@ def create_model(
         raise ConfigError(f"Model '{name}': {', '.join(clash)} come(s) from the data set and cannot be "
                           "set as an option; remove it from the model's options.")
     _check_options(name, factory, kwargs)
-    return factory(tuple(input_shape), num_classes, **kwargs)
+    model = factory(tuple(input_shape), num_classes, **kwargs)
+    _record_origin(model, name, kwargs)
+    return model
+
+
+def _record_origin(model: nn.Module, name: str, options: dict[str, Any]) -> None:
+    """Note on the module how it was built, so that ``fit`` can record it in its checkpoints.
+
+    Only plain-data options are kept (a teacher module passed as an option
+    cannot be written to a checkpoint); :func:`built_as` reads the note.
+    """
+    try:
+        json.dumps(options)
+    except (TypeError, ValueError):
+        return
+    if isinstance(model, nn.Module):
+        model.__dict__[_ORIGIN] = {"model": name, "options": dict(options)}
+
+
+def rebuild_spec(name: str, options: dict[str, Any], model: nn.Module | None, input_shape: Sequence[int],
+                 num_classes: int, dataset: str) -> dict[str, Any]:
+    """What a checkpoint records (``model_spec``) so that :func:`create_model` can rebuild ``model``.
+
+    A model may resolve its options (e.g. a pretrained folder into the config
+    it read, as ``rebuild_options``) so a checkpoint rebuilds the architecture
+    without the files it was first built from.
+    """
+    return {
+        "model": name,
+        "options": getattr(model, "rebuild_options", None) or options,
+        "input_shape": [int(d) for d in input_shape],
+        "num_classes": int(num_classes),
+        "dataset": dataset,
+    }
+
+
+def built_as(model: nn.Module) -> dict[str, Any] | None:
+    """``{"model": NAME, "options": {...}}`` when :func:`create_model` built ``model``, else ``None``."""
+    origin = model.__dict__.get(_ORIGIN) if isinstance(model, nn.Module) else None
+    return dict(origin) if origin is not None else None
 
 
 def _check_options(name: str, factory: Any, kwargs: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from kdistill.train.checkpoint import (
     atomic_write_bytes,
     atomic_write_text,
+    load_weights,
     read_checkpoint,
     restore_training_state,
     save_checkpoint,
@@ -21,6 +22,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "fit",
+    "load_weights",
     "read_checkpoint",
     "resolve_device",
     "restore_training_state",

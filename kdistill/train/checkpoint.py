@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from kdistill.errors import CheckpointError
+from kdistill.errors import CheckpointError, shorten
 from kdistill.io import (
     atomic_write_bytes,
     atomic_write_text,
@@ -40,12 +40,15 @@ from kdistill.train.checkpoint_meta import validate_metadata
 
 __all__ = [  # the writing helpers live in kdistill.io; they are re-exported here for older imports
     "atomic_write_bytes", "atomic_write_text", "ensure_writable_dir", "is_torch_pickle", "load_into",
-    "load_state_dict_into", "load_strict", "load_torch_weights", "read_checkpoint", "read_checkpoint_metadata",
+    "load_state_dict_into", "load_strict", "load_weights", "load_torch_weights", "read_checkpoint",
+    "read_checkpoint_metadata",
     "read_kdistill_file", "remove_stale_temp_files", "restore_training_state", "save_checkpoint",
 ]
 
 META_KEY = "kdistill"
 FORMAT_VERSION = 1
+#: the ``format`` of a file holding the model's own state dict, unprefixed (``kdistill export``)
+BARE_FORMAT = "state-dict"
 
 
 def _flatten_state(prefix: str, state: dict[str, Any], tensors: dict[str, Tensor]) -> None:
@@ -296,13 +299,44 @@ def load_strict(module: nn.Module, state: dict[str, Tensor], message: str, *,
                  float_casts: bool = False) -> None:
     """``load_state_dict(strict=True)``; a mismatch becomes a CheckpointError (``{}`` = the reason)."""
     head, _, tail = message.rpartition("{}")
-    problem = _check_dtypes(module, state, float_casts)
+    problem = _check_dtypes(module, state, float_casts) or state_mismatch(module, state)
     if problem is not None:
         raise CheckpointError(head + problem + tail)
     try:
         module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(head + str(error).splitlines()[0][:300] + tail) from None
+    except RuntimeError as error:  # e.g. a module's own load hook refusing the values
+        raise CheckpointError(head + _first_line(error)[:300] + tail) from None
+
+
+#: names listed per kind of mismatch before "and N more"
+MISMATCH_NAMES = 4
+
+
+def state_mismatch(module: nn.Module, state: dict[str, Tensor]) -> str | None:
+    """Which tensors of ``state`` do not fit ``module``: missing, unexpected, or of another shape.
+
+    Each list is cut to a few names (each shortened) with a count of the
+    rest, so a message stays one readable paragraph for any model size.
+    ``None`` when every name and shape fits.
+    """
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} (saved {_shape(state[k])}, model {_shape(expected[k])})" for k in expected
+                if k in state and isinstance(state[k], Tensor) and isinstance(expected[k], Tensor)
+                and state[k].shape != expected[k].shape]
+    parts = [f"{len(names)} {kind}: {_names(names)}" for kind, names in
+             (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if names]
+    return "; ".join(parts) if parts else None
+
+
+def _shape(tensor: Tensor) -> str:
+    return "x".join(str(d) for d in tensor.shape) or "scalar"
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(shorten(n, 100) for n in names[:MISMATCH_NAMES])
+    return shown + (f" and {len(names) - MISMATCH_NAMES} more" if len(names) > MISMATCH_NAMES else "")
 
 
 def read_kdistill_file(path: str | Path, label: str, *,
@@ -366,9 +400,30 @@ def module_state(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 
 def load_into(module: nn.Module, tensors: dict[str, Tensor], prefix: str, source: str = "") -> None:
-    load_strict(module, module_state(tensors, prefix),
+    """Load the ``prefix.*`` tensors (``""``: every tensor) into ``module``, strictly."""
+    load_strict(module, module_state(tensors, prefix) if prefix else tensors,
                  f"Checkpoint {source} does not fit this model ({{}}). Was it saved for another "
                  "architecture or number of classes?")
+
+
+def load_weights(module: nn.Module, checkpoint: str | Path) -> nn.Module:
+    """Load the model weights of a kdistill checkpoint or exported safetensors file into ``module``.
+
+    For modules that :func:`kdistill.models.create_model` cannot rebuild (your
+    own ``nn.Module``): build it as you did for training, then load. Accepts a
+    checkpoint (``best.safetensors``, ``last.safetensors`` or a run folder) and
+    a bare ``kdistill export --format safetensors`` file. A mismatch raises
+    :class:`CheckpointError` listing the missing, unexpected and reshaped
+    tensors. Returns ``module`` in eval mode.
+    """
+    tensors, meta = read_checkpoint(checkpoint)
+    load_into(module, tensors, weights_prefix(meta), f"'{checkpoint}'")
+    return module.eval()
+
+
+def weights_prefix(meta: dict[str, Any]) -> str:
+    """Where a file keeps the model's tensors: ``model.`` in checkpoints, nowhere in bare exports."""
+    return "" if meta.get("format") == BARE_FORMAT else "model"
 
 
 def restore_training_state(

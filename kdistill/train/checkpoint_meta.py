@@ -31,7 +31,7 @@ MAX_CLASSES = 1 << 20
 MAX_TENSOR_VALUES = 1 << 32  # a sparse weight's recorded shape: 16 GiB of float32 is no student
 
 #: every ``format`` a kdistill file may declare; no ``format`` is a training checkpoint
-FORMATS = ("dense", "sparse-bitmask", "int8-dynamic", "int8-static")
+FORMATS = ("dense", "state-dict", "sparse-bitmask", "int8-dynamic", "int8-static")
 
 
 class Record(BaseModel):
@@ -148,6 +148,8 @@ class CheckpointMeta(Record):
     format: Literal[FORMATS] | None = Field(  # type: ignore[valid-type]
         None, description=f"one of {', '.join(FORMATS)} (or absent, for a training checkpoint)")
     model_spec: ModelSpec | None = Field(None, description="a mapping")
+    input_spec: dict[str, Any] | None = Field(
+        None, description="a mapping (checked field by field by kdistill.data.input_spec)")
     data: DataRecord | None = Field(None, description="a mapping")
     optimizer: OptimizerRecord | None = Field(None, description="a mapping")
     sparse_shapes: dict[str, list[int]] | None = Field(

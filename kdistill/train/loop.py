@@ -39,8 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from kdistill.config import TrackingConfig, TrainConfig
-from kdistill.data import DataSplits, hflip, iterate_batches, jitter
+from kdistill.data import DataSplits, hflip, input_spec, iterate_batches, jitter
 from kdistill.errors import CheckpointError, ConfigError, TrainingError
+from kdistill.models import built_as, rebuild_spec
 from kdistill.train import distributed
 from kdistill.train.checkpoint import (
     read_checkpoint_metadata,
@@ -363,6 +364,22 @@ def _check_loss(history: History, record: dict[str, float], bad_step: int, epoch
         )
 
 
+def _self_description(objective: TrainingObjective, data: DataSplits) -> dict[str, Any]:
+    """What a checkpoint needs to be evaluated, exported and deployed on its own, as far as fit knows it.
+
+    The input spec comes from ``data``; a student that :func:`~kdistill.models.create_model`
+    built also records its name and options, so that ``kdistill evaluate`` and
+    ``export`` can rebuild it. Callers' metadata (from a config) takes precedence.
+    """
+    described: dict[str, Any] = {"input_spec": input_spec(data).to_dict()}
+    student = getattr(objective, "student", None)
+    origin = built_as(student) if isinstance(student, nn.Module) else None
+    if origin is not None:
+        described["model_spec"] = rebuild_spec(origin["model"], origin["options"], student, data.input_shape,
+                                               data.num_classes, data.name)
+    return described
+
+
 def _save_epoch(out: Path, s: _Setup, history: History, meta: dict[str, Any], epoch: int, improved: bool) -> None:
     """Write this epoch's checkpoints; ``last`` goes last, so it only ever points at a complete epoch."""
     if s.cfg.keep_epochs:  # e.g. to distil from an early-stopped teacher later
@@ -439,9 +456,10 @@ def _fit(
     out = Path(out_dir) if out_dir is not None else None
     s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out)
     history = History()
+    metadata = {**_self_description(objective, data), **(metadata or {})}
     # the configured schedule, not the one scaled for this world size (batch_scope / lr_scaling), so
     # that runs with the same config record the same settings whatever the number of processes
-    meta_base = dict(metadata or {}, train=cfg.model_dump(mode="json"), world_size=s.dist_ctx.world_size)  # [ddp]
+    meta_base = dict(metadata, train=cfg.model_dump(mode="json"), world_size=s.dist_ctx.world_size)  # [ddp]
     start_epoch = _resume(resume, s, history, meta_base) if resume is not None else 0
     if out is not None and s.dist_ctx.is_main:
         for name in ("best.safetensors", "last.safetensors", "history.csv"):
@@ -455,7 +473,8 @@ def _fit(
     task = progress.add_task(description, total=s.total_steps, completed=start_epoch * s.steps_per_epoch,
                              status="") if progress else None
     if not isinstance(tracker, Tracker) and s.dist_ctx.is_main:  # [ddp] rank 0 reports
-        tracker = Tracker.open(tracker, out, run_name=description, params=meta_base)
+        # named after the model's role when a run records it, so a teacher's numbers read as the teacher's
+        tracker = Tracker.open(tracker, out, run_name=str(metadata.get("role") or description), params=meta_base)
     unwrap_ddp = distributed.wrap_trainable(objective, s.dist_ctx, s.device,  # [ddp] never the teacher
                                             sync_batchnorm=s.cfg.sync_batchnorm)
     started = time.perf_counter()

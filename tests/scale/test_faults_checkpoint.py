@@ -220,7 +220,7 @@ def _has_transformers():
 
 
 @pytest.mark.parametrize("update, match", [
-    ({"format": "zip-bomb"}, "'format' must be one of dense, sparse-bitmask"),
+    ({"format": "zip-bomb"}, "'format' must be one of dense, state-dict, sparse-bitmask"),
     ({"format": 3}, "'format' must be one of"),
     ({"history": [{"loss": 0.5}]}, "'history' must be a list of per-epoch records, each with its 'epoch'"),
     ({"history": [{"epoch": True, "loss": 0.5}]}, "'history' must be a list of per-epoch records"),
@@ -302,6 +302,12 @@ def test_a_dense_file_relabelled_sparse_is_refused(tmp_path, digits, capsys):
     model = create_model("mlp-simple", digits.input_shape, digits.num_classes)
     path = save_dense(model, tmp_path / "dense.safetensors", {"model_spec": spec(digits)})
     rewrite(path, meta_update={"format": "sparse-bitmask"})
+    # a plain state dict is a sparse file with no masked tensor: it loads as exactly the weights it holds
+    loaded = load_model(path)[0]
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    _, meta = read_checkpoint(path)  # tensors that are not the model's
+    save_file({f"model.{k}": v for k, v in model.state_dict().items()}, str(path),
+              metadata={META_KEY: json.dumps(meta)})
     with pytest.raises(CheckpointError, match="does not fit the model it records"):
         load_model(path)
     rewrite(path, meta_update={"sparse_shapes": {"features.0.0.weight": [64, 128]}})

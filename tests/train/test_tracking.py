@@ -132,7 +132,7 @@ def _closed_loopback_port() -> int:
 def test_mlflow_store_errors_are_config_errors(tmp_path, monkeypatch):
     # MLflow 3 refuses new plain-file stores (maintenance mode); any store error reads the same way
     _fake_mlflow(monkeypatch, RuntimeError("the file store backend is in maintenance mode\nmore detail"))
-    with pytest.raises(ConfigError, match=r"MLflow cannot use tracking URI 'file:///x/mlruns' \(RuntimeError: "
+    with pytest.raises(ConfigError, match=r"MLflow cannot track to tracking.mlflow_uri 'file:///x/mlruns' \(RuntimeError: "
                                           r"the file store backend is in maintenance mode\)"):
         Tracker.open(TrackingConfig(mlflow=True, mlflow_uri="file:///x/mlruns"), tmp_path)
 

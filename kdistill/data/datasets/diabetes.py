@@ -27,7 +27,7 @@ def diabetes() -> DataSplits:
     x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.float32)
     train, test = split_indices(None, len(y), TEST_FRACTION, SEED, stratify=False)
-    x_train, x_test = standardize_columns(x[train], x[test])
+    x_train, x_test, mean, std = standardize_columns(x[train], x[test])
     return DataSplits(
         name="diabetes",
         x_train=torch.from_numpy(x_train),
@@ -36,4 +36,7 @@ def diabetes() -> DataSplits:
         y_test=torch.from_numpy(y[test]),
         num_classes=0,
         input_shape=(x.shape[1],),
+        mean=mean,
+        std=std,
+        feature_names=list(bunch.feature_names),
     )

@@ -53,7 +53,7 @@ def _load_images(
             "use a smaller image_size or fewer images.")
     images, labels = [], []
     for label, file in files:
-        images.append(_read_image(file, size, grayscale))
+        images.append(read_image(file, size, grayscale))
         labels.append(label)
     if not images:
         raise DataError(
@@ -65,7 +65,7 @@ def _load_images(
     return np.ascontiguousarray(x), np.array(labels, dtype=np.int64)
 
 
-def _read_image(file: Path, size: tuple[int, int], grayscale: bool) -> np.ndarray:
+def read_image(file: Path, size: tuple[int, int], grayscale: bool) -> np.ndarray:
     """One image, converted and resized; any damaged, truncated or oversized file is a DataError."""
     from PIL import Image
 

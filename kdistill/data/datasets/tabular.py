@@ -272,8 +272,9 @@ def table(
         train_idx, test_idx = split_indices(strat, len(y), test_fraction, seed)
 
     x_train, x_test = x[train_idx], x[test_idx]
+    mean = std = None
     if normalize:
-        x_train, x_test = standardize_columns(x_train, x_test)
+        x_train, x_test, mean, std = standardize_columns(x_train, x_test)
     return DataSplits(
         name=train_file.stem,
         x_train=torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)),
@@ -283,4 +284,7 @@ def table(
         num_classes=num_classes,
         input_shape=(x.shape[1],),
         class_names=class_names,
+        mean=mean,
+        std=std,
+        feature_names=features,
     )
