@@ -352,7 +352,7 @@ def load_teacher_checkpoint(teacher_cfg: ModelConfig, data: DataSplits) -> nn.Mo
 
 
 # settings that change how a run is executed or for how long, not what a finished epoch holds
-_RUN_ONLY_KEYS = {"epochs", "progress", "device", "keep_epochs", "compile", "cuda_graphs"}
+_RUN_ONLY_KEYS = {"epochs", "progress", "device", "keep_epochs", "compile", "cuda_graphs", "patience"}
 
 
 def _schedule_key(train: dict[str, Any]) -> dict[str, Any]:
@@ -398,7 +398,7 @@ def teacher_state(cfg: ExperimentConfig, data: DataSplits, folder: Path) -> str:
     if not same:
         return "different"
     epoch = meta.get("epoch")
-    done = isinstance(epoch, int) and epoch + 1 >= train.epochs
+    done = isinstance(epoch, int) and (epoch + 1 >= train.epochs or bool(meta.get("stopped_early")))
     return "finished" if done and (folder / "best.safetensors").is_file() else "unfinished"
 
 
