@@ -213,9 +213,9 @@ class Distiller(TrainingObjective):
             log.info("batches from your own DataLoader carry no fixed sample order: the teacher runs live")
         else:
             # a streamed set need not fit in memory: its cache goes to disk unless asked otherwise
-            memmap = mode == "memmap" or (mode == "auto" and context.streaming)
-            storage: Storage = "memmap" if memmap else "device"
             folder = context.cache_dir or (context.out_dir / "teacher-cache" if context.out_dir else None)
+            memmap = mode == "memmap" or (mode == "auto" and context.streaming and folder is not None)
+            storage: Storage = "memmap" if memmap else "device"
             directory = str(folder) if storage == "memmap" and folder is not None else None
             if context.train_batches is not None:
                 with self.teacher_autocast(context.device):

@@ -15,6 +15,7 @@ process its shard.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from kdistill.data.splits import DataSplits, SplitsInfo
@@ -90,6 +91,26 @@ class StreamSplits(SplitsInfo):
     @property
     def num_test(self) -> int:
         return len(self.test)  # type: ignore[arg-type]
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None, *, seed: int = 0) -> StreamSplits:
+        """A smaller view for quick runs: the seeded draw :meth:`DataSplits.subset` makes."""
+        return dataclasses.replace(self, train=_draw(self.train, n_train, seed),
+                                   test=_draw(self.test, n_test, seed + 1))
+
+    def summary(self) -> str:
+        """One line describing the splits, for logs."""
+        classes = "regression" if self.num_classes == 0 else f"{self.num_classes} classes"
+        return (f"{self.name}: {self.num_train} train / {self.num_test} test (streamed), "
+                f"input {self.input_shape}, {classes}")
+
+
+def _draw(dataset: Dataset, n: int | None, seed: int) -> Dataset:
+    if n is None or n >= len(dataset):  # type: ignore[arg-type]
+        return dataset
+    if n < 1:
+        raise DataError(f"subset: asked for {n} samples; need at least 1.")
+    positions = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]  # type: ignore[arg-type]
+    return Subset(dataset, positions.sort().values.tolist())
 
 
 def stream_from_tensors(data: DataSplits) -> StreamSplits:

@@ -8,13 +8,13 @@ from typing import Any
 from torch import nn
 
 from kdistill.config import DataConfig, ExperimentConfig, ModelConfig
-from kdistill.data import DataSplits, load_dataset
+from kdistill.data import DataSplits, StreamSplits, load_dataset
 
 
-def load_data(cfg: ExperimentConfig) -> DataSplits:
+def load_data(cfg: ExperimentConfig) -> DataSplits | StreamSplits:
     """Load the configured data set, cut to ``limit_train`` / ``limit_test`` if set."""
     d = cfg.data
-    data = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, **d.options)
+    data = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, loader=d.loader, **d.options)
     if d.limit_train or d.limit_test:
         data = data.subset(d.limit_train, d.limit_test)
     data.source = data_record(d)

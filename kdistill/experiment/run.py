@@ -36,7 +36,7 @@ from kdistill.config import AugmentConfig, ExperimentConfig, ModelConfig, TrainC
 from kdistill.data import DataSplits
 from kdistill.distiller import Distiller, build_method
 from kdistill.errors import CheckpointError, ConfigError
-from kdistill.eval import evaluate_model, predict
+from kdistill.eval import evaluate_model, test_predictions
 from kdistill.experiment.records import data_meta, load_data, model_spec
 from kdistill.experiment.saved import check_checkpoint_fits, load_model
 from kdistill.experiment.targets import (
@@ -61,6 +61,7 @@ from kdistill.train.checkpoint import (
     load_into,
     load_state_dict_into,
     read_checkpoint_metadata,
+    weights_prefix,
 )
 from kdistill.train.distributed import is_main_process
 from kdistill.train.lock import folder_lock
@@ -182,7 +183,7 @@ def build_run(
         model = build_model(model_cfg, data, teacher)
 
     scale = None
-    if data.task == "regression" and len(data.x_train):
+    if data.task == "regression" and isinstance(data, DataSplits) and len(data.x_train):
         if can_fold(model, data.x_train[:2]):
             scale = TargetScale.of(data.y_train)
         else:
@@ -234,7 +235,8 @@ def execute(
         history = fit(run.objective, run.data, run.train, out_dir=out, resume=resume,
                       augment_jitter=run.augment.jitter, augment_flip=run.augment.flip,
                       cache_teacher=run.cache, metadata=run.metadata, description=run.description,
-                      on_epoch_end=on_epoch_end, tracker=run.cfg.tracking if out is not None else None)
+                      on_epoch_end=on_epoch_end, tracker=run.cfg.tracking if out is not None else None,
+                      loader=run.cfg.data.loader, workers=run.cfg.data.workers)
         _load_best(run.model, history.best_path)
         sparse = finish_variational(run.model, history.last_path, out, run.metadata)  # [variational]
         if sparse is not None:  # the last epoch, sparsified, saved as OUT/sparse.safetensors
@@ -256,7 +258,7 @@ def evaluate_run(run: Run) -> dict[str, Any]:
     data = run.eval_data
     if data.task == "detection":  # [detection] COCO-style AP, fidelity AP50 to the teacher
         return detection.evaluate_detector(run.model, data, teacher=run.teacher)
-    teacher_logits = predict(run.teacher, data.x_test) if run.teacher is not None and len(data.x_test) else None
+    teacher_logits = test_predictions(run.teacher, data)[0] if run.teacher is not None and data.num_test else None
     metrics = evaluate_model(run.model, data, teacher_logits=teacher_logits)
     if data.task == "regression":
         metrics.update(regression_baseline(data, metrics))
@@ -451,7 +453,7 @@ def _detection_run(data: DataSplits, model: nn.Module) -> bool:
 def _load_best(model: nn.Module, best_path: Path | None) -> None:
     if best_path is not None and Path(best_path).exists():
         tensors, _ = read_checkpoint(best_path)
-        load_into(model, tensors, "model", f"'{best_path}'")
+        load_into(model, tensors, weights_prefix(tensors), f"'{best_path}'")
     model.eval()
 
 

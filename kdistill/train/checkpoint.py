@@ -363,6 +363,12 @@ def module_state(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
 
 
+def weights_prefix(tensors: dict[str, Tensor]) -> str:
+    """Which weights of a checkpoint are the model's: the student's moving average (``ema.module``)
+    when training kept one (``train.ema``), else ``model``."""
+    return "ema.module" if "ema.n_averaged" in tensors else "model"
+
+
 def load_into(module: nn.Module, tensors: dict[str, Tensor], prefix: str, source: str = "") -> None:
     _load_strict(module, module_state(tensors, prefix),
                  f"Checkpoint {source} does not fit this model ({{}}). Was it saved for another "
