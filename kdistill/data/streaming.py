@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from kdistill.data.splits import DataSplits, SplitsInfo
-from kdistill.errors import ConfigError, DataError
+from kdistill.errors import ConfigError, DataError, KDistillError
 
 #: what the run-start note about the data path is logged to (shown by the CLI without -v)
 data_log = logging.getLogger("kdistill.data")
@@ -189,8 +189,26 @@ class StreamBatches:
 
     def epoch(self, epoch: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         self.sampler.set_epoch(epoch)
-        for batch in self.loader:
+        for batch in worker_errors_in_words(self.loader):
             yield to_device(batch, device)
+
+
+def worker_errors_in_words(batches: Iterable[Any]) -> Iterator[Any]:
+    """``batches``, with a kdistill error raised in a DataLoader worker re-raised as its own message.
+
+    The DataLoader re-raises a worker's exception with the worker's traceback
+    pasted into the message; a user mistake (a damaged image) should read as
+    the one paragraph kdistill wrote.
+    """
+    try:
+        yield from batches
+    except KDistillError as error:
+        text = str(error)
+        if "Original Traceback" not in text:
+            raise
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if last.startswith(("kdistill.", type(error).__name__)) else last
+        raise DataError(message) from None
 
 
 def to_device(batch: Sequence[Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:

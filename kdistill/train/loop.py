@@ -68,6 +68,7 @@ from kdistill.data.streaming import (
     split_positions,
     stream_from_tensors,
     to_device,
+    worker_errors_in_words,
 )
 from kdistill.errors import CheckpointError, ConfigError, TrainingError
 from kdistill.train import distributed
@@ -333,7 +334,7 @@ def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, aug
         objective.to(device)
 
         def train_batches():
-            for batch in cache_source or ():
+            for batch in worker_errors_in_words(cache_source or ()):
                 x, _, idx = to_device(batch, device)
                 yield x, idx
 
@@ -438,7 +439,7 @@ def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_ji
         sampler = getattr(s.stream, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        batches = (to_device(batch, device) for batch in s.stream)
+        batches = (to_device(batch, device) for batch in worker_errors_in_words(s.stream))
     k = cfg.accumulate
     group_loss: Tensor | None = None
     for micro, (xb, yb, idx) in enumerate(batches):
@@ -548,7 +549,7 @@ def _save_epoch(out: Path, s: _Setup, history: History, meta: dict[str, Any], ep
 def _validate(objective: TrainingObjective, s: _Setup, record: dict[str, float]) -> float:
     """The epoch's validation score (higher is better); with an EMA, the average's, which is what is kept."""
     if s.val_loader is not None:
-        val_score = score_batches(objective.student, s.val_loader, s.device)
+        val_score = score_batches(objective.student, worker_errors_in_words(s.val_loader), s.device)
     elif len(s.x_val):
         val_score = objective.validation_score(s.x_val, s.y_val)
     else:
@@ -557,7 +558,7 @@ def _validate(objective: TrainingObjective, s: _Setup, record: dict[str, float])
         return val_score
     record["val_score_student"] = val_score
     if s.val_loader is not None:
-        return score_batches(s.ema.module, s.val_loader, s.device)
+        return score_batches(s.ema.module, worker_errors_in_words(s.val_loader), s.device)
     return score(s.ema.module, s.x_val, s.y_val)
 
 
