@@ -44,7 +44,8 @@ class SplitsInfo:
 class DataSplits(SplitsInfo):
     """A whole data set as tensors, small enough to live on the training device.
 
-    ``x_*`` are float32, ``(N, C, H, W)`` for images and ``(N, F)`` for tables.
+    ``x_*`` are float32 (float64 given here is converted), ``(N, C, H, W)`` for
+    images and ``(N, F)`` for tables.
     ``y_*`` hold int64 class ids, or float32 targets when ``num_classes == 0``
     (regression). ``input_shape`` is the shape of one sample.
 
@@ -78,6 +79,9 @@ class DataSplits(SplitsInfo):
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(d) for d in self.input_shape)
+        # float64 inputs (NumPy's default) would meet float32 weights in the first layer: train in float32
+        self.x_train, self.x_test = (x.float() if x.dtype == torch.float64 else x for x in (self.x_train, self.x_test))
+        self.y_train, self.y_test = (y.float() if y.dtype == torch.float64 else y for y in (self.y_train, self.y_test))
         for split, x, y in (
             ("train", self.x_train, self.y_train),
             ("test", self.x_test, self.y_test),
