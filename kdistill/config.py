@@ -58,16 +58,29 @@ def _word_for_bool(value: Any, true: str | None, false: str | None) -> Any:
     return value
 
 
+class TransformConfig(Strict):
+    """One torchvision.transforms.v2 transform, by class name, with its keyword arguments."""
+
+    name: str = Field(description="e.g. RandomResizedCrop, RandomHorizontalFlip, TrivialAugmentWide, RandAugment")
+    options: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments, e.g. {size: 32}")
+
+
 class AugmentConfig(Strict):
     jitter: int = Field(0, ge=0, le=8, description="max random translation in pixels (Hinton: 2); "
                         "a random crop of the image padded by this many pixels")
     flip: bool = Field(False, description="random left-right mirror of each image (garments, natural "
                        "images; not digits)")
+    transforms: list[TransformConfig] = Field(
+        default_factory=list, description="torchvision transforms v2 applied to each training image in "
+        "DataLoader workers (kdistill[vision]); the teacher sees the same augmented batch")
+    timm: dict[str, Any] | None = Field(
+        None, description="keyword arguments of timm.data.create_transform for training images, e.g. "
+        "{auto_augment: rand-m9-mstd0.5, scale: [0.5, 1.0]} (kdistill[vision])")
 
     @property
     def active(self) -> bool:
         """Whether inputs change from epoch to epoch (then a teacher cannot be cached)."""
-        return bool(self.jitter or self.flip)
+        return bool(self.jitter or self.flip or self.transforms or self.timm is not None)
 
 
 class DataConfig(Strict):

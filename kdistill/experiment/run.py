@@ -34,6 +34,7 @@ from kdistill import detection
 from kdistill.compress.variational import finish_variational, make_variational
 from kdistill.config import AugmentConfig, ExperimentConfig, ModelConfig, TrainConfig
 from kdistill.data import DataSplits
+from kdistill.data.augment import build_transform
 from kdistill.distiller import Distiller, build_method
 from kdistill.errors import CheckpointError, ConfigError
 from kdistill.eval import evaluate_model, test_predictions
@@ -236,7 +237,8 @@ def execute(
                       augment_jitter=run.augment.jitter, augment_flip=run.augment.flip,
                       cache_teacher=run.cache, metadata=run.metadata, description=run.description,
                       on_epoch_end=on_epoch_end, tracker=run.cfg.tracking if out is not None else None,
-                      loader=run.cfg.data.loader, workers=run.cfg.data.workers)
+                      loader=run.cfg.data.loader, workers=run.cfg.data.workers,
+                      transform=build_transform(run.augment.transforms, run.augment.timm, run.data.input_shape))
         _load_best(run.model, history.best_path)
         sparse = finish_variational(run.model, history.last_path, out, run.metadata)  # [variational]
         if sparse is not None:  # the last epoch, sparsified, saved as OUT/sparse.safetensors

@@ -55,6 +55,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdistill.config import TrackingConfig, TrainConfig
 from kdistill.data import DataSplits, hflip, iterate_batches, jitter, num_batches
+from kdistill.data.augment import AugmentedDataset
 from kdistill.data.streaming import (
     IndexedDataset,
     StreamBatches,
@@ -234,10 +235,16 @@ class _Setup:
         return self.val_loader is not None or len(self.x_val) > 0
 
 
-def _choose_loader(data: TrainData, mode: str, device: torch.device) -> str:
+def _choose_loader(data: TrainData, mode: str, device: torch.device, per_sample: bool = False) -> str:
     """``memory`` or ``stream`` for ``data`` under ``data.loader: mode``, logged at run start."""
     check_loader_mode(mode)
-    if isinstance(data, DataLoader):
+    if per_sample and (isinstance(data, DataLoader) or mode == "memory"):
+        raise ConfigError("Per-sample transforms (data.augment.transforms / timm) run in DataLoader workers on "
+                          "the streaming path; set data.loader: stream or auto (and pass a Dataset, not a "
+                          "DataLoader, to fit).")
+    if per_sample and mode == "auto":
+        chosen, why = "stream", "auto: per-sample transforms run in DataLoader workers"
+    elif isinstance(data, DataLoader):
         if mode == "memory":
             raise ConfigError("A DataLoader is read batch by batch; it cannot be loaded whole "
                               "(loader: memory). Pass its Dataset instead, or use loader: stream.")
@@ -273,21 +280,22 @@ def _materialise(dataset: Dataset) -> tuple[Tensor, Tensor]:
 
 
 def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, augment_jitter: int,
-            augment_flip: bool, cache: str, out: Path | None, loader: str, workers: int | None) -> _Setup:
+            augment_flip: bool, cache: str, out: Path | None, loader: str, workers: int | None,
+            transform: Callable[[Tensor], Tensor] | None) -> _Setup:
     device = resolve_device(cfg.device)
     dist_ctx, device = distributed.init_distributed(device)  # [ddp]
     cfg = distributed.effective_config(cfg, dist_ctx)  # [ddp] batch_scope / lr_scaling
     enable_tf32(device)
     scaler = grad_scaler(device, cfg.amp)
     seed_everything(cfg.seed)
-    mode = _choose_loader(data, loader, device)
+    mode = _choose_loader(data, loader, device, per_sample=transform is not None)
     if mode == "memory" and not isinstance(data, DataSplits):
         base = data.train if isinstance(data, StreamSplits) else data
         x_all, y_all = _materialise(base)
         data = DataSplits(name=getattr(data, "name", type(base).__name__), x_train=x_all, y_train=y_all,
                           x_test=x_all[:0], y_test=y_all[:0], num_classes=0, input_shape=tuple(x_all.shape[1:]))
     context = dict(device=device, amp=cfg.amp, augment_jitter=augment_jitter, augment_flip=augment_flip,
-                   cache=cache, out_dir=out,
+                   augment_transform=transform is not None, cache=cache, out_dir=out,
                    cache_dir=_cache_dir(out, dist_ctx))
     stream: StreamBatches | DataLoader | None = None
     val_loader = None
@@ -316,7 +324,10 @@ def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, aug
             base = data.train if isinstance(data, StreamSplits) else (
                 stream_from_tensors(data).train if isinstance(data, DataSplits) else data)
             train_pos, val_pos = split_positions(len(base), cfg.val_fraction, cfg.seed)  # type: ignore[arg-type]
-            train_set = IndexedDataset(base, train_pos)
+            # only the training view is augmented; validation reads the same samples unchanged
+            mean, std = (data.mean, data.std) if isinstance(data, DataSplits | StreamSplits) else (None, None)
+            augmented = AugmentedDataset(base, transform, mean, std) if transform is not None else base
+            train_set = IndexedDataset(augmented, train_pos)
             workers = default_workers() if workers is None else workers
             stream = StreamBatches(train_set, cfg.batch_size, seed=cfg.seed, rank=dist_ctx.rank,
                                    world_size=dist_ctx.world_size, workers=workers,
@@ -325,7 +336,8 @@ def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, aug
                 val_loader = eval_loader(IndexedDataset(base, val_pos), max(cfg.batch_size, 256), workers)
             num_train = len(train_set)
             sample = first_inputs(train_set)
-            cache_source = eval_loader(train_set, max(cfg.batch_size, 256), workers)
+            cache_source = None if transform is not None else eval_loader(train_set, max(cfg.batch_size, 256),
+                                                                          workers)
             micro, samples = len(stream), stream.samples_per_epoch
             data_log.info("streaming %d training samples with %d DataLoader worker(s)%s", num_train, workers,
                           f", {len(stream.sampler)} per process" if dist_ctx.enabled else "")
@@ -582,6 +594,7 @@ def fit(
     tracker: Tracker | TrackingConfig | None = None,
     loader: str = "auto",
     workers: int | None = None,
+    transform: Callable[[Tensor], Tensor] | None = None,
 ) -> History:
     """Train ``objective.student`` (and any other trainable modules of the objective) on ``data``.
 
@@ -593,7 +606,10 @@ def fit(
     (``auto``/``memory``/``stream``, the config's ``data.loader``) picks the
     batch source; ``workers`` is the DataLoader's worker count when streaming
     (``None``: up to 4). Only the training part of a split is used; a
-    ``val_fraction`` of it is held out to pick the best epoch.
+    ``val_fraction`` of it is held out to pick the best epoch. ``transform``
+    (see :func:`kdistill.data.augment.build_transform`) augments each training
+    image in the DataLoader workers, on the streaming path; the teacher then
+    runs live on the student's augmented batch.
 
     ``objective`` is a :class:`~kdistill.train.objective.TrainingObjective`:
     :class:`~kdistill.distiller.Supervised`, :class:`~kdistill.distiller.Distiller`,
@@ -612,7 +628,7 @@ def fit(
     """
     cache = ("auto" if cache_teacher else "off") if isinstance(cache_teacher, bool) else cache_teacher
     out = Path(out_dir) if out_dir is not None else None
-    s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out, loader, workers)
+    s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out, loader, workers, transform)
     cfg = s.cfg
     history = History()
     metadata = dict(metadata or {})

@@ -34,8 +34,9 @@ class FitContext:
     """What :meth:`TrainingObjective.prepare` may need to know about the run.
 
     ``amp`` is the loop's autocast mode (``train.amp``), ``augment_jitter`` the
-    pixel shift and ``augment_flip`` the random mirroring applied to every batch
-    (neither: inputs never change between epochs), ``cache`` the teacher-cache
+    pixel shift and ``augment_flip`` the random mirroring applied to every batch,
+    ``augment_transform`` whether a per-sample transform augments every image
+    (none of them: inputs never change between epochs), ``cache`` the teacher-cache
     mode (``distill.cache``) and ``out_dir`` the run folder (``None``: nothing
     is written); ``cache_dir`` is where this process may keep a memory-mapped
     cache.
@@ -51,6 +52,7 @@ class FitContext:
     amp: str = "auto"
     augment_jitter: int = 0
     augment_flip: bool = False
+    augment_transform: bool = False
     cache: str = "auto"
     out_dir: Path | None = None
     num_train: int = 0
@@ -60,7 +62,7 @@ class FitContext:
 
     @property
     def augmenting(self) -> bool:
-        return bool(self.augment_jitter or self.augment_flip)
+        return bool(self.augment_jitter or self.augment_flip or self.augment_transform)
 
 
 @torch.no_grad()
