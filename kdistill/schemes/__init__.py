@@ -117,7 +117,7 @@ def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
                           "Run the same command again without --resume: finished teachers are reused.")
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     validate_output_dir(out)
-    data = data if data is not None else load_data(cfg)
+    data = data if data is not None else load_data(cfg, whole_for=f"Scheme '{scheme}'" if scheme else None)
     validate_experiment(cfg, data, scheme=scheme, options=options)
     if scheme is not None:
         return SCHEMES.get(scheme)(cfg, data=data, out_dir=out, **options)

@@ -34,3 +34,17 @@ def test_a_streamed_image_folder_distils_and_evaluates_with_the_ema(tmp_path, ca
 
     again = evaluate_checkpoint(result.checkpoint, load_data(cfg))
     assert again["accuracy"] == result.metrics["accuracy"]  # the EMA weights are what was evaluated and kept
+
+
+def test_features_that_need_the_set_in_memory_refuse_a_streamed_one_in_words(tmp_path):
+    from kdistill.errors import ConfigError
+    from kdistill.experiment.records import load_data
+    from kdistill.schemes import run_experiment
+
+    cfg = parse_config({"data": {"dataset": "digits", "loader": "stream"},
+                        "teacher": {"model": "mlp-simple"}, "student": {"model": "mlp-simple"},
+                        "distill": {"scheme": {"name": "born-again"}}})
+    with pytest.raises(ConfigError, match="The compression study works on data sets held whole"):
+        load_data(cfg, whole_for="The compression study")
+    with pytest.raises(ConfigError, match="Scheme 'born-again' works on data sets held whole in memory"):
+        run_experiment(cfg, out_dir=tmp_path)
