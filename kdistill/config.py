@@ -95,16 +95,29 @@ def _word_for_bool(value: Any, true: str | None, false: str | None) -> Any:
     return value
 
 
+class TransformConfig(Strict):
+    """One torchvision.transforms.v2 transform, by class name, with its keyword arguments."""
+
+    name: str = Field(description="e.g. RandomResizedCrop, RandomHorizontalFlip, TrivialAugmentWide, RandAugment")
+    options: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments, e.g. {size: 32}")
+
+
 class AugmentConfig(Strict):
     jitter: int = Field(0, ge=0, le=8, description="max random translation in pixels (Hinton: 2); "
                         "a random crop of the image padded by this many pixels")
     flip: bool = Field(False, description="random left-right mirror of each image (garments, natural "
                        "images; not digits)")
+    transforms: list[TransformConfig] = Field(
+        default_factory=list, description="torchvision transforms v2 applied to each training image in "
+        "DataLoader workers (kdistill[vision]); the teacher sees the same augmented batch")
+    timm: dict[str, Any] | None = Field(
+        None, description="keyword arguments of timm.data.create_transform for training images, e.g. "
+        "{auto_augment: rand-m9-mstd0.5, scale: [0.5, 1.0]} (kdistill[vision])")
 
     @property
     def active(self) -> bool:
         """Whether inputs change from epoch to epoch (then a teacher cannot be cached)."""
-        return bool(self.jitter or self.flip)
+        return bool(self.jitter or self.flip or self.transforms or self.timm is not None)
 
 
 class DataConfig(Strict):
@@ -115,6 +128,11 @@ class DataConfig(Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     limit_train: int | None = Field(None, gt=0, le=MAX_SAMPLES, description="use only the first N training samples")
     limit_test: int | None = Field(None, gt=0, le=MAX_SAMPLES, description="use only the first N test samples")
+    loader: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: the whole set as tensors on the device (fastest); stream: read sample by "
+        "sample by DataLoader workers (any size); auto: memory when the set fits comfortably, else stream")
+    workers: int | None = Field(None, ge=0, le=256, description="DataLoader worker processes when streaming "
+                                "(default: up to 4)")
 
 
 class VariationalConfig(Strict):
@@ -136,7 +154,7 @@ class ModelConfig(Strict):
 
 OptimizerName = Literal["sgd", "adam", "adamw"]
 SchedulerName = Literal["constant", "cosine", "onecycle", "step"]
-AmpMode = Literal["auto", "bf16", "off"]
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
 BatchScope = Literal["global", "per_rank"]
 LrScaling = Literal["none", "linear", "sqrt"]
 TeacherCache = Literal["auto", "device", "memmap", "off"]
@@ -148,6 +166,9 @@ class OptimizerConfig(Strict):
     weight_decay: float = Field(0.0, ge=0, le=MAX_WEIGHT_DECAY)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
+    decay_bias_and_norm: bool = Field(
+        False, description="also apply weight_decay to biases and normalisation layers (off: only weight "
+        "matrices and kernels decay)")
 
 
 class SchedulerConfig(Strict):
@@ -170,13 +191,20 @@ class TrainConfig(Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     device: str = "auto"
-    amp: AmpMode = "auto"
+    amp: AmpMode = Field("auto", description="auto: bf16 autocast on CUDA; bf16; fp16 (CUDA, with a gradient "
+                         "scaler); off")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held out of train to pick the best epoch")
     grad_clip: float | None = Field(None, gt=0, le=1e6)
     max_norm: float | None = Field(
         None, gt=0, le=1e6, description="after every step, clip each unit's incoming weight vector (a row of a "
         "Linear weight, one filter of a conv) to this L2 norm (max-norm constraint, Hinton et al. 2012)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    accumulate: int = Field(1, ge=1, le=4096, description="micro-batches of batch_size per optimiser step "
+                            "(gradient accumulation: the step sees batch_size * accumulate samples)")
+    ema: float | None = Field(None, gt=0, lt=1, description="decay of an exponential moving average of the "
+                              "student (e.g. 0.999), updated every step; it is validated, saved and kept")
+    patience: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="stop after this many epochs without "
+                                 "a better validation score (early stopping)")
     progress: bool = True
     batch_scope: BatchScope = Field(
         "global", description="under torchrun: batch_size is the global batch, or per process")

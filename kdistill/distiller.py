@@ -250,7 +250,7 @@ class Distiller(TrainingObjective):
     def prepare(self, x_train: Tensor, context: FitContext) -> None:
         """Check the pair, build method adapters, and cache the teacher when its inputs never change."""
         self.check_compatible(x_train[:2])
-        self.setup_methods(x_train[:2], len(x_train))
+        self.setup_methods(x_train[:2], context.num_train or len(x_train))
         for line in self.feature_layer_summary():
             layers_log.info("feature layers: %s", line)
         self.to(context.device)  # adapters built by setup_methods
@@ -268,13 +268,23 @@ class Distiller(TrainingObjective):
             log.info("teacher cache is off: the teacher runs live on every batch")
         elif self.needs_live_teacher:
             log.info("a distillation method needs the live teacher: the teacher runs on every batch")
+        elif context.streaming and context.train_batches is None:
+            log.info("batches from your own DataLoader carry no fixed sample order: the teacher runs live")
         else:
-            storage = "memmap" if mode == "memmap" else "device"
-            out = context.out_dir
-            directory = str(out / "teacher-cache") if storage == "memmap" and out is not None else None
-            self.cache_teacher(x_train, storage=storage, directory=directory)
+            # a streamed set need not fit in memory: its cache goes to disk unless asked otherwise
+            folder = context.cache_dir or (context.out_dir / "teacher-cache" if context.out_dir else None)
+            memmap = mode == "memmap" or (mode == "auto" and context.streaming and folder is not None)
+            storage: Storage = "memmap" if memmap else "device"
+            directory = str(folder) if storage == "memmap" and folder is not None else None
+            if context.train_batches is not None:
+                with self.teacher_autocast(context.device):
+                    self.teacher_cache = TeacherCache.build_from_batches(
+                        self.teacher, context.train_batches(), context.num_train, self._teacher_hooks,
+                        device=context.device, storage=storage, directory=directory)
+            else:
+                self.cache_teacher(x_train, storage=storage, directory=directory)
             log.info("teacher outputs cached for %d training samples (%s); the loop skips the teacher",
-                     len(x_train), storage)
+                     context.num_train or len(x_train), storage)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

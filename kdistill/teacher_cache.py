@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -67,9 +68,33 @@ class TeacherCache:
         when it is ``None``); they are plain float32 arrays named after the
         output (``logits.npy``, ``feature-features.0.npy``, ...).
         """
+        n = len(inputs)
+        chunks = ((inputs[start:start + batch_size], slice(start, min(start + batch_size, n)))
+                  for start in range(0, n, batch_size))
+        return cls.build_from_batches(teacher, chunks, n, hooks, device=inputs.device, storage=storage,
+                                      directory=directory)
+
+    @classmethod
+    @torch.no_grad()
+    def build_from_batches(
+        cls,
+        teacher: nn.Module,
+        batches: Iterable[tuple[Tensor, Tensor | slice]],
+        n: int,
+        hooks: FeatureHooks | None = None,
+        *,
+        device: torch.device,
+        storage: Storage = "device",
+        directory: str | Path | None = None,
+    ) -> TeacherCache:
+        """:meth:`build` from ``(inputs, rows)`` batches covering the ``n`` training samples.
+
+        ``rows`` (sample indices, or a slice) say where each batch's outputs go,
+        so a set streamed from disk is cached by sample index without ever
+        being held whole.
+        """
         if storage not in ("device", "memmap"):
             raise ValueError(f"storage must be 'device' or 'memmap', got {storage!r}")
-        n = len(inputs)
         folder = None
         if storage == "memmap":
             folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="kdistill-cache-"))
@@ -78,12 +103,12 @@ class TeacherCache:
             ensure_writable_dir(folder, "teacher cache folder")
         store: dict[str, Tensor | np.ndarray] = {}
 
-        def put(name: str, start: int, value: Tensor) -> None:
+        def put(name: str, rows: Tensor | slice, value: Tensor) -> None:
             value = value.detach().float()
             if name not in store:
                 shape = (n, *value.shape[1:])
                 if folder is None:
-                    store[name] = torch.empty(shape, dtype=torch.float32, device=inputs.device)
+                    store[name] = torch.empty(shape, dtype=torch.float32, device=device)
                 else:
                     file = folder / f"{name.replace(':', '-')}.npy"
                     _check_free_space(folder, 4 * int(np.prod(shape)))
@@ -91,22 +116,24 @@ class TeacherCache:
                                                             dtype=np.float32, shape=shape)
             target = store[name]
             if isinstance(target, Tensor):
-                target[start:start + len(value)] = value
+                target[rows if isinstance(rows, slice) else rows.to(target.device)] = value
             else:
-                target[start:start + len(value)] = value.cpu().numpy()
+                target[rows if isinstance(rows, slice) else rows.cpu().numpy()] = value.cpu().numpy()
 
         if hooks is not None:
             hooks.pop()  # drop anything captured before the cache was built
-        for start in range(0, n, batch_size):
-            put("logits", start, teacher(inputs[start:start + batch_size]))
+        for inputs, rows in batches:
+            put("logits", rows, teacher(inputs))
             for name, value in (hooks.pop() if hooks is not None else {}).items():
-                put(f"feature:{name}", start, value)
+                put(f"feature:{name}", rows, value)
         for value in store.values():
             if isinstance(value, np.memmap):
                 value.flush()
+        if "logits" not in store:
+            raise ValueError("the teacher cache got no batches")
         logits = store.pop("logits")
         features = {k.removeprefix("feature:"): v for k, v in store.items()}
-        return cls(logits, features, inputs.device, folder)
+        return cls(logits, features, device, folder)
 
     def lookup(self, indices: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Cached ``(logits, features)`` for the training-set positions ``indices``."""

@@ -12,6 +12,7 @@ Every command that reads an experiment file builds its config with
   (``train.epochs``); ``distill --teacher-epochs`` the teacher. Without a
   ``teacher_train`` section the teacher trains on ``train`` as well, so
   ``distill --epochs`` then sets its epochs too, and says so.
+* ``--loader`` and ``--workers`` set ``data.loader`` and ``data.workers``.
 * ``--seed``, ``--device`` and ``--no-progress`` apply to every schedule
   the command may run (``train`` and ``teacher_train``).
 """
@@ -42,12 +43,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                "tune": "each trial's student (train.epochs)"}[command]
     parser.add_argument("config", help="YAML experiment file (see examples/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, read as YAML, e.g. --set train.epochs=3 (repeatable)")
+                        help="override a config value, read as YAML, e.g. --set train.epochs=3 (repeatable); "
+                             "training features: train.accumulate=K (micro-batches per step), train.ema=0.999 "
+                             "(moving average of the student), train.patience=N (early stopping), train.amp=fp16 "
+                             "(CUDA), train.optimizer.decay_bias_and_norm=true")
     parser.add_argument("--output-dir", "-o", type=path_argument,
                         help="where checkpoints and results go (a path, taken as written)")
     parser.add_argument("--data-dir", type=path_argument,
                         help="folder holding the data set files (overrides data.data_dir)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto, for every schedule the command runs")
+    parser.add_argument("--loader", choices=["auto", "memory", "stream"],
+                        help="data.loader: memory (whole set on the device), stream (DataLoader workers read it "
+                             "sample by sample: any size), auto (memory when it fits comfortably)")
+    parser.add_argument("--workers", type=int, help="data.workers: DataLoader worker processes when streaming")
     parser.add_argument("--epochs", type=int, help=f"epochs of {trained}")
     if command != "tune":
         parser.add_argument("--seed", type=int, help="seed of every schedule the command runs "
@@ -76,6 +84,9 @@ def config_from_args(args: argparse.Namespace, command: str) -> ExperimentConfig
         raw["output_dir"] = str(args.output_dir)
     if args.data_dir is not None:
         _section(raw, "data")["data_dir"] = str(args.data_dir)
+    for flag in ("loader", "workers"):
+        if getattr(args, flag, None) is not None:
+            _section(raw, "data")[flag] = getattr(args, flag)
     if getattr(args, "teacher", None):
         _set_teacher_checkpoint(raw, str(args.teacher))
     if getattr(args, "method", None):
@@ -198,10 +209,10 @@ def _set_method(raw: dict[str, Any], method: str) -> None:
     distill.pop("terms", None)
 
 
-# loggers whose INFO lines are shown without --verbose: which layers the feature methods hook and the
-# loss terms with their weights change what is trained, and which teacher a run reuses or resumes
-# changes what it learns from
-ALWAYS_SHOWN = ("kdistill.layers", "kdistill.loss", "kdistill.runs")
+# loggers whose INFO lines are shown without --verbose: which layers the feature methods hook, the
+# loss terms with their weights and how the data is read (whole or streamed, image colour and size)
+# change what is trained, and which teacher a run reuses or resumes changes what it learns from
+ALWAYS_SHOWN = ("kdistill.layers", "kdistill.loss", "kdistill.data", "kdistill.runs")
 
 
 def configure_logging(verbose: bool) -> None:

@@ -19,12 +19,14 @@ from kdistill.data.idx import read_idx, read_idx_pair, write_idx, write_idx_data
 from kdistill.data.input_spec import InputSpec, input_spec, read_input_spec
 from kdistill.data.sources import candidate_dirs, download_idx, find_idx_dir, locate_idx
 from kdistill.data.splits import DataSplits
+from kdistill.data.streaming import StreamSplits
 from kdistill.errors import ConfigError, DataError, shorten
 from kdistill.registry import DATASETS, register_dataset
 
 __all__ = [
     "DataSplits",
     "InputSpec",
+    "StreamSplits",
     "available_datasets",
     "candidate_dirs",
     "dataset_options",
@@ -45,7 +47,7 @@ __all__ = [
     "write_idx_dataset",
 ]
 
-_RESERVED = ("data_dir", "download")
+_RESERVED = ("data_dir", "download", "loader")
 
 
 def available_datasets() -> list[str]:
@@ -66,16 +68,21 @@ def dataset_options(name: str) -> list[str] | None:
 
 
 def load_dataset(
-    name: str, *, data_dir: str | Path | None = None, download: bool = True, **options: Any
-) -> DataSplits:
+    name: str, *, data_dir: str | Path | None = None, download: bool = True, loader: str = "auto",
+    **options: Any
+) -> DataSplits | StreamSplits:
     """Load the registered data set ``name`` with its ``options``.
+
+    ``loader`` (``auto``/``memory``/``stream``, the config's ``data.loader``)
+    reaches loaders that can read lazily (``image-folder``), which then return
+    a :class:`~kdistill.data.streaming.StreamSplits`; the others load whole.
 
     Unknown names raise :class:`~kdistill.errors.UnknownNameError`; options the
     loader does not take, or required ones left out, raise :class:`ConfigError`
     listing what it accepts.
     """
-    loader = DATASETS.get(name)
-    params = inspect.signature(loader).parameters
+    load = DATASETS.get(name)
+    params = inspect.signature(load).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     allowed = dataset_options(name) or []
     unknown = sorted(set(options) - set(allowed)) if not takes_any else []
@@ -98,12 +105,13 @@ def load_dataset(
             f"Allowed options: {', '.join(allowed)}."
         )
     # Only loaders that read files care where they are; the rest never see these.
-    for key, value in (("data_dir", data_dir), ("download", download)):
+    for key, value in (("data_dir", data_dir), ("download", download), ("loader", loader)):
         if key in params or takes_any:
             options[key] = value
-    data = loader(**options)
-    if not isinstance(data, DataSplits):
-        raise DataError(f"The loader of data set '{name}' returned {type(data).__name__}, not DataSplits.")
+    data = load(**options)
+    if not isinstance(data, DataSplits | StreamSplits):
+        raise DataError(f"The loader of data set '{name}' returned {type(data).__name__}, not DataSplits "
+                        "or StreamSplits.")
     for split, count in (("training", data.num_train), ("test", data.num_test)):
         if count == 0:
             raise DataError(f"Data set '{name}' ({data.name}) has no {split} samples; check its files "

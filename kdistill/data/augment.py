@@ -1,13 +1,16 @@
-"""Batched, on-device augmentation."""
+"""Augmentation: batched on the device (jitter, flip), or per sample in DataLoader workers
+(torchvision transforms v2, timm's ``create_transform``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
-from kdistill.errors import DataError
+from kdistill.errors import ConfigError, DataError
 
 
 def jitter(
@@ -65,3 +68,117 @@ def hflip(x: Tensor, generator: torch.Generator | None = None, p: float = 0.5) -
     gen_device = generator.device if generator is not None else x.device
     flip = (torch.rand(len(x), generator=generator, device=gen_device) < p).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+class AugmentedDataset(Dataset):
+    """Training samples passed through a per-sample image transform, in DataLoader workers.
+
+    The wrapped data set yields standardised float images ``(C, H, W)``; each
+    is turned back into 8-bit pixels (with ``mean`` / ``std``, the statistics it
+    was standardised with), transformed, and standardised again, so
+    torchvision's and timm's transforms see the images they were written for.
+    A transform must keep the image's shape (e.g. ``RandomResizedCrop`` to the
+    training size).
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any], mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Any]:
+        x, y = self.dataset[i][:2]
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            raise DataError(f"Image transforms need images shaped (C, H, W); sample {i} has shape "
+                            f"{tuple(getattr(x, 'shape', ()))}. Leave data.augment.transforms and timm unset "
+                            "for tables and text.")
+        raw = x.float() if self.mean is None or self.std is None else x.float() * self.std + self.mean
+        pixels = (raw.clamp(0, 1) * 255).round().to(torch.uint8)
+        out = self.transform(pixels)
+        out = out.float().div(255.0) if out.dtype == torch.uint8 else out.float()
+        if tuple(out.shape) != tuple(x.shape):
+            raise DataError(f"The image transform turned a {tuple(x.shape)} image into {tuple(out.shape)}; it "
+                            "must keep the training size (e.g. RandomResizedCrop with size: "
+                            f"[{x.shape[1]}, {x.shape[2]}]).")
+        if self.mean is not None and self.std is not None:
+            out = (out - self.mean) / self.std
+        return out, y
+
+
+class TimmTransform:
+    """timm's ``create_transform`` pipeline (PIL in, tensor in [0, 1] out) on 8-bit image tensors."""
+
+    def __init__(self, pipeline: Callable[[Any], Any]) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, pixels: Tensor) -> Tensor:
+        from PIL import Image
+
+        array = pixels.permute(1, 2, 0).numpy()
+        image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+        out = self.pipeline(image)
+        return out[:1] if pixels.shape[0] == 1 and out.shape[0] == 3 else out
+
+
+def build_transform(transforms: Sequence[Any], timm_options: dict[str, Any] | None,
+                    input_shape: Sequence[int]) -> Callable[[Tensor], Tensor] | None:
+    """The per-sample training transform the config names, or ``None``.
+
+    ``transforms`` are ``{name, options}`` entries naming classes of
+    ``torchvision.transforms.v2`` (``RandomResizedCrop``, ``RandomHorizontalFlip``,
+    ``TrivialAugmentWide``, ``RandAugment``, ...), applied in order;
+    ``timm_options`` are keyword arguments of ``timm.data.create_transform``
+    (``is_training`` is set, ``input_size`` defaults to the data's shape, and
+    timm's own normalisation is replaced by kdistill's). Only names of transform
+    classes are looked up, so a config cannot reach any other code.
+    """
+    steps: list[Callable[[Any], Any]] = []
+    if transforms:
+        try:
+            from torchvision.transforms import v2
+        except ImportError:
+            raise ConfigError("data.augment.transforms needs torchvision: pip install 'kdistill[vision]'.") from None
+        for spec in transforms:
+            name, options = spec.name, dict(spec.options)
+            cls = getattr(v2, name, None) if name.isidentifier() and not name.startswith("_") else None
+            if not (isinstance(cls, type) and issubclass(cls, v2.Transform)) or name in {"Compose", "Lambda"}:
+                raise ConfigError(f"data.augment.transforms: '{name}' is not a torchvision.transforms.v2 transform "
+                                  "(e.g. RandomResizedCrop, RandomHorizontalFlip, TrivialAugmentWide, RandAugment).")
+            try:
+                steps.append(cls(**options))
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"data.augment.transforms: {name}: {error}") from None
+    if timm_options is not None:
+        try:
+            from timm.data import create_transform
+        except ImportError:
+            raise ConfigError("data.augment.timm needs timm: pip install 'kdistill[vision]'.") from None
+        channels = int(input_shape[0])
+        options = {"input_size": tuple(int(d) for d in input_shape), **timm_options, "is_training": True,
+                   "mean": (0.0,) * channels, "std": (1.0,) * channels}
+        try:
+            steps.append(TimmTransform(create_transform(**options)))
+        except (TypeError, ValueError, KeyError) as error:
+            raise ConfigError(f"data.augment.timm: {error}") from None
+    if not steps:
+        return None
+    if len(steps) == 1:
+        return steps[0]
+    return Chain(steps)
+
+
+class Chain:
+    """Transforms applied in order (picklable, so DataLoader workers can run it)."""
+
+    def __init__(self, steps: Sequence[Callable[[Any], Any]]) -> None:
+        self.steps = list(steps)
+
+    def __call__(self, x: Any) -> Any:
+        for step in self.steps:
+            x = step(x)
+        return x

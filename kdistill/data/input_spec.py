@@ -39,11 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from kdistill import __version__
 from kdistill.data.datasets.image_folder import read_image
 from kdistill.data.datasets.tabular import read_table, to_numeric
 from kdistill.data.splits import DataSplits
+from kdistill.data.streaming import StreamSplits
 from kdistill.errors import CheckpointError, DataError, quote, shorten
 
 LAYOUTS = ("NCHW", "features", "tokens")
@@ -114,13 +116,15 @@ class InputSpec:
                    kdistill_version=version)
 
 
-def input_spec(data: DataSplits) -> InputSpec:
+def input_spec(data: DataSplits | StreamSplits) -> InputSpec:
     """The input spec of a model trained on ``data`` (what its loader did to the raw inputs)."""
     shape = tuple(int(d) for d in data.input_shape)
-    dtype = str(data.x_train.dtype).removeprefix("torch.")
-    if data.task == "detection" or (len(shape) == 3 and data.x_train.is_floating_point()):
+    # a streamed set shows its input type in its first training sample
+    sample = data.x_train if isinstance(data, DataSplits) else torch.as_tensor(data.train[0][0])
+    dtype = str(sample.dtype).removeprefix("torch.")
+    if data.task == "detection" or (len(shape) == 3 and sample.is_floating_point()):
         layout = "NCHW"
-    elif not data.x_train.is_floating_point():
+    elif not sample.is_floating_point():
         layout = "tokens"
     else:
         layout = "features"
@@ -130,7 +134,8 @@ def input_spec(data: DataSplits) -> InputSpec:
     if stats and layout in ("NCHW", "features") and len(mean) == 1 and shape[0] > 1:  # type: ignore[arg-type]
         # one statistic for every channel (digits, MNIST): spelt out per channel
         mean, std = mean * shape[0], std * shape[0]  # type: ignore[operator]
-    features = data.feature_names if layout == "features" and data.feature_names is not None else None
+    names = getattr(data, "feature_names", None)
+    features = names if layout == "features" and names is not None else None
     return InputSpec(
         shape=shape, layout=layout, dtype=dtype, task=data.task,
         pixel_scale=PIXEL_SCALE if layout == "NCHW" else None,

@@ -12,11 +12,40 @@ from torch import Tensor
 from kdistill.errors import DataError
 
 
+class SplitsInfo:
+    """What every train/test split says about itself, whether held as tensors or read sample by sample."""
+
+    num_classes: int
+    kind: str | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+    @property
+    def task(self) -> str:
+        """``kind`` when declared, else ``"classification"`` or ``"regression"`` (``num_classes == 0``)."""
+        if self.kind is not None:
+            return self.kind
+        return "regression" if self.num_classes == 0 else "classification"
+
+    @property
+    def fill_value(self) -> float | tuple[float, ...]:
+        """What a raw 0 (black) pixel became after standardisation, per channel.
+
+        Pass it as ``fill`` to :func:`kdistill.data.jitter` so shifted-in
+        borders match the image background.
+        """
+        if self.mean is None or self.std is None:
+            return 0.0
+        values = tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
+        return values[0] if len(values) == 1 else values
+
+
 @dataclass
-class DataSplits:
+class DataSplits(SplitsInfo):
     """A whole data set as tensors, small enough to live on the training device.
 
-    ``x_*`` are float32, ``(N, C, H, W)`` for images and ``(N, F)`` for tables.
+    ``x_*`` are float32 (float64 given here is converted), ``(N, C, H, W)`` for
+    images and ``(N, F)`` for tables.
     ``y_*`` hold int64 class ids, or float32 targets when ``num_classes == 0``
     (regression). ``input_shape`` is the shape of one sample.
 
@@ -56,6 +85,9 @@ class DataSplits:
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(d) for d in self.input_shape)
+        # float64 inputs (NumPy's default) would meet float32 weights in the first layer: train in float32
+        self.x_train, self.x_test = (x.float() if x.dtype == torch.float64 else x for x in (self.x_train, self.x_test))
+        self.y_train, self.y_test = (y.float() if y.dtype == torch.float64 else y for y in (self.y_train, self.y_test))
         for split, x, y in (
             ("train", self.x_train, self.y_train),
             ("test", self.x_test, self.y_test),
@@ -72,13 +104,6 @@ class DataSplits:
                 )
 
     @property
-    def task(self) -> str:
-        """``kind`` when declared, else ``"classification"`` or ``"regression"`` (``num_classes == 0``)."""
-        if self.kind is not None:
-            return self.kind
-        return "regression" if self.num_classes == 0 else "classification"
-
-    @property
     def num_train(self) -> int:
         return len(self.x_train)
 
@@ -89,18 +114,6 @@ class DataSplits:
     @property
     def device(self) -> torch.device:
         return self.x_train.device
-
-    @property
-    def fill_value(self) -> float | tuple[float, ...]:
-        """What a raw 0 (black) pixel became after standardisation, per channel.
-
-        Pass it as ``fill`` to :func:`kdistill.data.jitter` so shifted-in
-        borders match the image background.
-        """
-        if self.mean is None or self.std is None or len(self.input_shape) != 3:
-            return 0.0  # tables' statistics are per column: there is no background colour
-        values = tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
-        return values[0] if len(values) == 1 else values
 
     def to(self, device: torch.device | str) -> DataSplits:
         """A copy with all four tensors on ``device`` (no copy if already there)."""

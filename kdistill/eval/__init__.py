@@ -18,7 +18,14 @@ from kdistill.eval.measure import (
     size_on_disk,
     time_calls,
 )
-from kdistill.eval.metrics import accuracy, error_count, predict, predictive_kl, top1_agreement
+from kdistill.eval.metrics import (
+    accuracy,
+    error_count,
+    predict,
+    predictive_kl,
+    top1_agreement,
+    top5_accuracy,
+)
 
 __all__ = [
     "accuracy",
@@ -31,13 +38,46 @@ __all__ = [
     "predict",
     "predictive_kl",
     "size_on_disk",
+    "test_predictions",
     "time_calls",
     "top1_agreement",
+    "top5_accuracy",
 ]
 
 #: thread count of the batch-1 latency in reports: one thread is what a single request gets on a
 #: busy server, and it does not swing with how many cores other work leaves free
 LATENCY_THREADS = 1
+
+
+@torch.no_grad()
+def test_predictions(model: nn.Module, data: Any, device: torch.device | str | None = None,
+                     batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """``model``'s logits on the test split and its targets, both on the host.
+
+    ``data`` holds the split whole (``x_test`` / ``y_test``) or as a map-style
+    data set of ``(x, y)`` items (``data.test``), which is read batch by batch.
+    """
+    if hasattr(data, "x_test"):
+        return predict(model, data.x_test, device=device), data.y_test
+    from torch.utils.data import DataLoader
+
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else "cpu"
+    was_training = model.training
+    model.eval()
+    logits, targets = [], []
+    try:
+        for batch in DataLoader(data.test, batch_size=batch_size, shuffle=False):
+            x, y = batch[0], batch[1]
+            x = x.float() if x.dtype == torch.float64 else x
+            logits.append(model(x.to(device)).cpu())
+            targets.append(y.float() if y.dtype == torch.float64 else y)
+    finally:
+        model.train(was_training)
+    if not logits:
+        raise ValueError("test_predictions() got an empty test split")
+    return torch.cat(logits), torch.cat(targets)
 
 
 def evaluate_model(
@@ -49,10 +89,12 @@ def evaluate_model(
     latency: bool = True,
     latency_threads: int = LATENCY_THREADS,
 ) -> dict[str, Any]:
-    """Score ``model`` on ``data.x_test`` / ``data.y_test``.
+    """Score ``model`` on the test split of ``data`` (see :func:`test_predictions`).
 
     ``data`` is anything with ``x_test``, ``y_test`` and ``input_shape`` (a
-    :class:`kdistill.data.DataSplits`). Returns ``accuracy``, ``errors``,
+    :class:`kdistill.data.DataSplits`), or ``test`` and ``input_shape`` (a
+    :class:`kdistill.data.streaming.StreamSplits`). Returns ``accuracy``,
+    ``top5_accuracy`` (with more than five classes), ``errors``,
     ``n_test``, ``params``, ``size_bytes``; unless ``latency=False``, the CPU
     latency of a batch of 1 (:func:`cpu_latency`: 5 warm-up passes, then the
     median of 30, with ``latency_threads`` torch threads, default 1, restored
@@ -64,8 +106,7 @@ def evaluate_model(
     For regression (floating-point ``y_test``) ``mse`` replaces ``accuracy``
     and ``errors``, and ``teacher_mse`` replaces ``agreement`` and ``kl``.
     """
-    logits = predict(model, data.x_test, device=device)
-    y = data.y_test
+    logits, y = test_predictions(model, data, device=device)
     result: dict[str, Any] = {"n_test": int(len(y))}
     if y.is_floating_point():
         out = logits.reshape(len(y), -1)[:, 0].double()
@@ -73,6 +114,8 @@ def evaluate_model(
     else:
         result["accuracy"] = accuracy(logits, y)
         result["errors"] = error_count(logits, y)
+        if logits.shape[-1] > 5:  # with five classes or fewer it is always 1
+            result["top5_accuracy"] = top5_accuracy(logits, y)
     result["params"] = parameter_count(model)
     result["size_bytes"] = size_on_disk(model)
     if latency:

@@ -55,6 +55,13 @@ def accuracy(logits: Tensor, y: Tensor) -> float:
     return (n - error_count(logits, y)) / n
 
 
+def top5_accuracy(logits: Tensor, y: Tensor) -> float:
+    """Fraction of rows whose label is among the five highest logits (ImageNet's top-5)."""
+    n = _check_labels(logits, y)
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return (top == y.to(logits.device)[:, None]).any(dim=1).sum().item() / n
+
+
 def error_count(logits: Tensor, y: Tensor) -> int:
     """Number of misclassified rows (Hinton et al. 2015 report MNIST results this way)."""
     _check_labels(logits, y)

@@ -8,18 +8,30 @@ from typing import Any
 from torch import nn
 
 from kdistill.config import DataConfig, ExperimentConfig, ModelConfig
-from kdistill.data import DataSplits, load_dataset
+from kdistill.data import DataSplits, StreamSplits, load_dataset
+from kdistill.errors import ConfigError
 from kdistill.models import rebuild_spec
 from kdistill.registry import MODELS
 
 
-def load_data(cfg: ExperimentConfig) -> DataSplits:
-    """Load the configured data set, cut to ``limit_train`` / ``limit_test`` if set."""
+def load_data(cfg: ExperimentConfig, *, whole_for: str | None = None) -> DataSplits | StreamSplits:
+    """Load the configured data set, cut to ``limit_train`` / ``limit_test`` if set.
+
+    ``whole_for`` names a feature that needs the set in memory as tensors (a
+    scheme, the study): a set that would stream is then refused in words.
+    """
     d = cfg.data
-    data = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, **d.options)
+    if whole_for is not None and d.loader == "stream":
+        raise ConfigError(f"{whole_for} works on data sets held whole in memory; set data.loader: memory "
+                          "(or auto) instead of stream.")
+    data = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, loader=d.loader, **d.options)
     if d.limit_train or d.limit_test:
         data = data.subset(d.limit_train, d.limit_test)
     data.source = data_record(d)
+    if whole_for is not None and not isinstance(data, DataSplits):
+        raise ConfigError(f"{whole_for} works on data sets held whole in memory, but data set '{d.dataset}' is "
+                          "too large to load comfortably and would stream; use data.limit_train / limit_test, "
+                          "a smaller image_size, or train with kdistill train / distill.")
     return data
 
 

@@ -38,6 +38,7 @@ from kdistill.compress.export import export_model
 from kdistill.compress.variational import finish_variational, make_variational
 from kdistill.config import AugmentConfig, ExperimentConfig, MethodConfig, ModelConfig, TrainConfig
 from kdistill.data import DataSplits, input_spec
+from kdistill.data.augment import build_transform
 from kdistill.distiller import (
     Distiller,
     LossTerm,
@@ -47,7 +48,7 @@ from kdistill.distiller import (
     term_options,
 )
 from kdistill.errors import CheckpointError, ConfigError, KDistillError, RunExistsError
-from kdistill.eval import evaluate_model, predict
+from kdistill.eval import evaluate_model, test_predictions
 from kdistill.experiment.records import data_meta, load_data, model_spec
 from kdistill.experiment.runs import notes, overwrite_allowed, recorded_run
 from kdistill.experiment.saved import check_checkpoint_fits, load_model
@@ -66,6 +67,7 @@ from kdistill.train.checkpoint import (
     load_into,
     load_state_dict_into,
     read_checkpoint_metadata,
+    weights_prefix,
 )
 from kdistill.train.distributed import is_main_process
 from kdistill.train.lock import folder_lock
@@ -264,7 +266,9 @@ def execute(
         history = fit(run.objective, run.data, run.train, out_dir=out, resume=resume,
                       augment_jitter=run.augment.jitter, augment_flip=run.augment.flip,
                       cache_teacher=run.cache, metadata=run.metadata, description=run.description,
-                      on_epoch_end=on_epoch_end, tracker=tracking)
+                      on_epoch_end=on_epoch_end, tracker=tracking,
+                      loader=run.cfg.data.loader, workers=run.cfg.data.workers,
+                      transform=build_transform(run.augment.transforms, run.augment.timm, run.data.input_shape))
         # [regression] fit leaves the last epoch in the data's units; checkpoints hold standardised weights
         scale = history.target_scale
         reloaded = _load_best(run.model, history.best_path)
@@ -292,7 +296,7 @@ def evaluate_run(run: Run) -> dict[str, Any]:
     data = run.data
     if data.task == "detection":  # [detection] COCO-style AP, fidelity AP50 to the teacher
         return detection.evaluate_detector(run.model, data, teacher=run.teacher)
-    teacher_logits = predict(run.teacher, data.x_test) if run.teacher is not None and len(data.x_test) else None
+    teacher_logits = test_predictions(run.teacher, data)[0] if run.teacher is not None and data.num_test else None
     metrics = evaluate_model(run.model, data, teacher_logits=teacher_logits)
     if data.task == "regression":
         metrics.update(regression_baseline(data, metrics))
@@ -397,7 +401,7 @@ def load_teacher_checkpoint(teacher_cfg: ModelConfig, data: DataSplits) -> nn.Mo
 
 
 # settings that change how a run is executed or for how long, not what a finished epoch holds
-_RUN_ONLY_KEYS = {"epochs", "progress", "device", "keep_epochs", "compile", "cuda_graphs"}
+_RUN_ONLY_KEYS = {"epochs", "progress", "device", "keep_epochs", "compile", "cuda_graphs", "patience"}
 
 
 def _schedule_key(train: dict[str, Any]) -> dict[str, Any]:
@@ -462,7 +466,7 @@ def compare_teacher(cfg: ExperimentConfig, data: DataSplits, folder: Path) -> tu
         ran = f"finished a {epochs}-epoch schedule" if done else f"stopped part-way through a {epochs}-epoch schedule"
         return "different", (f"it {ran}, and this config trains the teacher for {train.epochs} epochs "
                              f"({section}.epochs); a finished schedule is never stretched")
-    done = isinstance(epoch, int) and epoch + 1 >= train.epochs
+    done = isinstance(epoch, int) and (epoch + 1 >= train.epochs or bool(meta.get("stopped_early")))
     return ("finished" if done and (folder / "best.safetensors").is_file() else "unfinished"), ""
 
 
@@ -549,8 +553,8 @@ def _load_best(model: nn.Module, best_path: Path | None) -> bool:
     """Load the best epoch's weights into ``model`` (eval mode); whether there was one to load."""
     loaded = best_path is not None and Path(best_path).exists()
     if loaded:
-        tensors, _ = read_checkpoint(best_path)
-        load_into(model, tensors, "model", f"'{best_path}'")
+        tensors, meta = read_checkpoint(best_path)
+        load_into(model, tensors, weights_prefix(tensors, meta), f"'{best_path}'")
     model.eval()
     return loaded
 

@@ -23,7 +23,7 @@ from kdistill.data import DataSplits, available_datasets, load_dataset
 from kdistill.detection.evaluate import evaluate_detector
 from kdistill.detection.models import is_detector
 from kdistill.errors import CheckpointError, ConfigError, DataError, shorten
-from kdistill.eval import evaluate_model, predict
+from kdistill.eval import evaluate_model, test_predictions
 from kdistill.models import rebuild_model
 from kdistill.train import read_checkpoint
 from kdistill.train.checkpoint import load_into, read_checkpoint_metadata, weights_prefix
@@ -146,7 +146,7 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     variational = bool(spec.get("variational")) and has_variational_state(tensors)
     if variational:  # a variational training checkpoint: rebuilt as trained, returned sparsified
         make_variational(model, threshold=float(spec["variational"].get("threshold", 3.0)))
-    load_into(model, tensors, weights_prefix(meta), f"'{checkpoint}'")
+    load_into(model, tensors, weights_prefix(tensors, meta), f"'{checkpoint}'")
     model = sparsify(model, inplace=True) if variational else model
     scale = TargetScale.from_dict(meta.get("target_scale"))
     if scale is not None:  # trained on standardised targets: predict in the data's own units
@@ -203,7 +203,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataSplits,
     if teacher_checkpoint is not None:
         teacher, teacher_meta = load_model(teacher_checkpoint)
         check_checkpoint_fits(teacher_meta, data, teacher_checkpoint)
-        teacher_logits = predict(teacher, data.x_test)
+        teacher_logits = test_predictions(teacher, data)[0]
     metrics = evaluate_model(model, data, teacher_logits=teacher_logits)
     if meta.get("model_spec", {}).get("variational"):  # its deployable size is the sparse encoding
         metrics.update(sparse_metrics(model))

@@ -166,7 +166,7 @@ def teacher_for_validation(teacher_cfg: ModelConfig, data: DataSplits) -> nn.Mod
 def check_pair(cfg: ExperimentConfig, teacher: nn.Module | None, student: nn.Module | None,
                data: DataSplits) -> None:
     """Bind the configured methods to this teacher and student: layer paths, shapes, adapters."""
-    if teacher is None or student is None or not len(data.x_train):
+    if teacher is None or student is None or not isinstance(data, DataSplits) or not len(data.x_train):
         return
     from kdistill.experiment.run import build_distiller
 

@@ -149,7 +149,7 @@ def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
     validate_output_dir(out)
     refuse_earlier_runs(student_folders(out), resume=resume, overwrite=overwrite)
-    data = data if data is not None else load_data(cfg)
+    data = data if data is not None else load_data(cfg, whole_for=f"Scheme '{scheme}'" if scheme else None)
     validate_experiment(cfg, data, scheme=scheme, options=options,
                         check_scheme=(lambda c, d, o: check_scheme(scheme, c, d, o)) if scheme is not None else None)
     with overwriting(overwrite):

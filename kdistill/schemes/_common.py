@@ -13,7 +13,7 @@ from kdistill.train.checkpoint import atomic_write_text
 
 
 def prepare(cfg: ExperimentConfig, data: DataSplits | None, out_dir: str | Path | None) -> tuple[DataSplits, Path]:
-    return (data if data is not None else load_data(cfg)), Path(out_dir or cfg.resolved_output_dir())
+    return (data if data is not None else load_data(cfg, whole_for="A scheme")), Path(out_dir or cfg.resolved_output_dir())
 
 
 def with_student(cfg: ExperimentConfig, model: str | dict[str, Any] | ModelConfig) -> ExperimentConfig:

@@ -103,7 +103,7 @@ def run_demo(
     cfg = demo_config(dataset, **{"data.data_dir": data_dir, "train.device": device,
                                   "teacher_train.device": device, "train.progress": progress,
                                   "teacher_train.progress": progress, "output_dir": None})
-    data = load_data(cfg)
+    data = load_data(cfg, whole_for="The demo")
     teacher_run = train_model(cfg, "teacher", data=data, out_dir=out / "teacher")
     teacher = teacher_run.model
     teacher_logits = predict(teacher, data.x_test)

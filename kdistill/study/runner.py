@@ -298,7 +298,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path | None = None, quick: bool =
     if quick:
         cfg = cfg.quick_version()
     out = Path(out_dir) if out_dir is not None else cfg.resolved_output_dir()
-    data = load_data(ExperimentConfig(data=cfg.data))
+    data = load_data(ExperimentConfig(data=cfg.data), whole_for="The compression study")
     if data.num_classes == 0:
         raise ConfigError("The compression study compares classifiers; the data set is a regression task.")
     study = Study(cfg, out, data, resume)

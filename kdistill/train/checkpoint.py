@@ -417,13 +417,16 @@ def load_weights(module: nn.Module, checkpoint: str | Path) -> nn.Module:
     tensors. Returns ``module`` in eval mode.
     """
     tensors, meta = read_checkpoint(checkpoint)
-    load_into(module, tensors, weights_prefix(meta), f"'{checkpoint}'")
+    load_into(module, tensors, weights_prefix(tensors, meta), f"'{checkpoint}'")
     return module.eval()
 
 
-def weights_prefix(meta: dict[str, Any]) -> str:
-    """Where a file keeps the model's tensors: ``model.`` in checkpoints, nowhere in bare exports."""
-    return "" if meta.get("format") == BARE_FORMAT else "model"
+def weights_prefix(tensors: dict[str, Tensor], meta: dict[str, Any]) -> str:
+    """Where a file keeps the model's tensors: nowhere in bare exports; in a checkpoint, the student's
+    moving average (``ema.module``) when training kept one (``train.ema``), else ``model``."""
+    if meta.get("format") == BARE_FORMAT:
+        return ""
+    return "ema.module" if "ema.n_averaged" in tensors else "model"
 
 
 def restore_training_state(

@@ -1,10 +1,17 @@
 """The training loop: read it top to bottom.
 
 One loop trains every objective (:class:`~kdistill.train.objective.TrainingObjective`):
-a plain model, a distilled student, mutual-learning peers. The whole data set
-lives on the training device and batches are tensor slices, so there is no
-DataLoader and no per-step host synchronisation: losses are summed on the
-device and read once per epoch.
+a plain model, a distilled student, mutual-learning peers. Batches come from
+one of two sources:
+
+* **memory** (the default for sets that fit): the whole data set lives on the
+  training device and batches are tensor slices, so there is no DataLoader
+  and no per-step host synchronisation: losses are summed on the device and
+  read once per epoch;
+* **stream**: a map-style ``Dataset`` (an image folder of any size, your own
+  set) or your own ``DataLoader``, read by DataLoader workers one batch at a
+  time (:mod:`kdistill.data.streaming`); under ``torchrun`` a
+  ``DistributedSampler`` gives each process its shard.
 
 What makes distillation cost no more than ordinary training:
 
@@ -13,8 +20,14 @@ What makes distillation cost no more than ordinary training:
   up by sample index, so the loop never runs the teacher; with augmentation
   it runs live on the same batch;
 * augmentation is batched on the device;
-* on CUDA: TF32 matmuls, bf16 autocast, fused optimisers, and optionally
-  ``torch.compile`` (``train.compile``) with CUDA graphs (``train.cuda_graphs``).
+* on CUDA: TF32 matmuls, bf16 autocast (or fp16 with a gradient scaler),
+  fused optimisers, and optionally ``torch.compile`` (``train.compile``) with
+  CUDA graphs (``train.cuda_graphs``).
+
+What else a step may do: ``train.accumulate`` micro-batches per optimiser
+step, an exponential moving average of the student (``train.ema``, updated
+after every step, validated and saved as ``ema.*``), early stopping after
+``train.patience`` epochs without a better validation score.
 
 Checkpoints are written in an order that survives a kill at any point: the
 per-epoch copy, then ``best``, then ``last``. ``last`` is the commit point of
@@ -37,9 +50,27 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset
 
 from kdistill.config import TrackingConfig, TrainConfig
-from kdistill.data import DataSplits, hflip, input_spec, iterate_batches, jitter
+from kdistill.data import DataSplits, hflip, input_spec, iterate_batches, jitter, num_batches
+from kdistill.data.augment import AugmentedDataset
+from kdistill.data.streaming import (
+    IndexedDataset,
+    StreamBatches,
+    StreamSplits,
+    check_loader_mode,
+    comfortable_bytes,
+    data_log,
+    default_workers,
+    eval_loader,
+    first_inputs,
+    split_positions,
+    stream_from_tensors,
+    to_device,
+    worker_errors_in_words,
+)
 from kdistill.errors import CheckpointError, ConfigError, TrainingError
 from kdistill.models import built_as, rebuild_spec
 from kdistill.train import distributed
@@ -50,9 +81,9 @@ from kdistill.train.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from kdistill.train.objective import FitContext, TrainingObjective, score
+from kdistill.train.objective import FitContext, TrainingObjective, score, score_batches
 from kdistill.train.optim import build_optimizer, lr_factor, set_lr
-from kdistill.train.precision import autocast_context, enable_tf32
+from kdistill.train.precision import autocast_context, enable_tf32, grad_scaler
 from kdistill.train.targets import TargetScale, fold, standardise_for_training
 from kdistill.train.tracking import Tracker, write_history_csv
 
@@ -77,6 +108,7 @@ class History:
     seconds: float = 0.0
     initial_loss: float | None = None
     target_scale: TargetScale | None = None  # [regression] the standardisation the checkpoints were trained in
+    stopped_early: bool = False
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -163,9 +195,17 @@ def unwrapped_modules(objective: TrainingObjective) -> dict[str, nn.Module]:
             for name, m in objective.trainable_modules().items()}
 
 
+TrainData = DataSplits | StreamSplits | Dataset | DataLoader
+
+
 @dataclass
 class _Setup:
-    """Everything fixed for the whole run, built once by :func:`_set_up`."""
+    """Everything fixed for the whole run, built once by :func:`_set_up`.
+
+    ``stream`` is ``None`` on the whole-tensor path (batches are slices of
+    ``x_train``); on the streaming path it yields the batches and ``x_train``
+    holds a few samples only.
+    """
 
     device: torch.device
     dist_ctx: distributed.DistContext
@@ -181,31 +221,159 @@ class _Setup:
     total_steps: int
     base_lr: float
     cuda_graphs: bool
+    stream: StreamBatches | DataLoader | None = None
+    val_loader: DataLoader | None = None
+    micro_batches: int = 0          # per epoch, on this process
+    samples_per_epoch: int = 0      # per epoch, before sharding (memory) or of this shard (stream)
+    scaler: torch.amp.GradScaler | None = None
+    ema: AveragedModel | None = None
+
+    @property
+    def saved(self) -> dict[str, nn.Module]:
+        """What a checkpoint holds: the trained modules, and the student's average as ``ema``."""
+        return {**self.modules, "ema": self.ema} if self.ema is not None else self.modules
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_loader is not None or len(self.x_val) > 0
 
 
-def _set_up(objective: TrainingObjective, data: DataSplits, cfg: TrainConfig, augment_jitter: int,
-            augment_flip: bool, cache: str, out: Path | None) -> _Setup:
+def _choose_loader(data: TrainData, mode: str, device: torch.device, per_sample: bool = False) -> str:
+    """``memory`` or ``stream`` for ``data`` under ``data.loader: mode``, logged at run start."""
+    check_loader_mode(mode)
+    if per_sample and (isinstance(data, DataLoader) or mode == "memory"):
+        raise ConfigError("Per-sample transforms (data.augment.transforms / timm) run in DataLoader workers on "
+                          "the streaming path; set data.loader: stream or auto (and pass a Dataset, not a "
+                          "DataLoader, to fit).")
+    if per_sample and mode == "auto":
+        chosen, why = "stream", "auto: per-sample transforms run in DataLoader workers"
+    elif isinstance(data, DataLoader):
+        if mode == "memory":
+            raise ConfigError("A DataLoader is read batch by batch; it cannot be loaded whole "
+                              "(loader: memory). Pass its Dataset instead, or use loader: stream.")
+        chosen, why = "stream", "your DataLoader"
+    elif mode != "auto":
+        chosen, why = mode, f"data.loader: {mode}"
+    elif isinstance(data, DataSplits):
+        needed = sum(t.element_size() * t.numel() for t in (data.x_train, data.y_train))
+        budget = comfortable_bytes(device)
+        chosen = "memory" if needed <= budget else "stream"
+        why = (f"auto: the training set takes {needed / 2**20:,.0f} MiB, "
+               f"{'within' if chosen == 'memory' else 'more than'} the {budget / 2**20:,.0f} MiB that fit "
+               f"comfortably on {device.type}")
+    else:
+        chosen, why = "stream", f"auto: a {type(data.train if isinstance(data, StreamSplits) else data).__name__} " \
+                                "is read sample by sample"
+    if chosen == "stream" and isinstance(data, DataSplits) and data.task == "detection":
+        raise ConfigError("Detection sets train from memory only; set data.loader: memory (or auto).")
+    data_log.info("data loader: %s (%s)", chosen, why)
+    return chosen
+
+
+def _materialise(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """Every sample of ``dataset`` stacked into two tensors (``loader: memory`` for a Dataset)."""
+    xs, ys = [], []
+    for batch in eval_loader(dataset):
+        x, y, _ = to_device(batch, torch.device("cpu"))
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise ConfigError("The training set is empty.")
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, augment_jitter: int,
+            augment_flip: bool, cache: str, out: Path | None, loader: str, workers: int | None,
+            transform: Callable[[Tensor], Tensor] | None) -> _Setup:
     device = resolve_device(cfg.device)
     dist_ctx, device = distributed.init_distributed(device)  # [ddp]
     cfg = distributed.effective_config(cfg, dist_ctx)  # [ddp] batch_scope / lr_scaling
     enable_tf32(device)
+    scaler = grad_scaler(device, cfg.amp)
     seed_everything(cfg.seed)
-    if len(data.x_train) == 0:
-        raise ConfigError(f"Data set '{data.name}' has no training samples.")
-    x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
-    x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
-    objective.to(device)
-    objective.prepare(x_train, FitContext(device=device, amp=cfg.amp, augment_jitter=augment_jitter,
-                                          augment_flip=augment_flip, cache=cache, out_dir=out,
-                                          num_train=len(x_train)))
+    mode = _choose_loader(data, loader, device, per_sample=transform is not None)
+    if mode == "memory" and not isinstance(data, DataSplits):
+        base = data.train if isinstance(data, StreamSplits) else data
+        x_all, y_all = _materialise(base)
+        data = DataSplits(name=getattr(data, "name", type(base).__name__), x_train=x_all, y_train=y_all,
+                          x_test=x_all[:0], y_test=y_all[:0], num_classes=0, input_shape=tuple(x_all.shape[1:]))
+    context = dict(device=device, amp=cfg.amp, augment_jitter=augment_jitter, augment_flip=augment_flip,
+                   augment_transform=transform is not None, cache=cache, out_dir=out,
+                   cache_dir=_cache_dir(out, dist_ctx))
+    stream: StreamBatches | DataLoader | None = None
+    val_loader = None
+    if mode == "memory":
+        assert isinstance(data, DataSplits)
+        if len(data.x_train) == 0:
+            raise ConfigError(f"Data set '{data.name}' has no training samples.")
+        x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
+        x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
+        objective.to(device)
+        objective.prepare(x_train, FitContext(**context, num_train=len(x_train)))
+        micro = num_batches(len(x_train), cfg.batch_size)
+        samples = len(x_train)
+    else:
+        if isinstance(data, DataLoader):
+            stream = data
+            num_train = len(data.dataset)  # type: ignore[arg-type]
+            sample = first_inputs(data.dataset)
+            cache_source = None  # its batches may carry no indices, or augmented inputs
+            micro, samples = len(data), num_train
+            if dist_ctx.enabled and not isinstance(getattr(data, "sampler", None),
+                                                   torch.utils.data.distributed.DistributedSampler):
+                log.warning("under torchrun your DataLoader should use a DistributedSampler, or every "
+                            "process trains on the whole set")
+        else:
+            base = data.train if isinstance(data, StreamSplits) else (
+                stream_from_tensors(data).train if isinstance(data, DataSplits) else data)
+            train_pos, val_pos = split_positions(len(base), cfg.val_fraction, cfg.seed)  # type: ignore[arg-type]
+            # only the training view is augmented; validation reads the same samples unchanged
+            mean, std = (data.mean, data.std) if isinstance(data, DataSplits | StreamSplits) else (None, None)
+            augmented = AugmentedDataset(base, transform, mean, std) if transform is not None else base
+            train_set = IndexedDataset(augmented, train_pos)
+            workers = default_workers() if workers is None else workers
+            stream = StreamBatches(train_set, cfg.batch_size, seed=cfg.seed, rank=dist_ctx.rank,
+                                   world_size=dist_ctx.world_size, workers=workers,
+                                   pin_memory=device.type == "cuda")
+            if val_pos:
+                val_loader = eval_loader(IndexedDataset(base, val_pos), max(cfg.batch_size, 256), workers)
+            num_train = len(train_set)
+            sample = first_inputs(train_set)
+            cache_source = None if transform is not None else eval_loader(train_set, max(cfg.batch_size, 256),
+                                                                          workers)
+            micro, samples = len(stream), stream.samples_per_epoch
+            data_log.info("streaming %d training samples with %d DataLoader worker(s)%s", num_train, workers,
+                          f", {len(stream.sampler)} per process" if dist_ctx.enabled else "")
+        x_train = sample.to(device)
+        y_train = x_val = y_val = x_train[:0]
+        objective.to(device)
+
+        def train_batches():
+            for batch in worker_errors_in_words(cache_source or ()):
+                x, _, idx = to_device(batch, device)
+                yield x, idx
+
+        objective.prepare(x_train, FitContext(**context, num_train=num_train, streaming=True,
+                                              train_batches=train_batches if cache_source is not None else None))
     objective.to(device)
     cuda_graphs = compile_models(objective, device, cfg)
     modules = unwrapped_modules(objective)
     params = [p for m in modules.values() for p in m.parameters()]
-    optimizer = build_optimizer(params, cfg.optimizer, fused=device.type == "cuda")
-    steps_per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
+    optimizer = build_optimizer(modules, cfg.optimizer, fused=device.type == "cuda")
+    steps_per_epoch = max(1, math.ceil(micro / cfg.accumulate))
+    ema = None
+    if cfg.ema is not None:
+        ema = AveragedModel(modules["model"], multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     return _Setup(device, dist_ctx, cfg, x_train, y_train, x_val, y_val, modules, params, optimizer,
-                  steps_per_epoch, steps_per_epoch * cfg.epochs, cfg.scaled_lr(), cuda_graphs)
+                  steps_per_epoch, steps_per_epoch * cfg.epochs, cfg.scaled_lr(), cuda_graphs, stream, val_loader,
+                  micro, samples, scaler, ema)
+
+
+def _cache_dir(out: Path | None, ctx: distributed.DistContext) -> Path | None:
+    """Where a memory-mapped teacher cache goes: one folder per process, so no two write one file."""
+    if out is None:
+        return None
+    return out / ("teacher-cache" if ctx.rank == 0 else f"teacher-cache-rank{ctx.rank}")
 
 
 def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, Any]) -> int:
@@ -225,7 +393,7 @@ def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, A
         raise CheckpointError(f"Checkpoint '{path}' holds {saved_optimizer} optimiser state but this run "
                               f"uses {s.cfg.optimizer.name}; resume with train.optimizer.name: "
                               f"{saved_optimizer}, or start a fresh run without --resume.")
-    meta = restore_training_state(path, s.modules, s.optimizer)
+    meta = restore_training_state(path, s.saved, s.optimizer)
     _report_changed_settings(path, meta, metadata)
     history.epochs = list(meta.get("history", []))
     history.best_epoch = int(meta.get("best_epoch", -1))
@@ -276,6 +444,25 @@ def _report_changed_settings(path: str | Path, saved: dict[str, Any], now: dict[
     return changed
 
 
+def _group_share(micro: int, size: int, s: _Setup) -> float:
+    """The weight of micro-batch ``micro`` (``size`` samples) in the mean over its accumulation group.
+
+    A group is ``train.accumulate`` consecutive micro-batches of ``batch_size``
+    samples; the last group of an epoch may hold fewer. Weighting each
+    micro-batch's mean loss by its share of the group's samples makes the
+    summed gradient that of the group's mean, as one large batch would give.
+    """
+    k = s.cfg.accumulate
+    if k == 1:
+        return 1.0
+    per_micro = s.stream.batch_size if isinstance(s.stream, StreamBatches) else s.cfg.batch_size
+    if isinstance(s.stream, DataLoader):
+        per_micro = s.stream.batch_size or size
+    group = micro // k
+    group_size = min(k * per_micro, s.samples_per_epoch - group * k * per_micro)
+    return size / max(group_size, size)
+
+
 def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_jitter: int, augment_flip: bool,
                  fill: float | tuple[float, ...], progress: Any, task: Any) -> tuple[dict[str, Tensor], Tensor,
                                                                                      Tensor | None]:
@@ -290,32 +477,64 @@ def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_ji
     first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
     first_loss = None
     step = epoch * s.steps_per_epoch
-    for xb, yb, idx in iterate_batches(s.x_train, s.y_train, cfg.batch_size, shuffle=True, generator=generator):
-        set_lr(s.optimizer, s.base_lr, lr_factor(cfg.scheduler, step, s.total_steps, s.steps_per_epoch))
-        if s.cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
+    if s.stream is None:
+        batches = iterate_batches(s.x_train, s.y_train, cfg.batch_size, shuffle=True, generator=generator)
+    elif isinstance(s.stream, StreamBatches):
+        batches = s.stream.epoch(epoch, device)
+    else:  # the user's DataLoader
+        sampler = getattr(s.stream, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        batches = (to_device(batch, device) for batch in worker_errors_in_words(s.stream))
+    k = cfg.accumulate
+    group_loss: Tensor | None = None
+    for micro, (xb, yb, idx) in enumerate(batches):
+        if micro % k == 0:
+            set_lr(s.optimizer, s.base_lr, lr_factor(cfg.scheduler, step, s.total_steps, s.steps_per_epoch))
+            if s.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
+            group_loss = None
         if augment_jitter:
             xb = jitter(xb, augment_jitter, generator=generator, fill=fill)
         if augment_flip:
             xb = hflip(xb, generator=generator)
-        xb, yb, idx, weight = distributed.shard_batch(xb, yb, idx, s.dist_ctx)  # [ddp]
+        share = _group_share(micro, len(xb), s)
+        if s.stream is None:
+            xb, yb, idx, weight = distributed.shard_batch(xb, yb, idx, s.dist_ctx)  # [ddp]
+        else:
+            weight = 1.0  # [ddp] the sampler gave every process a shard of the same size
         with autocast_context(device, cfg.amp):
             losses = distributed.scale_losses(objective(xb, yb, idx), weight)  # [ddp]
+        if share != 1.0:
+            losses = {name: value * share for name, value in losses.items()}
         loss = losses["loss"]
-        s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(s.params, cfg.grad_clip)
-        s.optimizer.step()
-        if cfg.max_norm:
-            apply_max_norm(s.modules.values(), cfg.max_norm)
-        # record the first non-finite step without a host sync
-        bad = ~torch.isfinite(loss.detach())
-        first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
-        if first_loss is None:
-            first_loss = loss.detach().float()
+        if micro % k == 0:
+            s.optimizer.zero_grad(set_to_none=True)
+        (s.scaler.scale(loss) if s.scaler is not None else loss).backward()
+        group_loss = loss.detach() if group_loss is None else group_loss + loss.detach()
         for name, value in losses.items():
             sums[name] = sums.get(name, 0) + value.detach().float()
+        if micro % k != k - 1 and micro != s.micro_batches - 1:
+            continue  # more micro-batches to accumulate before the optimiser steps
+        if s.scaler is not None:
+            if cfg.grad_clip:
+                s.scaler.unscale_(s.optimizer)
+                nn.utils.clip_grad_norm_(s.params, cfg.grad_clip)
+            s.scaler.step(s.optimizer)
+            s.scaler.update()
+        else:
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(s.params, cfg.grad_clip)
+            s.optimizer.step()
+        if cfg.max_norm:
+            apply_max_norm(s.modules.values(), cfg.max_norm)
+        if s.ema is not None:
+            s.ema.update_parameters(s.modules["model"])
+        # record the first non-finite step without a host sync
+        bad = ~torch.isfinite(group_loss)
+        first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
+        if first_loss is None:
+            first_loss = group_loss.float()
         step += 1
         if progress:
             progress.advance(task)
@@ -364,13 +583,15 @@ def _check_loss(history: History, record: dict[str, float], bad_step: int, epoch
         )
 
 
-def _self_description(objective: TrainingObjective, data: DataSplits) -> dict[str, Any]:
+def _self_description(objective: TrainingObjective, data: TrainData) -> dict[str, Any]:
     """What a checkpoint needs to be evaluated, exported and deployed on its own, as far as fit knows it.
 
     The input spec comes from ``data``; a student that :func:`~kdistill.models.create_model`
     built also records its name and options, so that ``kdistill evaluate`` and
     ``export`` can rebuild it. Callers' metadata (from a config) takes precedence.
     """
+    if not isinstance(data, DataSplits | StreamSplits):  # a bare Dataset or DataLoader describes nothing
+        return {}
     described: dict[str, Any] = {"input_spec": input_spec(data).to_dict()}
     student = getattr(objective, "student", None)
     origin = built_as(student) if isinstance(student, nn.Module) else None
@@ -383,15 +604,35 @@ def _self_description(objective: TrainingObjective, data: DataSplits) -> dict[st
 def _save_epoch(out: Path, s: _Setup, history: History, meta: dict[str, Any], epoch: int, improved: bool) -> None:
     """Write this epoch's checkpoints; ``last`` goes last, so it only ever points at a complete epoch."""
     if s.cfg.keep_epochs:  # e.g. to distil from an early-stopped teacher later
-        save_checkpoint(out / f"epoch-{epoch:03d}.safetensors", s.modules, meta)
+        save_checkpoint(out / f"epoch-{epoch:03d}.safetensors", s.saved, meta)
     if improved:
-        history.best_path = save_checkpoint(out / "best.safetensors", s.modules, meta)
-    history.last_path = save_checkpoint(out / "last.safetensors", s.modules, meta, s.optimizer)
+        history.best_path = save_checkpoint(out / "best.safetensors", s.saved, meta)
+    history.last_path = save_checkpoint(out / "last.safetensors", s.saved, meta, s.optimizer)
+
+
+def _validate(objective: TrainingObjective, s: _Setup, record: dict[str, float]) -> float:
+    """The epoch's validation score (higher is better); with an EMA, the average's, which is what is kept."""
+    if s.val_loader is not None:
+        val_score = score_batches(objective.student, worker_errors_in_words(s.val_loader), s.device)
+    elif len(s.x_val):
+        val_score = objective.validation_score(s.x_val, s.y_val)
+    else:
+        return -record["loss"]
+    if s.ema is None:
+        return val_score
+    record["val_score_student"] = val_score
+    if s.val_loader is not None:
+        return score_batches(s.ema.module, worker_errors_in_words(s.val_loader), s.device)
+    return score(s.ema.module, s.x_val, s.y_val)
+
+
+def _fill_value(data: TrainData) -> float | tuple[float, ...]:
+    return data.fill_value if isinstance(data, DataSplits | StreamSplits) else 0.0
 
 
 def fit(
     objective: TrainingObjective,
-    data: DataSplits,
+    data: TrainData,
     cfg: TrainConfig,
     *,
     out_dir: str | Path | None = None,
@@ -403,8 +644,24 @@ def fit(
     description: str = "train",
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     tracker: Tracker | TrackingConfig | None = None,
+    loader: str = "auto",
+    workers: int | None = None,
+    transform: Callable[[Tensor], Tensor] | None = None,
 ) -> History:
     """Train ``objective.student`` (and any other trainable modules of the objective) on ``data``.
+
+    ``data`` is a :class:`~kdistill.data.DataSplits` (whole tensors), a
+    :class:`~kdistill.data.streaming.StreamSplits`, any map-style
+    ``torch.utils.data.Dataset`` whose items are ``(x, y)``, or your own
+    ``DataLoader`` yielding ``(x, y)`` or ``(x, y, index)`` batches (used as
+    it is: no validation split, and the teacher runs live). ``loader``
+    (``auto``/``memory``/``stream``, the config's ``data.loader``) picks the
+    batch source; ``workers`` is the DataLoader's worker count when streaming
+    (``None``: up to 4). Only the training part of a split is used; a
+    ``val_fraction`` of it is held out to pick the best epoch. ``transform``
+    (see :func:`kdistill.data.augment.build_transform`) augments each training
+    image in the DataLoader workers, on the streaming path; the teacher then
+    runs live on the student's augmented batch.
 
     ``objective`` is a :class:`~kdistill.train.objective.TrainingObjective`:
     :class:`~kdistill.distiller.Supervised`, :class:`~kdistill.distiller.Distiller`,
@@ -427,7 +684,8 @@ def fit(
     try:
         history = _fit(objective, data, cfg, out_dir=out_dir, resume=resume, augment_jitter=augment_jitter,
                        augment_flip=augment_flip, cache_teacher=cache_teacher, metadata=metadata,
-                       description=description, on_epoch_end=on_epoch_end, tracker=tracker)
+                       description=description, on_epoch_end=on_epoch_end, tracker=tracker, loader=loader,
+                       workers=workers, transform=transform)
     finally:
         restore_teacher()
     if target_scale is not None:
@@ -438,7 +696,7 @@ def fit(
 
 def _fit(
     objective: TrainingObjective,
-    data: DataSplits,
+    data: TrainData,
     cfg: TrainConfig,
     *,
     out_dir: str | Path | None = None,
@@ -450,11 +708,14 @@ def _fit(
     description: str = "train",
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     tracker: Tracker | TrackingConfig | None = None,
+    loader: str = "auto",
+    workers: int | None = None,
+    transform: Callable[[Tensor], Tensor] | None = None,
 ) -> History:
     """The loop itself; :func:`fit` with the targets as they are."""
     cache = ("auto" if cache_teacher else "off") if isinstance(cache_teacher, bool) else cache_teacher
     out = Path(out_dir) if out_dir is not None else None
-    s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out)
+    s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out, loader, workers, transform)
     history = History()
     metadata = {**_self_description(objective, data), **(metadata or {})}
     # the configured schedule, not the one scaled for this world size (batch_scope / lr_scaling), so
@@ -483,7 +744,7 @@ def _fit(
             for epoch in range(start_epoch, cfg.epochs):
                 epoch_start = time.perf_counter()
                 sums, first_bad, first_loss = _train_epoch(objective, s, epoch, augment_jitter, augment_flip,
-                                                           data.fill_value, progress, task)
+                                                           _fill_value(data), progress, task)
                 bad_step = int(distributed.first_bad_step(first_bad, s.dist_ctx).item())  # [ddp]
                 sums = distributed.average_sums(sums, s.dist_ctx)  # [ddp]
                 if history.initial_loss is None and first_loss is not None:
@@ -492,17 +753,20 @@ def _fit(
                                             **{k: (v / s.steps_per_epoch).item() for k, v in sums.items()}}
                 _check_loss(history, record, bad_step, epoch)
                 record["lr"] = s.optimizer.param_groups[0]["lr"]
-                val_score = objective.validation_score(s.x_val, s.y_val) if len(s.x_val) else -record["loss"]
+                val_score = _validate(objective, s, record)
                 record["val_score"] = val_score
                 record["seconds"] = time.perf_counter() - epoch_start
                 history.epochs.append(record)
                 improved = val_score > history.best_score
                 if improved:
                     history.best_score, history.best_epoch = val_score, epoch
+                history.stopped_early = (cfg.patience is not None and epoch + 1 < cfg.epochs
+                                         and epoch - history.best_epoch >= cfg.patience)
                 if out is not None and s.dist_ctx.is_main:  # [ddp] rank 0 writes
                     meta = dict(meta_base, epoch=epoch, step=(epoch + 1) * s.steps_per_epoch,
                                 history=history.epochs, best_epoch=history.best_epoch,
-                                best_score=history.best_score, initial_loss=history.initial_loss)
+                                best_score=history.best_score, initial_loss=history.initial_loss,
+                                **({"stopped_early": True} if history.stopped_early else {}))
                     _save_epoch(out, s, history, meta, epoch, improved)
                     write_history_csv(out / "history.csv", history.epochs)
                 if isinstance(tracker, Tracker):
@@ -514,6 +778,11 @@ def _fit(
                          record["seconds"])
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
+                if history.stopped_early:
+                    log.warning("early stop after epoch %d: no better validation score for %d epochs "
+                                "(train.patience); the best epoch was %d", epoch, cfg.patience,
+                                history.best_epoch)
+                    break
     finally:
         unwrap_ddp()  # [ddp] the objective leaves fit() as it came, also after an error
         if isinstance(tracker, Tracker):

@@ -21,6 +21,7 @@ without the loop knowing its type.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,23 +34,35 @@ class FitContext:
     """What :meth:`TrainingObjective.prepare` may need to know about the run.
 
     ``amp`` is the loop's autocast mode (``train.amp``), ``augment_jitter`` the
-    pixel shift and ``augment_flip`` the random mirroring applied to every batch
-    (neither: inputs never change between epochs), ``cache`` the teacher-cache
+    pixel shift and ``augment_flip`` the random mirroring applied to every batch,
+    ``augment_transform`` whether a per-sample transform augments every image
+    (none of them: inputs never change between epochs), ``cache`` the teacher-cache
     mode (``distill.cache``) and ``out_dir`` the run folder (``None``: nothing
-    is written).
+    is written); ``cache_dir`` is where this process may keep a memory-mapped
+    cache.
+
+    On the streaming path (``streaming``) the ``x_train`` given to ``prepare``
+    holds the first few samples only; ``train_batches()``, when set, yields
+    ``(inputs, indices)`` for every training sample in order, un-augmented and
+    on the device (what a teacher cache is built from); ``None`` means the
+    batches cannot be cached (your own DataLoader).
     """
 
     device: torch.device
     amp: str = "auto"
     augment_jitter: int = 0
     augment_flip: bool = False
+    augment_transform: bool = False
     cache: str = "auto"
     out_dir: Path | None = None
     num_train: int = 0
+    cache_dir: Path | None = None
+    streaming: bool = False
+    train_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]] | None = None
 
     @property
     def augmenting(self) -> bool:
-        return bool(self.augment_jitter or self.augment_flip)
+        return bool(self.augment_jitter or self.augment_flip or self.augment_transform)
 
 
 @torch.no_grad()
@@ -64,6 +77,30 @@ def score(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> flo
     if y.dtype.is_floating_point:
         return -torch.mean((outputs.squeeze(-1) - y) ** 2).item()
     return (outputs.argmax(-1) == y).float().mean().item()
+
+
+@torch.no_grad()
+def score_batches(model: nn.Module, batches: Iterable, device: torch.device) -> float:
+    """:func:`score` over ``(x, y, ...)`` batches of a DataLoader, without holding the whole split."""
+    was_training = model.training
+    model.eval()
+    total, count, regression = 0.0, 0, False
+    try:
+        for batch in batches:
+            x, y = batch[0].to(device), batch[1].to(device)
+            x = x.float() if x.dtype == torch.float64 else x
+            outputs = model(x).float()
+            if y.dtype.is_floating_point:
+                regression = True
+                total += torch.sum((outputs.reshape(len(y), -1)[:, 0] - y.float()) ** 2).item()
+            else:
+                total += (outputs.argmax(-1) == y).sum().item()
+            count += len(y)
+    finally:
+        model.train(was_training)
+    if count == 0:
+        return 0.0
+    return -total / count if regression else total / count
 
 
 class TrainingObjective(nn.Module):

@@ -7,7 +7,7 @@ but the step number, and the loop sets ``param_group["lr"]`` itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -15,17 +15,40 @@ from torch import nn
 from kdistill.config import OptimizerConfig, SchedulerConfig
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig,
+def parameter_groups(modules: Mapping[str, nn.Module] | Iterable[nn.Parameter], weight_decay: float,
+                     decay_bias_and_norm: bool = False) -> list[dict]:
+    """The optimiser's parameter groups: weight decay on weight matrices and kernels only.
+
+    Biases and the scales and shifts of normalisation layers (every parameter
+    with fewer than two dimensions) get no weight decay unless
+    ``decay_bias_and_norm``: shrinking them towards zero does not regularise
+    the function, it only shifts activations (the convention of timm and of
+    most ImageNet recipes). Frozen parameters are left out.
+    """
+    if isinstance(modules, Mapping):
+        params = [p for m in modules.values() for p in m.parameters()]
+    else:
+        params = list(modules)
+    params = list({id(p): p for p in params if p.requires_grad}.values())  # a shared weight is stepped once
+    if weight_decay == 0 or decay_bias_and_norm:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return [group for group in ({"params": decay, "weight_decay": weight_decay},
+                                {"params": no_decay, "weight_decay": 0.0}) if group["params"]]
+
+
+def build_optimizer(modules: Mapping[str, nn.Module] | Iterable[nn.Parameter], cfg: OptimizerConfig,
                     fused: bool = False) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+    """The configured optimiser over the trainable parameters of ``modules`` (see :func:`parameter_groups`)."""
+    groups = parameter_groups(modules, cfg.weight_decay, cfg.decay_bias_and_norm)
     extra = {"fused": True} if fused else {}
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               **extra)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, **extra)
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+        return torch.optim.Adam(groups, lr=cfg.lr, **extra)
+    return torch.optim.AdamW(groups, lr=cfg.lr, **extra)
 
 
 def lr_factor(cfg: SchedulerConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:

@@ -122,7 +122,8 @@ def standardise_for_training(objective: nn.Module, data: DataSplits
     methods name, stay the same). Any other data passes through unchanged.
     """
     nothing = (data, None, lambda: None)
-    if data.task != "regression" or not len(data.x_train):
+    # a streamed set's targets are not all at hand to standardise: they are used as they are
+    if not isinstance(data, DataSplits) or data.task != "regression" or not len(data.x_train):
         return nothing
     if getattr(objective, "task", "regression") != "regression":
         raise ConfigError(

@@ -287,8 +287,11 @@ def test_image_folder_options(tmp_path, options, match):
 def test_image_folder_memory_estimate_is_checked_before_decoding(tmp_path, monkeypatch):
     root = image_tree(tmp_path)
     monkeypatch.setattr(image_folder_module, "MAX_DATA_BYTES", 1000)
-    with pytest.raises(DataError, match="GiB of memory"):
-        load_dataset("image-folder", path=str(root), image_size=64)
+    with pytest.raises(DataError, match="GiB of memory.*data.loader: stream"):
+        load_dataset("image-folder", path=str(root), image_size=64, loader="memory")
+    # auto streams a set too large for memory instead of refusing it
+    data = load_dataset("image-folder", path=str(root), image_size=64)
+    assert type(data).__name__ == "StreamSplits" and data.input_shape[1:] == (64, 64)
 
 
 # ------------------------------------------------------------------ tokenizers

@@ -139,9 +139,12 @@ def test_image_folder_presplit_rgb(tmp_path):
     pytest.importorskip("PIL")
     make_images(tmp_path / "ds" / "train", ["a", "b"], 3, mode="RGB")
     make_images(tmp_path / "ds" / "test", ["a", "b"], 2, mode="RGB")
-    data = load_dataset("image-folder", path="ds", data_dir=tmp_path, grayscale=False)
+    data = load_dataset("image-folder", path="ds", data_dir=tmp_path, grayscale=False, image_size=28)
     assert data.x_train.shape == (6, 3, 28, 28) and data.num_test == 4
     assert len(data.mean) == 3
+    # unless told otherwise, RGB images stay RGB at their own size (12 high, 10 wide)
+    data = load_dataset("image-folder", path="ds", data_dir=tmp_path)
+    assert data.x_train.shape == (6, 3, 12, 10) and data.class_names == ["a", "b"]
 
 
 def test_image_folder_errors(tmp_path):

@@ -72,7 +72,7 @@ def test_evaluate_model_classification() -> None:
     )
     model = create_model("mlp-simple", (1, 8, 8), 10)
     plain = evaluate_model(model, data, latency=False)
-    assert set(plain) == {"accuracy", "errors", "n_test", "params", "size_bytes"}
+    assert set(plain) == {"accuracy", "top5_accuracy", "errors", "n_test", "params", "size_bytes"}  # 10 classes
     assert plain["n_test"] == 20 and plain["errors"] == round(20 * (1 - plain["accuracy"]))
     assert plain["params"] == 64 * 32 + 32 + 32 * 10 + 10
 

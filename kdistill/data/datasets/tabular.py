@@ -8,6 +8,7 @@ any local file, and ``kdistill evaluate`` must not print its lines.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from kdistill.data.options import (
 )
 from kdistill.data.prep import split_indices, standardize_columns
 from kdistill.data.splits import DataSplits
-from kdistill.errors import DataError
+from kdistill.errors import ConfigError, DataError, quote
 from kdistill.io import check_input_path
 from kdistill.registry import register_dataset
 
@@ -136,20 +137,46 @@ def _problem(value: Any) -> str:
     return "is not a finite number (nan or inf: a missing value?)"
 
 
-def to_numeric(values: list[Any], column: str, path: Path) -> np.ndarray:
-    """A column as float64, or a :class:`DataError` naming the first bad row (not its value)."""
+#: values read as missing (besides an empty field), compared without case
+MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "?"}
+MISSING_POLICIES = ("error", "drop", "mean", "zero")
+ENCODINGS = ("onehot", "ordinal")
+
+
+def is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return bool(np.isnan(value))
+    return isinstance(value, str) and (not value.strip() or value.strip().lower() in MISSING_WORDS)
+
+
+def to_numeric(values: list[Any], column: str, path: Path, *, allow_missing: bool = False) -> np.ndarray:
+    """A column as float64, or a :class:`DataError` naming the first bad row (not its value).
+
+    With ``allow_missing``, missing values (see :data:`MISSING_WORDS`) become NaN for the
+    missing-value policy to handle; otherwise they are refused like any other non-number.
+    """
     numbers = [_number(v) for v in values]
     if all(n is not None for n in numbers):
         out = np.array(numbers, dtype=np.float64)
         if np.isfinite(out).all():
             return out
+    out = np.empty(len(values), dtype=np.float64)
     for row, (value, number) in enumerate(zip(values, numbers, strict=True), start=1):
+        if allow_missing and is_missing(value):
+            out[row - 1] = np.nan
+            continue
         if number is None or not np.isfinite(number):
+            hint = ("set the dataset option missing (drop, mean or zero) to handle missing values"
+                    if is_missing(value) else "list text columns under the dataset option categorical "
+                    "(one-hot or ordinal codes), or drop the column with drop: [NAME]")
             raise DataError(
                 f"Table {path}, {column}, data row {row}: the value {_problem(value)}. Feature "
-                "columns must be numeric; encode categories as numbers or drop the column."
+                f"columns must be numeric; {hint}."
             )
-    raise AssertionError("unreachable")  # pragma: no cover
+        out[row - 1] = number
+    return out
 
 
 def check_labels(values: list[Any], column: str, path: Path | None) -> None:
@@ -181,24 +208,136 @@ def encode_labels(values: list[Any], column: str = "label", path: Path | None = 
     return np.array([index[k] for k in keys], dtype=np.int64), names
 
 
+def _names_option(name: str, key: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"Dataset '{name}': option {key} must be a list of column names, got {quote(value)}.")
+    return list(value)
+
+
+def _categorical_option(name: str, value: Any) -> dict[str, str]:
+    """``categorical``: a list of column names (one-hot) or ``{column: onehot | ordinal}``."""
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        return {column: "onehot" for column in _names_option(name, "categorical", value)}
+    if isinstance(value, dict) and all(isinstance(k, str) and k and v in ENCODINGS for k, v in value.items()):
+        return dict(value)
+    raise ConfigError(f"Dataset '{name}': option categorical must be a list of column names (one-hot) or a "
+                      f"mapping of column names to onehot or ordinal, got {quote(value)}.")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """Which columns become features and how: the table options, checked once."""
+
+    label: str
+    columns: list[str]
+    drop: list[str]
+    categorical: dict[str, str]
+    missing: str
+
+    def features(self, table: dict[str, list[Any]], path: Path) -> list[str]:
+        """The feature columns of ``table``, in the file's order (or the order ``columns`` gives)."""
+        for role, names in (("feature", self.columns), ("dropped", self.drop),
+                            ("categorical", list(self.categorical))):
+            for column in names:
+                if column not in table:
+                    raise DataError(missing_column(path, role, column, len(table), option=role_option(role)))
+        chosen = self.columns or [c for c in table if c != self.label]
+        if self.label in self.columns:
+            raise ConfigError(f"The label column '{self.label}' is also listed under columns; a feature must "
+                              "not be the label.")
+        return [c for c in chosen if c not in self.drop and c != self.label]
+
+
+def role_option(role: str) -> str:
+    return {"feature": "columns", "dropped": "drop", "categorical": "categorical"}.get(role, f"{role}_column")
+
+
 def _split_columns(
-    table: dict[str, list[Any]], label_column: str, path: Path
-) -> tuple[np.ndarray, list[Any], list[str]]:
-    if label_column not in table:
-        raise DataError(missing_column(path, "label", label_column, len(table)))
-    features = [c for c in table if c != label_column]
+    table: dict[str, list[Any]], spec: ColumnSpec, path: Path, categories: dict[str, list[str]] | None = None,
+) -> tuple[np.ndarray, list[Any], list[str], dict[str, list[str]]]:
+    """Features as float64 (NaN where a value is missing and the policy keeps the row), the raw labels,
+    the feature names (one per one-hot category) and each categorical column's categories.
+
+    ``categories`` from the training table make a test table's codes match; a
+    category the training table lacks is all zeros in one-hot, an error in
+    ordinal codes.
+    """
+    if spec.label not in table:
+        raise DataError(missing_column(path, "label", spec.label, len(table)))
+    features = spec.features(table, path)
     if not features:
-        raise DataError(f"Table {path} has only the label column '{label_column}'; no features.")
+        raise DataError(f"Table {path} has no feature columns besides the label column '{spec.label}' "
+                        "(check the options columns and drop).")
     position = {c: i for i, c in enumerate(table, start=1)}
-    x = np.stack([to_numeric(table[c], f"column {position[c]}", path) for c in features], axis=1)
-    return x, list(table[label_column]), features
+    learned = dict(categories or {})
+    blocks, names = [], []
+    for column in features:
+        where = f"column {position[column]}"
+        encoding = spec.categorical.get(column)
+        if encoding is None:
+            blocks.append(to_numeric(table[column], where, path, allow_missing=spec.missing != "error")[:, None])
+            names.append(column)
+            continue
+        values = table[column]
+        missing = [is_missing(v) for v in values]
+        if spec.missing == "error" and any(missing):
+            row = missing.index(True) + 1
+            raise DataError(f"Table {path}, {where}, data row {row}: the value is missing. Set the dataset "
+                            "option missing (drop, mean or zero) to handle missing values.")
+        if column not in learned:
+            learned[column] = sorted({str(v).strip() for v, gone in zip(values, missing, strict=True) if not gone})
+        index = {c: i for i, c in enumerate(learned[column])}
+        codes = np.array([np.nan if gone else index.get(str(v).strip(), -1)
+                          for v, gone in zip(values, missing, strict=True)], dtype=np.float64)
+        if encoding == "ordinal":
+            unknown = np.flatnonzero(codes == -1)
+            if len(unknown):
+                raise DataError(f"Table {path}, {where}, data row {unknown[0] + 1}: a category the training table "
+                                "does not have; ordinal codes cannot place it (use onehot for this column).")
+            blocks.append(codes[:, None])
+            names.append(column)
+        else:
+            onehot = np.zeros((len(values), len(learned[column])), dtype=np.float64)
+            rows = np.flatnonzero(codes >= 0)
+            onehot[rows, codes[rows].astype(np.int64)] = 1.0
+            onehot[np.isnan(codes)] = np.nan  # missing stays missing for the policy
+            blocks.append(onehot)
+            names += [f"{column}={c}" for c in learned[column]]
+    return np.concatenate(blocks, axis=1), list(table[spec.label]), names, learned
 
 
-def missing_column(path: Path, role: str, name: str, count: int) -> str:
+def _apply_missing(x: np.ndarray, train_idx: np.ndarray, policy: str) -> np.ndarray:
+    """Fill NaN features with the training rows' column mean, or zero (``drop`` removed such rows before)."""
+    gaps = np.isnan(x)
+    if not gaps.any():
+        return x
+    if policy == "zero":
+        fill = np.zeros(x.shape[1])
+    else:
+        with np.errstate(all="ignore"):
+            fill = np.nanmean(x[train_idx], axis=0)
+        fill = np.where(np.isnan(fill), 0.0, fill)  # a column missing in every training row
+    return np.where(gaps, fill[None, :], x)
+
+
+def _drop_missing(x: np.ndarray, raw_y: list[Any], policy: str) -> tuple[np.ndarray, list[Any]]:
+    if policy != "drop":
+        return x, raw_y
+    keep = ~np.isnan(x).any(axis=1)
+    if not keep.any():
+        raise DataError("Every row of the table has a missing feature value; missing: drop leaves no rows.")
+    return x[keep], [value for value, kept in zip(raw_y, keep, strict=True) if kept]
+
+
+def missing_column(path: Path, role: str, name: str, count: int, option: str | None = None) -> str:
     """Why a column is missing, without quoting the file's header (see the module docstring)."""
     return (f"Table {path} has no {role} column '{name}' among the {count} columns of its header "
             f"(its first line; see them with: head -1 '{path}'). Set the dataset option "
-            f"{role}_column to one of them.")
+            f"{option or role + '_column'} to {'one of them' if option is None else 'names among them'}.")
 
 
 @register_dataset("csv")
@@ -213,9 +352,23 @@ def table(
     task: str = "classification",
     delimiter: str | None = None,
     normalize: bool = True,
+    columns: list[str] | None = None,
+    drop: list[str] | None = None,
+    categorical: list[str] | dict[str, str] | None = None,
+    missing: str = "error",
     data_dir: str | Path | None = None,
 ) -> DataSplits:
-    """A CSV/TSV/Parquet table with one label column; every other column is a feature.
+    """A CSV/TSV/Parquet table with one label column; the other columns are features.
+
+    ``columns`` (names) selects the feature columns, in that order; ``drop``
+    (names) leaves columns out (an id column, a leak of the label). Text columns
+    are features only when listed under ``categorical``: a list of names
+    (one-hot: one 0/1 feature per category seen in the training table) or
+    ``{name: onehot | ordinal}`` (ordinal: the category's rank in sorted
+    order). ``missing`` says what an empty, NA, N/A, null, None, nan or ? value
+    does: ``error`` (the default: refused, naming the column's position and the
+    row), ``drop`` (the row is left out), ``mean`` (the training rows' mean of
+    the column) or ``zero``.
 
     Without ``test_path`` a seeded (stratified, for classification) split holds out
     ``test_fraction`` of the rows. Features are standardised with training
@@ -232,15 +385,19 @@ def table(
     choice_option(name, "task", task, ("classification", "regression"))
     delimiter = delimiter_option(name, delimiter)
     bool_option(name, "normalize", normalize)
+    spec = ColumnSpec(label=label_column, columns=_names_option(name, "columns", columns),
+                      drop=_names_option(name, "drop", drop), categorical=_categorical_option(name, categorical),
+                      missing=choice_option(name, "missing", missing, MISSING_POLICIES))
     train_file = resolve_path(path, data_dir)
-    x, raw_y, features = _split_columns(read_table(train_file, delimiter), label_column, train_file)
+    x, raw_y, features, categories = _split_columns(read_table(train_file, delimiter), spec, train_file)
+    x, raw_y = _drop_missing(x, raw_y, spec.missing)
     if task == "classification":
         check_labels(raw_y, label_column, train_file)
     if test_path is not None:
         test_file = resolve_path(test_path, data_dir)
-        x_te, raw_te, test_features = _split_columns(
-            read_table(test_file, delimiter), label_column, test_file
-        )
+        x_te, raw_te, test_features, _ = _split_columns(read_table(test_file, delimiter), spec, test_file,
+                                                        categories)
+        x_te, raw_te = _drop_missing(x_te, raw_te, spec.missing)
         if task == "classification":
             check_labels(raw_te, label_column, test_file)
         if test_features != features:
@@ -271,6 +428,8 @@ def table(
         strat = y if task == "classification" else None
         train_idx, test_idx = split_indices(strat, len(y), test_fraction, seed)
 
+    if spec.missing in ("mean", "zero"):
+        x = _apply_missing(x, train_idx, spec.missing)
     x_train, x_test = x[train_idx], x[test_idx]
     mean = std = None
     if normalize:
