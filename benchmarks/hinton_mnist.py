@@ -28,7 +28,10 @@ distilled student run for every seed of ``--seeds``, seed by seed. ``--pilot``
 runs instead the short teacher schedules of :data:`PILOTS`, used to choose the
 teacher's optimiser and regularisation on validation error (never test
 error); their records go beside the others as ``pilot-*.json`` and the doc
-lists them. ``--quick`` shortens every schedule (a check that the pipeline
+lists them. The distilled student's learning rate is chosen the same way, by
+the short distillation schedules of :data:`DISTILL_PILOTS`
+(``pilot-distilled-*``); a pilot that diverges is recorded as diverged, and
+the omit-3s run uses the same setting. ``--quick`` shortens every schedule (a check that the pipeline
 runs; its results say so and go to a separate records folder).
 
     nice python benchmarks/hinton_mnist.py --threads 1 --out ~/kdistill-bench/hinton \\
@@ -41,6 +44,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -68,15 +72,8 @@ CONFIG = ROOT / "examples" / "hinton-mnist.yaml"
 RECORDS = ROOT / "docs" / "benchmarks" / "hinton"
 START, END = "<!-- hinton:start -->", "<!-- hinton:end -->"
 PILOT_START, PILOT_END = "<!-- hinton-pilot:start -->", "<!-- hinton-pilot:end -->"
-PAPER = {
-    "teacher": 67,
-    "student": 146,
-    "distilled": 74,
-    "omit3": 206,
-    "omit3_on_3s": 133,
-    "omit3_fixed": 109,
-    "omit3_fixed_on_3s": 14,
-}
+PAPER = {"teacher": 67, "student": 146, "distilled": 74, "omit3": 206, "omit3_on_3s": 133,
+         "omit3_fixed": 109, "omit3_fixed_on_3s": 14}
 PAPER_OFFSET = 3.5
 HOLDOUT = 10_000
 QUICK = {"teacher_train.epochs": 12, "train.epochs": 10}
@@ -145,12 +142,8 @@ def without_class(data: DataSplits, cls: int, holdout: int) -> DataSplits:
 
 
 def environment() -> dict[str, Any]:
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": device_name(resolve_device("cpu")),
-        "python": platform.python_version(),
-    }
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": device_name(resolve_device("cpu")), "python": platform.python_version()}
 
 
 class EpochClock:
@@ -158,9 +151,7 @@ class EpochClock:
 
     def __init__(self, folder: Path):
         self.path = folder / "timing.json"
-        self.epochs: dict[str, list[float]] = (
-            json.loads(self.path.read_text()) if self.path.exists() else {}
-        )
+        self.epochs: dict[str, list[float]] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.restart()
 
     def restart(self) -> None:
@@ -174,22 +165,14 @@ class EpochClock:
         self.restart()
 
     def totals(self) -> tuple[float, float]:
-        return (
-            round(sum(w for w, _ in self.epochs.values()), 1),
-            round(sum(c for _, c in self.epochs.values()), 1),
-        )
+        return (round(sum(w for w, _ in self.epochs.values()), 1),
+                round(sum(c for _, c in self.epochs.values()), 1))
 
 
-def run_once(
-    name: str,
-    cfg: ExperimentConfig,
-    role: str,
-    data: DataSplits,
-    args: argparse.Namespace,
-    teacher: nn.Module | None = None,
-    extra: Callable[[nn.Module], dict[str, Any]] | None = None,
-    allow_divergence: bool = False,
-) -> dict[str, Any]:
+def run_once(name: str, cfg: ExperimentConfig, role: str, data: DataSplits, args: argparse.Namespace,
+             teacher: nn.Module | None = None,
+             extra: Callable[[nn.Module | None], dict[str, Any]] | None = None,
+             allow_divergence: bool = False) -> dict[str, Any]:
     """Train run ``name`` (resuming its folder), evaluate its best epoch, write and return its record.
 
     A run with a record already is read back, never trained again. With ``allow_divergence`` (pilots) a
@@ -204,63 +187,38 @@ def run_once(
     run = build_run(cfg, kind, data=data, teacher=teacher, out_dir=folder)
     clock = EpochClock(folder)
     log.info("hinton-mnist: %s %s", "resuming" if last.exists() else "starting", name)
+    train = run.train
     try:
-        result = execute(
-            run, resume=last if last.exists() else None, on_epoch_end=clock, evaluate=False
-        )
+        result = execute(run, resume=last if last.exists() else None, on_epoch_end=clock, evaluate=False)
     except TrainingError as error:
         if not allow_divergence:
             raise
-        wall, cpu = clock.totals()
-        record = {
-            "name": name,
-            "role": kind,
-            "seed": run.train.seed,
-            "train": run.train.model_dump(mode="json", exclude={"progress", "device"}),
-            "diverged": str(error),
-            "epochs_run": len(clock.epochs),
-            "best_epoch": None,
-            "test_errors": None,
-            "val_errors": None,
-            "val_size": None,
-            "wall_seconds": wall,
-            "cpu_seconds": cpu,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "environment": environment(),
-            "command": "python benchmarks/hinton_mnist.py " + " ".join(args.argv),
-        }
-        if extra is not None:
-            record.update(extra(None))
-        args.records.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        model = None
+        outcome: dict[str, Any] = {"diverged": str(error), "epochs_run": len(clock.epochs), "best_epoch": None,
+                                   "test_errors": None, "val_errors": None, "val_size": None}
         log.info("hinton-mnist: %s diverged: %s", name, error)
-        return record
-    model = result.model.eval()
-    train = run.train
-    _, _, x_val, y_val = split_validation(
-        run.data.x_train, run.data.y_train, train.val_fraction, train.seed
-    )
-    history = result.history
+    else:
+        model = result.model.eval()
+        _, _, x_val, y_val = split_validation(run.data.x_train, run.data.y_train, train.val_fraction, train.seed)
+        history = result.history
+        outcome = {
+            "epochs_run": len(history),
+            "best_epoch": max(range(len(history)), key=lambda i: history[i]["val_score"]) if history else None,
+            "test_errors": errors(predict(model, data.x_test), data.y_test),
+            "val_errors": errors(predict(model, x_val), y_val) if len(y_val) else None,
+            "val_size": len(y_val),
+        }
+        log.info("hinton-mnist: %s finished: %d test errors, %s validation errors", name, outcome["test_errors"],
+                 outcome["val_errors"])
     wall, cpu = clock.totals()
     record = {
-        "name": name,
-        "role": kind,
-        "seed": train.seed,
+        "name": name, "role": kind, "seed": train.seed,
         "model": (cfg.teacher if role == "teacher" else cfg.student).model,
         "train": train.model_dump(mode="json", exclude={"progress", "device"}),
-        "distill": cfg.distill.model_dump(mode="json", include={"temperature", "alpha"})
-        if teacher
-        else None,
-        "epochs_run": len(history),
-        "best_epoch": max(range(len(history)), key=lambda i: history[i]["val_score"])
-        if history
-        else None,
-        "test_errors": errors(predict(model, data.x_test), data.y_test),
+        "distill": cfg.distill.model_dump(mode="json", include={"temperature", "alpha"}) if teacher else None,
+        **outcome,
         "test_size": len(data.y_test),
-        "val_errors": errors(predict(model, x_val), y_val) if len(y_val) else None,
-        "val_size": len(y_val),
-        "wall_seconds": wall,
-        "cpu_seconds": cpu,
+        "wall_seconds": wall, "cpu_seconds": cpu,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
         "command": "python benchmarks/hinton_mnist.py " + " ".join(args.argv),
@@ -269,12 +227,6 @@ def run_once(
         record.update(extra(model))
     args.records.mkdir(parents=True, exist_ok=True)
     atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-    log.info(
-        "hinton-mnist: %s finished: %d test errors, %s validation errors",
-        name,
-        record["test_errors"],
-        record["val_errors"],
-    )
     return record
 
 
@@ -288,24 +240,17 @@ def omit3_metrics(data: DataSplits) -> Callable[[nn.Module], dict[str, Any]]:
         held_x, held_y = data.x_train[-HOLDOUT:], data.y_train[-HOLDOUT:]
         fitted = fit_class_offset(predict(model, held_x), held_y, 3, torch.arange(0, 10.01, 0.25))
         corrected = shifted(logits, 3, fitted)
-        correct_bias(
-            model, 3, fitted
-        )  # the corrected model itself, checked against the logit shift
+        correct_bias(model, 3, fitted)  # the corrected model itself, checked against the logit shift
         assert errors(predict(model, data.x_test), data.y_test) == errors(corrected, data.y_test)
         correct_bias(model, 3, -fitted)
-        return {
-            "omit3": {
-                "test_threes": int((data.y_test == 3).sum()),
-                "before": [errors(logits, data.y_test), errors(logits, data.y_test, 3)],
-                "paper_offset": [
-                    errors(shifted(logits, 3, PAPER_OFFSET), data.y_test),
-                    errors(shifted(logits, 3, PAPER_OFFSET), data.y_test, 3),
-                ],
-                "fitted_offset": fitted,
-                "fitted": [errors(corrected, data.y_test), errors(corrected, data.y_test, 3)],
-            }
-        }
-
+        return {"omit3": {
+            "test_threes": int((data.y_test == 3).sum()),
+            "before": [errors(logits, data.y_test), errors(logits, data.y_test, 3)],
+            "paper_offset": [errors(shifted(logits, 3, PAPER_OFFSET), data.y_test),
+                             errors(shifted(logits, 3, PAPER_OFFSET), data.y_test, 3)],
+            "fitted_offset": fitted,
+            "fitted": [errors(corrected, data.y_test), errors(corrected, data.y_test, 3)],
+        }}
     return measure
 
 
@@ -329,39 +274,20 @@ def run_pilots(args: argparse.Namespace, data: DataSplits) -> dict[str, Any]:
     records = []
     for label, overrides in PILOTS.items():
         cfg = load(args, overrides + [f"teacher_train.epochs={args.pilot_epochs}"])
-        records.append(
-            run_once(
-                f"pilot-{label}",
-                seeded(cfg, 0),
-                "teacher",
-                data,
-                args,
-                extra=lambda _model, o=overrides: {"overrides": o},
-            )
-        )
+        records.append(run_once(f"pilot-{label}", seeded(cfg, 0), "teacher", data, args,
+                                extra=lambda _model, o=overrides: {"overrides": o}))
         write_docs(args)
     return min(records, key=lambda r: (r["val_errors"], r["name"]))
 
 
-def run_distill_pilots(
-    args: argparse.Namespace, data: DataSplits, teacher: nn.Module
-) -> dict[str, Any]:
+def run_distill_pilots(args: argparse.Namespace, data: DataSplits, teacher: nn.Module) -> dict[str, Any]:
     """Run (or read back) every distillation pilot; return the one with the fewest validation errors."""
     records = []
     for label, overrides in DISTILL_PILOTS.items():
         cfg = load(args, overrides + [f"train.epochs={args.pilot_epochs}"])
-        records.append(
-            run_once(
-                f"pilot-distilled-{label}",
-                seeded(cfg, 0),
-                "student",
-                data,
-                args,
-                teacher=teacher,
-                allow_divergence=True,
-                extra=lambda _model, o=overrides: {"overrides": o},
-            )
-        )
+        records.append(run_once(f"pilot-distilled-{label}", seeded(cfg, 0), "student", data, args,
+                                teacher=teacher, allow_divergence=True,
+                                extra=lambda _model, o=overrides: {"overrides": o}))
         write_docs(args)
     finished = [r for r in records if r["val_errors"] is not None]
     if not finished:
@@ -374,65 +300,34 @@ def run_study(args: argparse.Namespace, data: DataSplits) -> None:
     cfg = load(args)
     first = seeded(cfg, seeds[0])
     teacher_name = f"teacher-s{seeds[0]}"
-    if (
-        not args.quick
-    ):  # the teacher's optimiser and max-norm: the pilot with the fewest validation errors
+    if not args.quick:  # the teacher's optimiser and max-norm: the pilot with the fewest validation errors
         winner = run_pilots(args, data)
-        log.info(
-            "hinton-mnist: the teacher uses %s's settings %s", winner["name"], winner["overrides"]
-        )
+        log.info("hinton-mnist: the teacher uses %s's settings %s", winner["name"], winner["overrides"])
         teacher_cfg = seeded(load(args, winner["overrides"]), seeds[0])
-        run_once(
-            teacher_name,
-            teacher_cfg,
-            "teacher",
-            data,
-            args,
-            extra=lambda _model: {"chosen_by": winner["name"], "overrides": winner["overrides"]},
-        )
+        run_once(teacher_name, teacher_cfg, "teacher", data, args,
+                 extra=lambda _model: {"chosen_by": winner["name"], "overrides": winner["overrides"]})
     else:
         run_once(teacher_name, first, "teacher", data, args)
     write_docs(args)
     teacher = trained_teacher(args, teacher_name)
     distill_overrides: list[str] = []
     chosen: dict[str, Any] = {}
-    if (
-        not args.quick
-    ):  # the distilled student's lr: the distillation pilot with the fewest validation errors
+    if not args.quick:  # the distilled student's lr: the distillation pilot with the fewest validation errors
         winner = run_distill_pilots(args, data, teacher)
         distill_overrides = winner["overrides"]
         chosen = {"chosen_by": winner["name"], "overrides": distill_overrides}
-        log.info(
-            "hinton-mnist: the distilled students use %s's settings %s",
-            winner["name"],
-            distill_overrides,
-        )
+        log.info("hinton-mnist: the distilled students use %s's settings %s", winner["name"], distill_overrides)
     distill_cfg = load(args, distill_overrides)
     for seed in seeds:
         run_once(f"student-s{seed}", seeded(cfg, seed), "student", data, args)
         write_docs(args)
-        run_once(
-            f"distilled-s{seed}",
-            seeded(distill_cfg, seed),
-            "student",
-            data,
-            args,
-            teacher=teacher,
-            extra=lambda _model: dict(chosen),
-        )
+        run_once(f"distilled-s{seed}", seeded(distill_cfg, seed), "student", data, args, teacher=teacher,
+                 extra=lambda _model: dict(chosen))
         write_docs(args)
         if seed == seeds[0]:
             transfer = without_class(data, 3, HOLDOUT)
-            omit3 = omit3_metrics(data)
-            run_once(
-                f"omit3-s{seed}",
-                seeded(distill_cfg, seed),
-                "student",
-                transfer,
-                args,
-                teacher=teacher,
-                extra=lambda model, measure=omit3: {**measure(model), **chosen},
-            )
+            run_once(f"omit3-s{seed}", seeded(distill_cfg, seed), "student", transfer, args, teacher=teacher,
+                     extra=lambda model, measure=omit3_metrics(data): {**measure(model), **chosen})
             write_docs(args)
 
 
@@ -446,11 +341,7 @@ def write_docs(args: argparse.Namespace) -> None:
 
 
 def read_records(folder: Path) -> dict[str, dict[str, Any]]:
-    return (
-        {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
-        if folder.is_dir()
-        else {}
-    )
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
 
 
 def spread(values: list[int]) -> str:
@@ -469,11 +360,9 @@ def schedule(r: dict[str, Any]) -> str:
     t = r["train"]
     opt = t["optimizer"]
     momentum = f" momentum {opt['momentum']:g}" if opt.get("momentum") else ""
-    text = (
-        f"{t['epochs']} epochs, batch {t['batch_size']}, {opt['name']} lr {opt['lr']:g}"
-        f"{momentum}, {t['scheduler']['name']} schedule, "
-        f"validation {t['val_fraction']:g} of the training set"
-    )
+    text = (f"{t['epochs']} epochs, batch {t['batch_size']}, {opt['name']} lr {opt['lr']:g}"
+            f"{momentum}, {t['scheduler']['name']} schedule, "
+            f"validation {t['val_fraction']:g} of the training set")
     if t.get("max_norm"):
         text += f", max-norm {t['max_norm']:g}"
     if t.get("grad_clip"):
@@ -502,35 +391,19 @@ def render(records: dict[str, dict[str, Any]]) -> str:
             f"{o['fitted'][0]} / {o['fitted'][1]} | | |",
         ]
     else:
-        rows.append(
-            "| distilled without 3s in the transfer set (omit-3s and bias correction) | 206 / 133 | "
-            "not run yet | | |"
-        )
-    lines = [
-        "Records: one JSON file per finished run in `docs/benchmarks/hinton/` (the table is rebuilt from them "
-        'after every run; a row says "not run yet" until its runs finish).',
-        "",
-    ]
-    lines += rows + [
-        "",
-        "| run | schedule | best epoch | wall | CPU | torch, threads, device |",
-        "|---|---|---:|---:|---:|---|",
-    ]
+        rows.append("| distilled without 3s in the transfer set (omit-3s and bias correction) | 206 / 133 | "
+                    "not run yet | | |")
+    lines = ["Records: one JSON file per finished run in `docs/benchmarks/hinton/` (the table is rebuilt from them "
+             "after every run; a row says \"not run yet\" until its runs finish).", ""]
+    lines += rows + ["", "| run | schedule | best epoch | wall | CPU | torch, threads, device |", "|---|---|---:|---:|---:|---|"]
     for name, r in records.items():
         if name.startswith("pilot-"):
             continue
         env = r["environment"]
-        lines.append(
-            f"| {name} | {schedule(r)} | {r['best_epoch']} | {hours(r['wall_seconds'])} | "
-            f"{hours(r['cpu_seconds'])} | {env['torch']}, {env['threads']}, {env['device']} |"
-        )
-    commands = sorted(
-        {r["command"] for r in records.values() if not r["name"].startswith("pilot-")}
-    )
-    lines += [
-        "",
-        "Commands: " + "; ".join(f"`{c}`" for c in commands) if commands else "Commands: none yet.",
-    ]
+        lines.append(f"| {name} | {schedule(r)} | {r['best_epoch']} | {hours(r['wall_seconds'])} | "
+                     f"{hours(r['cpu_seconds'])} | {env['torch']}, {env['threads']}, {env['device']} |")
+    commands = sorted({r["command"] for r in records.values() if not r["name"].startswith("pilot-")})
+    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands) if commands else "Commands: none yet."]
     return "\n".join(lines)
 
 
@@ -541,45 +414,29 @@ def hours(seconds: float) -> str:
 def row(label: str, paper: int, runs: list[dict[str, Any]]) -> str:
     test = spread([r["test_errors"] for r in runs])
     val = spread([r["val_errors"] for r in runs if r["val_errors"] is not None]) if runs else ""
-    val_size = (
-        f" (of {runs[0]['val_size']:,})" if runs and runs[0]["val_errors"] is not None else ""
-    )
-    return (
-        f"| {label} | {paper} | {test} | {val}{val_size} | {', '.join(r['name'] for r in runs)} |"
-    )
+    val_size = f" (of {runs[0]['val_size']:,})" if runs and runs[0]["val_errors"] is not None else ""
+    return f"| {label} | {paper} | {test} | {val}{val_size} | {', '.join(r['name'] for r in runs)} |"
 
 
 def render_pilots(records: dict[str, dict[str, Any]]) -> str:
     pilots = [r for n, r in records.items() if n.startswith("pilot-")]
     if not pilots:
         return "No pilot runs recorded yet."
-    lines = [
-        "| pilot (seed 0) | schedule | validation errors | best epoch | wall |",
-        "|---|---|---:|---:|---:|",
-    ]
+    lines = ["| pilot (seed 0) | schedule | validation errors | best epoch | wall |",
+             "|---|---|---:|---:|---:|"]
 
-    def order(r: dict[str, Any]) -> tuple[bool, float]:
-        return (
-            r["name"].startswith("pilot-distilled-"),
-            r["val_errors"] if r["val_errors"] is not None else 1e9,
-        )
+    def order(r: dict[str, Any]) -> tuple[bool, float]:  # teacher pilots first, then by validation errors
+        return r["name"].startswith("pilot-distilled-"), r["val_errors"] if r["val_errors"] is not None else math.inf
 
     for r in sorted(pilots, key=order):
-        if r["val_errors"] is None:
-            result = f"diverged after {r['epochs_run']} epochs"
-        else:
-            result = f"{r['val_errors']} of {r['val_size']:,}"
-        lines.append(
-            f"| {r['name']} | {schedule(r)} | {result} | {r['best_epoch'] if r['best_epoch'] is not None else '-'} | "
-            f"{hours(r['wall_seconds'])} |"
-        )
+        result = (f"diverged after {r['epochs_run']} epochs" if r["val_errors"] is None
+                  else f"{r['val_errors']} of {r['val_size']:,}")
+        best = "-" if r["best_epoch"] is None else r["best_epoch"]
+        lines.append(f"| {r['name']} | {schedule(r)} | {result} | {best} | {hours(r['wall_seconds'])} |")
     env = pilots[0]["environment"]
-    lines += [
-        "",
-        f"Device: {env['device']}; torch {env['torch']}. Command: `{pilots[0]['command']}`. "
-        "The winner is the fewest validation errors; test errors of the pilots are recorded in their "
-        "files but were not looked at to choose.",
-    ]
+    lines += ["", f"Device: {env['device']}; torch {env['torch']}. Command: `{pilots[0]['command']}`. "
+              "The winner is the fewest validation errors; test errors of the pilots are recorded in their "
+              "files but were not looked at to choose."]
     return "\n".join(lines)
 
 
@@ -587,24 +444,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--quick", action="store_true", help=f"reduced schedule: {QUICK}")
-    parser.add_argument(
-        "--pilot",
-        action="store_true",
-        help=f"run only the {PILOT_EPOCHS}-epoch teacher pilots that choose the teacher's "
-        "settings on validation (the full study runs them first too)",
-    )
-    parser.add_argument(
-        "--pilot-epochs", type=int, default=PILOT_EPOCHS, help="the pilots' schedule"
-    )
+    parser.add_argument("--pilot", action="store_true",
+                        help=f"run only the {PILOT_EPOCHS}-epoch teacher pilots that choose the teacher's "
+                        "settings on validation (the full study runs them first too)")
+    parser.add_argument("--pilot-epochs", type=int, default=PILOT_EPOCHS, help="the pilots' schedule")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", help="config override KEY=VALUE (repeatable)")
     parser.add_argument("--data-dir", help="folder holding the MNIST IDX files")
-    parser.add_argument(
-        "--out", type=Path, default=Path("runs/hinton-mnist"), help="checkpoints, per run"
-    )
-    parser.add_argument(
-        "--records", type=Path, help=f"one JSON file per finished run (default {RECORDS})"
-    )
+    parser.add_argument("--out", type=Path, default=Path("runs/hinton-mnist"), help="checkpoints, per run")
+    parser.add_argument("--records", type=Path, help=f"one JSON file per finished run (default {RECORDS})")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--write", type=Path, help="put the tables into this Markdown file")
     args = parser.parse_args(argv)
@@ -624,11 +472,7 @@ def main(argv: list[str] | None = None) -> None:
         run_pilots(args, data)
     else:
         run_study(args, data)
-    log.info(
-        "hinton-mnist: all runs recorded in %s (load average %.2f)",
-        args.records,
-        os.getloadavg()[0],
-    )
+    log.info("hinton-mnist: all runs recorded in %s (load average %.2f)", args.records, os.getloadavg()[0])
 
 
 if __name__ == "__main__":
