@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,9 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 scalars = (st.none() | st.booleans() | st.integers(-3, 40) | st.floats(allow_nan=True, allow_infinity=True)
            | st.text(max_size=8))
+# the edges of the numeric bounds (kdistill.config MAX_*): values that overflow inside torch if let through
+extreme = (st.sampled_from([0, -1, 1e-300, 1e3, 1e3 + 1e-9, 1e300, -1e308, 2 ** 63, 2 ** 64 + 1, 10 ** 30])
+           | st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2 ** 70), 2 ** 70))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
 
@@ -49,10 +53,23 @@ CONFIGS = st.fixed_dictionaries({}, optional={
     "data": section(["dataset", "options", "limit_train", "limit_test", "augment", "download", "data_dir"],
                     {"dataset": st.sampled_from(["digits", "mnist", "csv", "nope"])}),
     "teacher": MODEL, "student": MODEL,
-    "distill": section(["alpha", "temperature", "method", "methods"],
-                       {"method": st.sampled_from(["kd", "nope"]), "alpha": st.floats(-1, 2)}),
+    "distill": section(["alpha", "temperature", "method", "methods", "terms", "scheme"],
+                       {"method": st.sampled_from(["kd", "nope"]), "alpha": st.floats(-1, 2),
+                        "terms": st.lists(st.fixed_dictionaries(
+                            {"name": st.sampled_from(["ce", "kd", "dkd", "nope"])},
+                            optional={"weight": extreme, "options": st.dictionaries(
+                                st.sampled_from(["temperature", "warmup_epochs", "x"]), extreme, max_size=2)}),
+                            max_size=3),
+                        "scheme": st.fixed_dictionaries(
+                            {"name": st.sampled_from(["born-again", "noisy-student", "nope"])},
+                            optional={"options": st.dictionaries(
+                                st.sampled_from(["generations", "rounds", "input_noise"]), extreme, max_size=2)})}),
     "train": section(["epochs", "batch_size", "optimizer", "scheduler", "seed", "device", "amp",
-                      "val_fraction", "grad_clip", "batch_scope", "lr_scaling"]),
+                      "val_fraction", "grad_clip", "max_norm", "batch_scope", "lr_scaling"],
+                     {"epochs": extreme, "batch_size": extreme, "seed": extreme, "max_norm": extreme,
+                      "optimizer": st.fixed_dictionaries(
+                          {"name": st.sampled_from(["sgd", "adamw", "nope"])},
+                          optional={"lr": extreme, "weight_decay": extreme, "momentum": extreme})}),
     "tune": section(["search", "pruner", "startup_trials"],
                     {"search": st.dictionaries(st.sampled_from(["distill.alpha", "train.lr", "x"]), values,
                                                max_size=2)}),
@@ -68,6 +85,15 @@ def preflight(cfg):
     for method in cfg.distill.method_list():
         build_method(method.name, method.options, cfg.distill.temperature)
     DATASETS.get(cfg.data.dataset)
+    # one optimiser step at the configured lr and decay: a value past the bounds would overflow here
+    from torch import nn
+
+    from kdistill.train.optim import build_optimizer
+
+    layer = nn.Linear(2, 2)
+    optimizer = build_optimizer({"student": layer}, cfg.train.optimizer)
+    layer(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
     if cfg.tune.search:
         from kdistill.tune import _midpoint, apply_params, normalised_dump
 
