@@ -33,6 +33,7 @@ import atexit
 import logging
 import math
 import os
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,6 +45,37 @@ from kdistill.config import TrainConfig
 from kdistill.errors import ConfigError
 
 log = logging.getLogger("kdistill")
+
+
+def _release_frozen_world_group() -> None:
+    """Stop ``torch.distributed.nn.functional`` from holding the default process group.
+
+    Its functions take ``group=group.WORLD`` as a default argument, evaluated once when the
+    module is first imported. DDP imports it lazily, i.e. while a group exists, so those
+    defaults kept a reference to that ``ProcessGroup``: ``destroy_process_group()`` then
+    freed nothing, gloo's threads ran on, and the group was destroyed at some random point
+    of interpreter shutdown, which aborted the process now and then ("terminate called
+    without an active exception", SIGABRT) after a successful run. The module is imported
+    here, before any group exists, and a default that already holds a group is replaced by
+    ``None``, which these functions read as "the default group" at call time.
+    """
+    if not dist.is_available():
+        return
+    import torch.distributed.nn.functional as collectives
+
+    for function in vars(collectives).values():
+        if not isinstance(function, types.FunctionType) or function.__module__ != collectives.__name__:
+            continue
+        if function.__defaults__ and any(isinstance(d, dist.ProcessGroup) for d in function.__defaults__):
+            function.__defaults__ = tuple(None if isinstance(d, dist.ProcessGroup) else d
+                                          for d in function.__defaults__)
+        if function.__kwdefaults__:
+            for name, value in function.__kwdefaults__.items():
+                if isinstance(value, dist.ProcessGroup):
+                    function.__kwdefaults__[name] = None
+
+
+_release_frozen_world_group()
 
 
 @dataclass(frozen=True)

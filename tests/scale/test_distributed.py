@@ -155,3 +155,37 @@ def test_scaled_lr_is_used_but_the_configured_lr_is_recorded(tmp_path, monkeypat
     _, meta = read_checkpoint(tmp_path / "teacher" / "last.safetensors")
     assert meta["train"]["optimizer"]["lr"] == 0.01  # the configured lr is recorded
     assert teacher_state(cfg, load_data(cfg), tmp_path / "teacher") == "finished"
+
+
+# A gloo process group whose threads outlive destroy_process_group() is destroyed during interpreter
+# shutdown instead, which aborted one run in several with SIGABRT after the work had succeeded.
+_TEARDOWN_SCRIPT = """
+import os, sys, torch, torch.distributed as dist
+from torch import nn
+def gloo_threads():
+    return [t for t in os.listdir("/proc/self/task") if "gloo" in open(f"/proc/self/task/{t}/comm").read()]
+if sys.argv[2] == "before":
+    from kdistill.train import distributed
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+if sys.argv[2] == "after":
+    import torch.distributed.nn  # binds the live group as a default argument
+    from kdistill.train import distributed
+objective = nn.Module()
+objective.student = nn.Linear(3, 2)
+# wrap_trainable only asks whether the job is distributed; one gloo process is enough for DDP's state
+unwrap = distributed.wrap_trainable(objective, distributed.DistContext(0, 2), torch.device("cpu"))
+objective.student(torch.randn(4, 3)).sum().backward()
+unwrap()
+assert gloo_threads(), "no gloo threads while the group is live: this check sees nothing"
+dist.destroy_process_group()
+assert not gloo_threads(), "gloo threads survive destroy_process_group()"
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads thread names from /proc")
+@pytest.mark.parametrize("kdistill_imported", ["before", "after"])
+def test_destroying_the_process_group_after_ddp_stops_gloo_threads(tmp_path, kdistill_imported):
+    # "after": a script that set up its own group and imported torch.distributed.nn before kdistill
+    run = subprocess.run([sys.executable, "-c", _TEARDOWN_SCRIPT, str(tmp_path / "init"), kdistill_imported],
+                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+    assert run.returncode == 0, run.stderr
