@@ -262,6 +262,11 @@ class Distiller(TrainingObjective):
         if mode not in {"auto", "device", "memmap", "off"}:
             raise ConfigError(f"teacher cache must be auto, device, memmap or off; got {mode!r}.")
         self.teacher_cache = None
+        hard = [type(_unwrap(m)).__name__ for m in self.methods if _unwrap(m).needs_class_labels]
+        if context.augment_mix and hard:
+            raise ConfigError(f"{', '.join(hard)} reads one true class per sample, but Mixup/CutMix "
+                              "(data.augment.mix) gives every sample a mix of two classes; remove "
+                              "data.augment.mix or use a method without class labels (e.g. kd).")
         if context.augmenting:
             log.info("augmentation is on: the teacher runs live on every augmented batch (no cache)")
         elif mode == "off":
