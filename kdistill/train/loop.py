@@ -395,7 +395,7 @@ def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, A
         raise CheckpointError(f"Checkpoint '{path}' holds {saved_optimizer} optimiser state but this run "
                               f"uses {s.cfg.optimizer.name}; resume with train.optimizer.name: "
                               f"{saved_optimizer}, or start a fresh run without --resume.")
-    meta = restore_training_state(path, s.saved, s.optimizer)
+    meta = restore_training_state(path, s.saved, s.optimizer, s.scaler)
     _report_changed_settings(path, meta, metadata)
     history.epochs = list(meta.get("history", []))
     history.best_epoch = int(meta.get("best_epoch", -1))
@@ -408,7 +408,8 @@ def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, A
 
 
 # recorded per checkpoint, not settings: the epoch's own state, and what says how to rebuild the model
-_NOT_SETTINGS = {"role", "epoch", "step", "history", "best_epoch", "best_score", "initial_loss", "model_spec"}
+_NOT_SETTINGS = {"role", "epoch", "step", "history", "best_epoch", "best_score", "initial_loss", "model_spec",
+                 "grad_scaler"}
 # how a run is shown, not what it computes
 _DISPLAY_ONLY = {"train.progress"}
 
@@ -611,7 +612,7 @@ def _save_epoch(out: Path, s: _Setup, history: History, meta: dict[str, Any], ep
         save_checkpoint(out / f"epoch-{epoch:03d}.safetensors", s.saved, meta)
     if improved:
         history.best_path = save_checkpoint(out / "best.safetensors", s.saved, meta)
-    history.last_path = save_checkpoint(out / "last.safetensors", s.saved, meta, s.optimizer)
+    history.last_path = save_checkpoint(out / "last.safetensors", s.saved, meta, s.optimizer, s.scaler)
 
 
 def _validate(objective: TrainingObjective, s: _Setup, record: dict[str, float]) -> float:
