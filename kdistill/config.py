@@ -291,6 +291,10 @@ class DistillConfig(Strict):
     scheme: SchemeConfig | None = Field(None, description="e.g. {name: born-again, options: {generations: 3}}")
     cache: TeacherCache = Field(
         "auto", description="teacher outputs without augmentation: auto (device), device, memmap, off")
+    cache_top_k: int | None = Field(
+        None, ge=1, le=1_000_000, description="keep only each sample's K largest teacher logits in the cache, "
+        "renormalising the softmax over them (for many classes); the truncation's error against the full "
+        "softmax is measured and logged")
     teacher_precision: Literal["same", "bf16"] = Field(
         "same", description="bf16: run the frozen teacher under bf16 autocast while the student keeps "
         "train.amp (a cheaper live teacher on CPUs with AVX512-BF16)")

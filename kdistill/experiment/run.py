@@ -163,6 +163,7 @@ def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Modul
                                      teacher_precision=cfg.distill.teacher_precision,
                                      student_loss_fn=regression_loss if regression else None)
     distiller.loss_terms = terms
+    distiller.cache_top_k = cfg.distill.cache_top_k
     return distiller
 
 
