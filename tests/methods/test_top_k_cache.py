@@ -95,3 +95,19 @@ def test_fit_distils_from_the_truncated_teacher_and_logs_its_error(caplog):
     expected = 4 * nn.functional.kl_div(log_q, truncated, reduction="batchmean")
     assert kd_top3 == pytest.approx(expected.item(), rel=1e-4)
     assert kd_top3 != pytest.approx(kd_full, rel=1e-3)
+
+
+def test_the_config_key_reaches_the_run(tmp_path, capsys):
+    import yaml
+
+    from kdistill.cli.main import main
+
+    config = {"data": {"dataset": "digits", "limit_train": 120, "limit_test": 30},
+              "teacher": {"model": "mlp-simple"}, "student": {"model": "mlp-simple", "options": {"hidden": [8]}},
+              "teacher_train": {"epochs": 1, "batch_size": 64, "device": "cpu"},
+              "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}, "distill": {"cache_top_k": 3}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["-v", "distill", str(path), "--no-progress", "-o", str(tmp_path / "run")]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long log lines
+    assert "keeps the top 3 of 10 logits per sample" in err and "mean KL(top-k || full)" in err

@@ -123,3 +123,21 @@ def test_an_unmixed_batch_keeps_its_images_and_gets_one_hot_targets():
         BatchMix(num_classes=0)
     with pytest.raises(DataError, match=r"\(N, C, H, W\)"):
         mix(torch.rand(4, 7), y)
+
+
+@needs_torchvision
+def test_the_config_section_reaches_the_run(tmp_path, capsys):
+    import yaml
+
+    from kdistill.cli.main import main
+
+    config = {"data": {"dataset": "digits", "limit_train": 120, "limit_test": 30,
+                       "augment": {"mix": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0}}},
+              "teacher": {"model": "cnn-simple"}, "student": {"model": "cnn-simple"},
+              "teacher_train": {"epochs": 1, "batch_size": 64, "device": "cpu"},
+              "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["-v", "distill", str(path), "--no-progress", "-o", str(tmp_path / "run")]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long log lines
+    assert "the teacher runs live on every augmented batch" in err
