@@ -21,13 +21,16 @@ speed    images/s of kdistill's streamed distillation step (``fit`` on the
     python benchmarks/streaming.py memory --quick --work /tmp/streaming   # a pipeline check in seconds
 
 ``--write FILE`` puts the table, the command and the device into FILE
-(e.g. docs/BENCHMARKS.md) between markers.
+(e.g. docs/BENCHMARKS.md) between markers; ``--json FILE`` writes the
+measurements, every repeat included, with the command and the device.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -123,7 +126,7 @@ def peak_rss(command: list[str], env: dict[str, str]) -> tuple[int, float, int]:
     return peak, time.perf_counter() - started, process.returncode
 
 
-def memory(args: argparse.Namespace) -> str:
+def memory(args: argparse.Namespace) -> tuple[str, list[dict]]:
     rows = []
     for n in args.sizes:
         folder = generate(args.work / f"folder-{n}", n, args.source)
@@ -143,7 +146,9 @@ def memory(args: argparse.Namespace) -> str:
     lines = ["| images | peak RSS (MiB) | vs smallest | seconds | exit |", "|---:|---:|---:|---:|---:|"]
     lines += [f"| {n:,} | {peak / 2**20:,.0f} | {peak / base:.2f}x | {seconds:.0f} | {status} |"
               for n, peak, seconds, status in rows]
-    return "\n".join(lines)
+    records = [{"images": n, "peak_rss_bytes": peak, "seconds": round(seconds, 1), "exit": status,
+                "vs_smallest": round(peak / base, 3)} for n, peak, seconds, status in rows]
+    return "\n".join(lines), records
 
 
 # ------------------------------------------------------------------ speed
@@ -169,7 +174,7 @@ def plain_loop(teacher: nn.Module, student: nn.Module, loader: DataLoader, devic
     return seen
 
 
-def speed(args: argparse.Namespace) -> str:
+def speed(args: argparse.Namespace) -> tuple[str, list[dict]]:
     device = resolve_device(args.device)
     folder = generate(args.work / f"folder-{args.images}", args.images, args.source)
     data = load_dataset("image-folder", path=str(folder), loader="stream")
@@ -196,7 +201,10 @@ def speed(args: argparse.Namespace) -> str:
     lines = ["| variant | images/s (median) | vs plain loop |", "|---|---:|---:|"]
     lines += [f"| {name} | {statistics.median(v):,.0f} | {statistics.median(v) / reference:.2f}x |"
               for name, v in times.items()]
-    return "\n".join(lines)
+    records = [{"variant": name, "images": n, "images_per_s": [round(x, 1) for x in v],
+                "median_images_per_s": round(statistics.median(v), 1),
+                "vs_plain_loop": round(statistics.median(v) / reference, 3)} for name, v in times.items()]
+    return "\n".join(lines), records
 
 
 def main() -> None:
@@ -212,15 +220,22 @@ def main() -> None:
     parser.add_argument("--torchrun", type=int, default=0, help="memory: N processes under torchrun")
     parser.add_argument("--quick", action="store_true", help="tiny folders: a pipeline check in seconds")
     parser.add_argument("--write", type=Path, help="put the table into this markdown file between markers")
+    parser.add_argument("--json", type=Path, help="write the measurements, command and device to this JSON file")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.images, args.repeats, args.workers = [200, 400], 400, 1, min(args.workers, 1)
     args.work.mkdir(parents=True, exist_ok=True)
-    table = memory(args) if args.what == "memory" else speed(args)
+    table, records = memory(args) if args.what == "memory" else speed(args)
     print(table)
+    command = "python benchmarks/streaming.py " + " ".join(sys.argv[1:])
+    device = device_name(resolve_device(args.device))
+    if args.json is not None and not args.quick:
+        record = {"benchmark": f"streaming-{args.what}", "command": command, "device": device,
+                  "python": platform.python_version(), "torch": torch.__version__,
+                  "date": time.strftime("%Y-%m-%d", time.gmtime()), "workers": args.workers, "rows": records}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
     if args.write is not None and not args.quick:
-        command = "python benchmarks/streaming.py " + " ".join(sys.argv[1:])
-        device = device_name(resolve_device(args.device))
         start, end = (marker.replace("streaming", f"streaming-{args.what}") for marker in (START, END))
         write_section(args.write, f"### Streaming: {args.what}\n\n`{command}` on {device}\n\n{table}\n",
                       start, end)

@@ -102,6 +102,23 @@ class TransformConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments, e.g. {size: 32}")
 
 
+class MixConfig(Strict):
+    """Mixup / CutMix on every training batch (torchvision.transforms.v2's MixUp and CutMix)."""
+
+    mixup_alpha: float = Field(0.8, ge=0, le=100, description="Beta(a, a) of the Mixup weight; 0: no Mixup")
+    cutmix_alpha: float = Field(1.0, ge=0, le=100, description="Beta(a, a) of the CutMix box area; 0: no CutMix")
+    switch_prob: float = Field(0.5, ge=0, le=1, description="with both on, the chance a batch gets CutMix "
+                               "rather than Mixup")
+    prob: float = Field(1.0, ge=0, le=1, description="the chance a batch is mixed at all")
+
+    @model_validator(mode="after")
+    def _something_to_mix(self) -> MixConfig:
+        if self.mixup_alpha == 0 and self.cutmix_alpha == 0:
+            raise ValueError("data.augment.mix: mixup_alpha and cutmix_alpha are both 0, so nothing is mixed; "
+                             "set one of them, or remove mix")
+        return self
+
+
 class AugmentConfig(Strict):
     jitter: int = Field(0, ge=0, le=8, description="max random translation in pixels (Hinton: 2); "
                         "a random crop of the image padded by this many pixels")
@@ -113,11 +130,14 @@ class AugmentConfig(Strict):
     timm: dict[str, Any] | None = Field(
         None, description="keyword arguments of timm.data.create_transform for training images, e.g. "
         "{auto_augment: rand-m9-mstd0.5, scale: [0.5, 1.0]} (kdistill[vision])")
+    mix: MixConfig | None = Field(
+        None, description="Mixup/CutMix of every training batch, e.g. {mixup_alpha: 0.8, cutmix_alpha: 1.0} "
+        "(kdistill[vision]); the teacher sees the mixed batch and the label term takes the mixed targets")
 
     @property
     def active(self) -> bool:
         """Whether inputs change from epoch to epoch (then a teacher cannot be cached)."""
-        return bool(self.jitter or self.flip or self.transforms or self.timm is not None)
+        return bool(self.jitter or self.flip or self.transforms or self.timm is not None or self.mix is not None)
 
 
 class DataConfig(Strict):
@@ -271,6 +291,10 @@ class DistillConfig(Strict):
     scheme: SchemeConfig | None = Field(None, description="e.g. {name: born-again, options: {generations: 3}}")
     cache: TeacherCache = Field(
         "auto", description="teacher outputs without augmentation: auto (device), device, memmap, off")
+    cache_top_k: int | None = Field(
+        None, ge=1, le=1_000_000, description="keep only each sample's K largest teacher logits in the cache, "
+        "renormalising the softmax over them (for many classes); the truncation's error against the full "
+        "softmax is measured and logged")
     teacher_precision: Literal["same", "bf16"] = Field(
         "same", description="bf16: run the frozen teacher under bf16 autocast while the student keeps "
         "train.amp (a cheaper live teacher on CPUs with AVX512-BF16)")

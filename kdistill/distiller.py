@@ -96,6 +96,10 @@ class Distiller(TrainingObjective):
       ``methods`` or the two loss functions.
     * ``teacher_precision``: ``"same"`` or ``"bf16"`` (bf16 autocast around the
       frozen teacher only).
+    * ``cache_top_k``: with a teacher cache, keep only each sample's K largest
+      teacher logits, renormalising its softmax over them (for many classes;
+      see :mod:`kdistill.teacher_cache`); the truncation's measured error is
+      logged and kept in ``teacher_cache.truncation``.
     * ``task``: ``"classification"`` (the formula above) or ``"regression"``,
       where one output has no distribution to soften and the distillation term
       is ``mse_loss(student_outputs, teacher_outputs)`` instead (no ``T``, no
@@ -121,8 +125,11 @@ class Distiller(TrainingObjective):
         terms: Sequence[tuple[DistillationMethod, float]] | None = None,
         teacher_precision: str = "same",
         task: str = "classification",
+        cache_top_k: int | None = None,
     ) -> None:
         super().__init__()
+        if cache_top_k is not None and (isinstance(cache_top_k, bool) or cache_top_k < 1):
+            raise ConfigError(f"cache_top_k must be a whole number >= 1 (or None), got {cache_top_k!r}.")
         if task not in ("classification", "regression"):
             raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}.")
         if teacher_precision not in ("same", "bf16"):
@@ -149,6 +156,7 @@ class Distiller(TrainingObjective):
         self.student = student
         self.task = task
         self.teacher_precision = teacher_precision
+        self.cache_top_k = cache_top_k
         # Terms live in two lists so that checkpoints keep naming the added methods' parameters
         # methods.<i> (counting those alone) whatever built-in terms come before them.
         self.builtin_terms = nn.ModuleList()
@@ -262,6 +270,11 @@ class Distiller(TrainingObjective):
         if mode not in {"auto", "device", "memmap", "off"}:
             raise ConfigError(f"teacher cache must be auto, device, memmap or off; got {mode!r}.")
         self.teacher_cache = None
+        hard = [type(_unwrap(m)).__name__ for m in self.methods if _unwrap(m).needs_class_labels]
+        if context.augment_mix and hard:
+            raise ConfigError(f"{', '.join(hard)} reads one true class per sample, but Mixup/CutMix "
+                              "(data.augment.mix) gives every sample a mix of two classes; remove "
+                              "data.augment.mix or use a method without class labels (e.g. kd).")
         if context.augmenting:
             log.info("augmentation is on: the teacher runs live on every augmented batch (no cache)")
         elif mode == "off":
@@ -280,11 +293,32 @@ class Distiller(TrainingObjective):
                 with self.teacher_autocast(context.device):
                     self.teacher_cache = TeacherCache.build_from_batches(
                         self.teacher, context.train_batches(), context.num_train, self._teacher_hooks,
-                        device=context.device, storage=storage, directory=directory)
+                        device=context.device, storage=storage, directory=directory, top_k=self.cache_top_k,
+                        temperatures=self._temperatures())
             else:
                 self.cache_teacher(x_train, storage=storage, directory=directory)
             log.info("teacher outputs cached for %d training samples (%s); the loop skips the teacher",
                      context.num_train or len(x_train), storage)
+            self._log_truncation()
+        if self.teacher_cache is None and self.cache_top_k is not None:
+            log.warning("distill.cache_top_k has no effect in this run: the teacher runs live, so nothing is "
+                        "cached")
+
+    def _temperatures(self) -> tuple[float, ...]:
+        """1 and every temperature a loss term softens the teacher with: where a top-k cache is measured."""
+        found = {float(t) for term in [*self.builtin_terms, *self.methods]
+                 if isinstance(t := getattr(_unwrap(term), "temperature", None), int | float) and t > 0}
+        return tuple(sorted({1.0} | found))
+
+    def _log_truncation(self) -> None:
+        cache = self.teacher_cache
+        if cache is None or cache.top_k is None:
+            return
+        measured = "; ".join(f"T={t:g}: mean KL(top-k || full) {m['mean_kl']:.3g}, mean TV {m['mean_tv']:.3g}, "
+                             f"max TV {m['max_tv']:.3g}" for t, m in cache.truncation.items())
+        log.info("teacher cache keeps the top %d of %s logits per sample, renormalised; its error against "
+                 "the full softmax on the %d cached samples: %s", cache.top_k, cache.num_classes, len(cache),
+                 measured)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -304,8 +338,9 @@ class Distiller(TrainingObjective):
         """
         with self.teacher_autocast(inputs.device):  # the cache holds what the live teacher would give
             self.teacher_cache = TeacherCache.build(self.teacher, inputs, self._teacher_hooks,
-                                                    batch_size=batch_size, storage=storage, directory=directory)
-        logits = self.teacher_cache.logits
+                                                    batch_size=batch_size, storage=storage, directory=directory,
+                                                    top_k=self.cache_top_k, temperatures=self._temperatures())
+        logits = self.teacher_cache.logits  # with cache_top_k: each sample's K largest logits
         return logits if isinstance(logits, Tensor) else torch.from_numpy(logits)
 
     def trainable_modules(self) -> dict[str, nn.Module]:

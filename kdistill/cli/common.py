@@ -46,7 +46,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         help="override a config value, read as YAML, e.g. --set train.epochs=3 (repeatable); "
                              "training features: train.accumulate=K (micro-batches per step), train.ema=0.999 "
                              "(moving average of the student), train.patience=N (early stopping), train.amp=fp16 "
-                             "(CUDA), train.optimizer.decay_bias_and_norm=true")
+                             "(CUDA), train.optimizer.decay_bias_and_norm=true, "
+                             "data.augment.mix='{mixup_alpha: 0.8, cutmix_alpha: 1.0}' (Mixup/CutMix), "
+                             "distill.cache_top_k=K (top-k teacher cache)")
     parser.add_argument("--output-dir", "-o", type=path_argument,
                         help="where checkpoints and results go (a path, taken as written)")
     parser.add_argument("--data-dir", type=path_argument,

@@ -1,4 +1,4 @@
-"""Augmentation: batched on the device (jitter, flip), or per sample in DataLoader workers
+"""Augmentation: batched on the device (jitter, flip, Mixup/CutMix), or per sample in DataLoader workers
 (torchvision transforms v2, timm's ``create_transform``)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from kdistill.errors import ConfigError, DataError
@@ -182,3 +182,56 @@ class Chain:
         for step in self.steps:
             x = step(x)
         return x
+
+
+class BatchMix:
+    """Mixup or CutMix of a training batch: mixed inputs and their mixed (soft) targets.
+
+    Wraps ``torchvision.transforms.v2.MixUp`` and ``CutMix``: each batch is
+    mixed with probability ``prob``; with both kinds on, CutMix is chosen with
+    probability ``switch_prob``. Called as ``mix(x, y)`` with class indices
+    ``y`` of shape ``(N,)``, it returns ``(x_mixed, targets)``, ``targets``
+    being class probabilities ``(N, num_classes)`` (one-hot for an unmixed
+    batch), which ``nn.CrossEntropyLoss`` takes as they are. The draws come
+    from torch's global generator, which :func:`~kdistill.train.loop.fit` seeds.
+    """
+
+    def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,
+                 switch_prob: float = 0.5, prob: float = 1.0) -> None:
+        if num_classes < 2:
+            raise ConfigError("data.augment.mix (Mixup/CutMix) mixes class labels; this data set has no classes "
+                              "to mix (a regression or detection set). Remove data.augment.mix.")
+        if mixup_alpha <= 0 and cutmix_alpha <= 0:
+            raise ConfigError("data.augment.mix: mixup_alpha and cutmix_alpha are both 0, so nothing is mixed.")
+        from kdistill.models.external import _torchvision_without_compiled_ops
+
+        _torchvision_without_compiled_ops()  # a CUDA build of torchvision beside a CPU torch
+        try:
+            from torchvision.transforms import v2
+        except ImportError:
+            raise ConfigError("data.augment.mix needs torchvision: pip install 'kdistill[vision]'.") from None
+        self.num_classes = int(num_classes)
+        self.prob, self.switch_prob = float(prob), float(switch_prob)
+        self.mixup = v2.MixUp(alpha=mixup_alpha, num_classes=num_classes) if mixup_alpha > 0 else None
+        self.cutmix = v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes) if cutmix_alpha > 0 else None
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() != 4:
+            raise DataError(f"Mixup/CutMix needs a batch of images shaped (N, C, H, W); got shape "
+                            f"{tuple(x.shape)}. Remove data.augment.mix for tables and text.")
+        if y.dim() != 1 or y.is_floating_point():
+            raise DataError("Mixup/CutMix needs class indices as labels (shape (N,), integer); got "
+                            f"{y.dtype} {tuple(y.shape)}.")
+        if len(x) < 2 or float(torch.rand(())) >= self.prob:
+            return x, nn.functional.one_hot(y, self.num_classes).to(x.dtype)
+        use_cutmix = self.mixup is None or (self.cutmix is not None and float(torch.rand(())) < self.switch_prob)
+        mixed, targets = (self.cutmix if use_cutmix else self.mixup)(x, y)
+        return mixed, targets.to(x.dtype)
+
+
+def build_batch_mix(options: Any, num_classes: int) -> BatchMix | None:
+    """The :class:`BatchMix` a config's ``data.augment.mix`` section asks for, or ``None`` without one."""
+    if options is None:
+        return None
+    return BatchMix(num_classes, mixup_alpha=options.mixup_alpha, cutmix_alpha=options.cutmix_alpha,
+                    switch_prob=options.switch_prob, prob=options.prob)

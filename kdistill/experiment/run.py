@@ -38,7 +38,7 @@ from kdistill.compress.export import export_model
 from kdistill.compress.variational import finish_variational, make_variational
 from kdistill.config import AugmentConfig, ExperimentConfig, MethodConfig, ModelConfig, TrainConfig
 from kdistill.data import DataSplits, input_spec
-from kdistill.data.augment import build_transform
+from kdistill.data.augment import build_batch_mix, build_transform
 from kdistill.distiller import (
     Distiller,
     LossTerm,
@@ -163,6 +163,7 @@ def build_distiller(cfg: ExperimentConfig, teacher: nn.Module, student: nn.Modul
                                      teacher_precision=cfg.distill.teacher_precision,
                                      student_loss_fn=regression_loss if regression else None)
     distiller.loss_terms = terms
+    distiller.cache_top_k = cfg.distill.cache_top_k
     return distiller
 
 
@@ -268,7 +269,8 @@ def execute(
                       cache_teacher=run.cache, metadata=run.metadata, description=run.description,
                       on_epoch_end=on_epoch_end, tracker=tracking,
                       loader=run.cfg.data.loader, workers=run.cfg.data.workers,
-                      transform=build_transform(run.augment.transforms, run.augment.timm, run.data.input_shape))
+                      transform=build_transform(run.augment.transforms, run.augment.timm, run.data.input_shape),
+                      mix=build_batch_mix(run.augment.mix, run.data.num_classes))
         # [regression] fit leaves the last epoch in the data's units; checkpoints hold standardised weights
         scale = history.target_scale
         reloaded = _load_best(run.model, history.best_path)

@@ -48,6 +48,9 @@ class DistillationMethod(nn.Module):
       options set it.
     * ``needs_live_teacher``: the teacher must run on every batch (the term
       hooks something a cache of the teacher's outputs does not hold).
+    * ``needs_class_labels``: the term reads ``ctx.labels`` as class indices,
+      so it cannot train on Mixup/CutMix batches, whose labels are mixed
+      class probabilities.
     * ``replaces``: names of built-in terms this term stands in for. ``dkd``
       replaces ``kd``: a config that lists dkd and leaves ``distill.alpha``
       unset gets ``ce + dkd``, not ``ce + kd + dkd``.
@@ -57,6 +60,7 @@ class DistillationMethod(nn.Module):
     teacher_layers: tuple[str, ...] = ()
     uses_temperature: bool = False
     needs_live_teacher: bool = False
+    needs_class_labels: bool = False
     replaces: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

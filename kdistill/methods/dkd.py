@@ -43,6 +43,7 @@ def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alp
 @register_method("dkd")
 class DKD(DistillationMethod):
     uses_temperature = True
+    needs_class_labels = True  # its target-class split needs one true class per sample
     replaces = ("kd",)
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,

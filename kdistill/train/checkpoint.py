@@ -16,6 +16,7 @@ refuses any pickle that would build objects other than tensors and containers.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import warnings
@@ -128,8 +129,9 @@ def save_checkpoint(
     modules: dict[str, nn.Module],
     metadata: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
-    """Write ``modules`` (e.g. ``{"model": student}``), optimiser and RNG state atomically."""
+    """Write ``modules`` (e.g. ``{"model": student}``), optimiser, gradient-scaler and RNG state atomically."""
     path = Path(path)
     tensors: dict[str, Tensor] = {}
     for prefix, module in modules.items():
@@ -139,6 +141,8 @@ def save_checkpoint(
         optim_tensors, optim_meta = _optimizer_tensors(optimizer)
         tensors.update(optim_tensors)
         meta["optimizer"] = optim_meta
+    if scaler is not None and scaler.is_enabled():
+        meta["grad_scaler"] = scaler_record(scaler)
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -429,12 +433,42 @@ def weights_prefix(tensors: dict[str, Tensor], meta: dict[str, Any]) -> str:
     return "ema.module" if "ema.n_averaged" in tensors else "model"
 
 
+def scaler_record(scaler: torch.amp.GradScaler) -> dict[str, Any]:
+    """The gradient scaler's state as checkpoint metadata (plain numbers: the scale and its schedule)."""
+    state = scaler.state_dict()
+    return {"scale": float(state["scale"]), "growth_factor": float(state["growth_factor"]),
+            "backoff_factor": float(state["backoff_factor"]), "growth_interval": int(state["growth_interval"]),
+            "growth_tracker": int(state["_growth_tracker"])}
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, meta: dict[str, Any], path: str | Path) -> None:
+    """Give ``scaler`` the state a checkpoint recorded, so fp16 resumes with the scale it had reached.
+
+    A checkpoint without one (written without fp16) leaves the scaler at its
+    initial scale, which it then re-learns within a few steps; that is logged.
+    """
+    record = meta.get("grad_scaler")
+    if not scaler.is_enabled():
+        return
+    if record is None:
+        logging.getLogger("kdistill").warning(
+            "checkpoint '%s' holds no fp16 gradient-scaler state (it was not trained with amp: fp16); the "
+            "scaler starts from its initial scale", path)
+        return
+    scaler.load_state_dict({"scale": record["scale"], "growth_factor": record["growth_factor"],
+                            "backoff_factor": record["backoff_factor"],
+                            "growth_interval": record["growth_interval"],
+                            "_growth_tracker": record["growth_tracker"]})
+
+
 def restore_training_state(
     path: str | Path,
     modules: dict[str, nn.Module],
     optimizer: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
-    """Load modules, optimiser and RNG state saved by :func:`save_checkpoint`; return metadata."""
+    """Load modules, optimiser, gradient-scaler and RNG state saved by :func:`save_checkpoint`; return
+    metadata."""
     tensors, meta = read_checkpoint(path)
     if "epoch" not in meta:
         raise CheckpointError(f"Checkpoint '{path}' records no 'epoch', so there is no training to "
@@ -445,6 +479,8 @@ def restore_training_state(
         if "optimizer" not in meta:
             raise CheckpointError(f"Checkpoint '{path}' holds no optimiser state to resume from.")
         _restore_optimizer(optimizer, tensors, meta["optimizer"], f"Checkpoint '{path}'")
+    if scaler is not None:
+        restore_scaler(scaler, meta, path)
     rng = [("rng.cpu", torch.get_rng_state, torch.set_rng_state)]
     if torch.cuda.is_available():
         rng.append(("rng.cuda", torch.cuda.get_rng_state, torch.cuda.set_rng_state))

@@ -129,6 +129,16 @@ class TargetScaleRecord(Record):
     std: float = Field(gt=0, allow_inf_nan=False, description="a positive finite number")
 
 
+class GradScalerRecord(Record):
+    """fp16 training's gradient-scaler state (``torch.amp.GradScaler.state_dict``, renamed)."""
+
+    scale: float = Field(gt=0, allow_inf_nan=False, description="a positive finite number")
+    growth_factor: float = Field(gt=1, allow_inf_nan=False, description="a finite number > 1")
+    backoff_factor: float = Field(gt=0, lt=1, description="a number between 0 and 1")
+    growth_interval: int = Field(ge=1, description="a whole number >= 1")
+    growth_tracker: int = Field(ge=0, description="a whole number >= 0")
+
+
 class CheckpointMeta(Record):
     """The top level of a kdistill file's metadata (the ``kdistill`` entry of its safetensors header)."""
 
@@ -156,6 +166,8 @@ class CheckpointMeta(Record):
         None, description=f"a mapping of tensor names to shapes of at most {MAX_TENSOR_VALUES:,} values")
     target_scale: TargetScaleRecord | None = Field(None, description="a mapping with a finite mean and a "
                                                                      "positive std")
+    grad_scaler: GradScalerRecord | None = Field(None, description="a mapping of the fp16 gradient scaler's "
+                                                                   "state")
 
     @field_validator("sparse_shapes")
     @classmethod

@@ -227,6 +227,7 @@ class _Setup:
     samples_per_epoch: int = 0      # per epoch, before sharding (memory) or of this shard (stream)
     scaler: torch.amp.GradScaler | None = None
     ema: AveragedModel | None = None
+    mix: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     @property
     def saved(self) -> dict[str, nn.Module]:
@@ -284,7 +285,8 @@ def _materialise(dataset: Dataset) -> tuple[Tensor, Tensor]:
 
 def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, augment_jitter: int,
             augment_flip: bool, cache: str, out: Path | None, loader: str, workers: int | None,
-            transform: Callable[[Tensor], Tensor] | None) -> _Setup:
+            transform: Callable[[Tensor], Tensor] | None,
+            mix: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None) -> _Setup:
     device = resolve_device(cfg.device)
     dist_ctx, device = distributed.init_distributed(device)  # [ddp]
     cfg = distributed.effective_config(cfg, dist_ctx)  # [ddp] batch_scope / lr_scaling
@@ -298,7 +300,7 @@ def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, aug
         data = DataSplits(name=getattr(data, "name", type(base).__name__), x_train=x_all, y_train=y_all,
                           x_test=x_all[:0], y_test=y_all[:0], num_classes=0, input_shape=tuple(x_all.shape[1:]))
     context = dict(device=device, amp=cfg.amp, augment_jitter=augment_jitter, augment_flip=augment_flip,
-                   augment_transform=transform is not None, cache=cache, out_dir=out,
+                   augment_transform=transform is not None, augment_mix=mix is not None, cache=cache, out_dir=out,
                    cache_dir=_cache_dir(out, dist_ctx))
     stream: StreamBatches | DataLoader | None = None
     val_loader = None
@@ -366,7 +368,7 @@ def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, aug
         ema = AveragedModel(modules["model"], multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     return _Setup(device, dist_ctx, cfg, x_train, y_train, x_val, y_val, modules, params, optimizer,
                   steps_per_epoch, steps_per_epoch * cfg.epochs, cfg.scaled_lr(), cuda_graphs, stream, val_loader,
-                  micro, samples, scaler, ema)
+                  micro, samples, scaler, ema, mix)
 
 
 def _cache_dir(out: Path | None, ctx: distributed.DistContext) -> Path | None:
@@ -393,7 +395,7 @@ def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, A
         raise CheckpointError(f"Checkpoint '{path}' holds {saved_optimizer} optimiser state but this run "
                               f"uses {s.cfg.optimizer.name}; resume with train.optimizer.name: "
                               f"{saved_optimizer}, or start a fresh run without --resume.")
-    meta = restore_training_state(path, s.saved, s.optimizer)
+    meta = restore_training_state(path, s.saved, s.optimizer, s.scaler)
     _report_changed_settings(path, meta, metadata)
     history.epochs = list(meta.get("history", []))
     history.best_epoch = int(meta.get("best_epoch", -1))
@@ -406,7 +408,8 @@ def _resume(path: str | Path, s: _Setup, history: History, metadata: dict[str, A
 
 
 # recorded per checkpoint, not settings: the epoch's own state, and what says how to rebuild the model
-_NOT_SETTINGS = {"role", "epoch", "step", "history", "best_epoch", "best_score", "initial_loss", "model_spec"}
+_NOT_SETTINGS = {"role", "epoch", "step", "history", "best_epoch", "best_score", "initial_loss", "model_spec",
+                 "grad_scaler"}
 # how a run is shown, not what it computes
 _DISPLAY_ONLY = {"train.progress"}
 
@@ -498,6 +501,8 @@ def _train_epoch(objective: TrainingObjective, s: _Setup, epoch: int, augment_ji
             xb = jitter(xb, augment_jitter, generator=generator, fill=fill)
         if augment_flip:
             xb = hflip(xb, generator=generator)
+        if s.mix is not None:  # the teacher runs live on the mixed batch; labels become class probabilities
+            xb, yb = s.mix(xb, yb)
         share = _group_share(micro, len(xb), s)
         if s.stream is None:
             xb, yb, idx, weight = distributed.shard_batch(xb, yb, idx, s.dist_ctx)  # [ddp]
@@ -607,7 +612,7 @@ def _save_epoch(out: Path, s: _Setup, history: History, meta: dict[str, Any], ep
         save_checkpoint(out / f"epoch-{epoch:03d}.safetensors", s.saved, meta)
     if improved:
         history.best_path = save_checkpoint(out / "best.safetensors", s.saved, meta)
-    history.last_path = save_checkpoint(out / "last.safetensors", s.saved, meta, s.optimizer)
+    history.last_path = save_checkpoint(out / "last.safetensors", s.saved, meta, s.optimizer, s.scaler)
 
 
 def _validate(objective: TrainingObjective, s: _Setup, record: dict[str, float]) -> float:
@@ -647,6 +652,7 @@ def fit(
     loader: str = "auto",
     workers: int | None = None,
     transform: Callable[[Tensor], Tensor] | None = None,
+    mix: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> History:
     """Train ``objective.student`` (and any other trainable modules of the objective) on ``data``.
 
@@ -661,7 +667,11 @@ def fit(
     ``val_fraction`` of it is held out to pick the best epoch. ``transform``
     (see :func:`kdistill.data.augment.build_transform`) augments each training
     image in the DataLoader workers, on the streaming path; the teacher then
-    runs live on the student's augmented batch.
+    runs live on the student's augmented batch. ``mix`` (e.g. a
+    :class:`kdistill.data.augment.BatchMix`, Mixup/CutMix) turns every training
+    batch ``(x, y)`` into mixed inputs and class-probability targets on the
+    device, on either path; the teacher runs live on the mixed batch and the
+    label term takes the mixed targets.
 
     ``objective`` is a :class:`~kdistill.train.objective.TrainingObjective`:
     :class:`~kdistill.distiller.Supervised`, :class:`~kdistill.distiller.Distiller`,
@@ -685,7 +695,7 @@ def fit(
         history = _fit(objective, data, cfg, out_dir=out_dir, resume=resume, augment_jitter=augment_jitter,
                        augment_flip=augment_flip, cache_teacher=cache_teacher, metadata=metadata,
                        description=description, on_epoch_end=on_epoch_end, tracker=tracker, loader=loader,
-                       workers=workers, transform=transform)
+                       workers=workers, transform=transform, mix=mix)
     finally:
         restore_teacher()
     if target_scale is not None:
@@ -711,11 +721,12 @@ def _fit(
     loader: str = "auto",
     workers: int | None = None,
     transform: Callable[[Tensor], Tensor] | None = None,
+    mix: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> History:
     """The loop itself; :func:`fit` with the targets as they are."""
     cache = ("auto" if cache_teacher else "off") if isinstance(cache_teacher, bool) else cache_teacher
     out = Path(out_dir) if out_dir is not None else None
-    s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out, loader, workers, transform)
+    s = _set_up(objective, data, cfg, augment_jitter, augment_flip, cache, out, loader, workers, transform, mix)
     history = History()
     metadata = {**_self_description(objective, data), **(metadata or {})}
     # the configured schedule, not the one scaled for this world size (batch_scope / lr_scaling), so

@@ -35,7 +35,9 @@ class FitContext:
 
     ``amp`` is the loop's autocast mode (``train.amp``), ``augment_jitter`` the
     pixel shift and ``augment_flip`` the random mirroring applied to every batch,
-    ``augment_transform`` whether a per-sample transform augments every image
+    ``augment_transform`` whether a per-sample transform augments every image,
+    ``augment_mix`` whether Mixup/CutMix mixes every batch (the labels are then
+    class probabilities of shape ``(N, C)``)
     (none of them: inputs never change between epochs), ``cache`` the teacher-cache
     mode (``distill.cache``) and ``out_dir`` the run folder (``None``: nothing
     is written); ``cache_dir`` is where this process may keep a memory-mapped
@@ -53,6 +55,7 @@ class FitContext:
     augment_jitter: int = 0
     augment_flip: bool = False
     augment_transform: bool = False
+    augment_mix: bool = False
     cache: str = "auto"
     out_dir: Path | None = None
     num_train: int = 0
@@ -62,7 +65,7 @@ class FitContext:
 
     @property
     def augmenting(self) -> bool:
-        return bool(self.augment_jitter or self.augment_flip or self.augment_transform)
+        return bool(self.augment_jitter or self.augment_flip or self.augment_transform or self.augment_mix)
 
 
 @torch.no_grad()
