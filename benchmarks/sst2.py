@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from kdistill.config import ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig
 from kdistill.data import DataSplits, load_dataset
 from kdistill.distiller import Distiller, Supervised
+from kdistill.errors import ConfigError
 from kdistill.eval import (
     accuracy,
     cpu_latency,
@@ -68,6 +69,7 @@ from kdistill.text.hf import load_tokenizer
 from kdistill.text.inference import predict_by_length
 from kdistill.train import fit
 from kdistill.train.checkpoint import atomic_write_text
+from kdistill.train.lock import folder_lock
 from kdistill.train.loop import split_validation
 
 MAX_LENGTH = 64
@@ -245,12 +247,25 @@ def transfer_set(bench: Bench, cfg: StudentConfig, teacher: nn.Module | None) ->
 # --------------------------------------------------------------------------- one resumable run
 
 
-def run_once(bench: Bench, name: str, settings: dict[str, Any], build) -> tuple[dict[str, Any], nn.Module | None]:
-    """Train run ``name`` (resuming its folder) unless it has a record; returns its record and model.
+def run_once(bench: Bench, name: str, settings: dict[str, Any], build,
+             teacher_out: dict[str, Tensor] | None) -> tuple[dict[str, Any], nn.Module | None]:
+    """Train, score and record run ``name`` (resuming its folder) unless it has a record.
 
     ``build()`` returns ``(objective, data, train_config, metadata)``; a recorded run is read back
     (its model only when ``--out`` still holds it) and must have been made with the same ``settings``.
+    The run folder is locked meanwhile: a second process asked for the same run stops instead of
+    writing the same checkpoints.
     """
+    folder = bench.out / name
+    try:
+        with folder_lock(folder, "training"):
+            return train_and_record(bench, name, settings, build, teacher_out)
+    except ConfigError as error:
+        raise SystemExit(f"Run '{name}': {error}") from None
+
+
+def train_and_record(bench: Bench, name: str, settings: dict[str, Any], build,
+                     teacher_out: dict[str, Tensor] | None) -> tuple[dict[str, Any], nn.Module | None]:
     record_path = bench.records / f"{name}.json"
     folder = bench.out / name
     if record_path.exists():
@@ -290,6 +305,7 @@ def run_once(bench: Bench, name: str, settings: dict[str, Any], build) -> tuple[
         "environment": environment(),
         "command": bench.command(),
     }
+    score(bench, record, model, teacher_out)
     return record, model
 
 
@@ -314,18 +330,17 @@ def run_teacher(bench: Bench) -> tuple[dict[str, Any], nn.Module]:
                 "validation": args.validation, "split_seed": SPLIT_SEED, "quick": args.quick}
 
     def build():
+        torch.manual_seed(0)  # the new head's initial weights
         teacher = create_model("hf-classifier", (MAX_LENGTH,), 2, pretrained="minilm")
         data, fraction = bench.training_data(bench.pool_x[: args.teacher_train],
                                              bench.pool_y[: args.teacher_train], seed=0)
         meta = checkpoint_meta("hf-classifier", {"pretrained": "minilm"}, data, teacher)
         return Supervised(teacher), data, schedule(1, 32, 5e-5, 0, fraction), meta
 
-    record, teacher = run_once(bench, "teacher", settings, build)
+    record, teacher = run_once(bench, "teacher", settings, build, None)
     if teacher is None:
         raise SystemExit(f"The teacher is recorded but {bench.out / 'teacher'} holds no checkpoint; "
                          "pass the --out it was trained in.")
-    if "dev_acc" not in record:
-        score(bench, record, teacher, None)
     return record, teacher
 
 
@@ -356,10 +371,7 @@ def run_student(bench: Bench, name: str, teacher: nn.Module, teacher_out: dict[s
                                            transfer_x=x, transfer_logits=logits)
         return objective, data, train, meta
 
-    record, model = run_once(bench, name, settings, build)
-    if "dev_acc" not in record:
-        score(bench, record, model, teacher_out)
-    return record
+    return run_once(bench, name, settings, build, teacher_out)[0]
 
 
 def parse_run(name: str) -> tuple[str, int]:
