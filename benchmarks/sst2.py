@@ -1,39 +1,54 @@
 """SST-2 benchmark: a fine-tuned MiniLM teacher and its distilled students, on the CPU.
 
-    nice -n 10 .venv/bin/python benchmarks/sst2.py            # the schedule in docs/NLP.md
-    .venv/bin/python benchmarks/sst2.py --quick               # a smoke run of every step (minutes)
+    nice -n 10 python benchmarks/sst2.py --threads 1 --out ~/kdistill-bench/sst2 \\
+        --runs tiny-kd-e4-s0,tiny-nokd-e4-s0 --write docs/NLP.md
+    python benchmarks/sst2.py --quick --out /tmp/sst2-quick      # a smoke run of every step (minutes)
 
-1. Teacher: all-MiniLM-L6-v2 + a classification head (``hf-classifier``),
-   fine-tuned on ``--teacher-train`` SST-2 training phrases.
-2. Half-depth student (``hf-distil``): teacher layers 0, 2, 4 and head, distilled
-   with soft targets plus DistilBERT's cosine hidden-state loss.
-3. Tiny student (``tiny-transformer``, <= 1/10 of the teacher's parameters),
-   trained with and without distillation over ``--seeds`` seeds.
-4. BiLSTM (Tang et al. 2019) distilled over the same tokenizer's ids.
+Every run is resumable and recorded on its own. A run's checkpoints go to ``--out/NAME``
+(``last.safetensors`` every epoch, so a killed run continues from its last finished epoch when
+the benchmark is started again); a finished run writes ``--records/NAME.json`` (committed under
+``docs/benchmarks/sst2``) and is read back, never trained again, when the benchmark runs again.
+``--write`` rebuilds the results table of ``docs/NLP.md`` from the records.
 
-Every model is scored on SST-2 dev and test, measured (parameters, safetensors
-size, CPU latency at batch 1 and length 64 with PyTorch and ONNX Runtime) and
-compared with the teacher (agreement, KL). Results go to ``--out`` as JSON and,
-with ``--docs``, into a Markdown table.
+The data: SST-2's 67,349 training phrases are split once (a fixed seed) into ``--validation``
+phrases held out from every training run, used to choose between configurations and epochs
+(``best.safetensors`` is the epoch with the highest validation accuracy), and the rest, of which
+the teacher is fine-tuned on the first ``--teacher-train`` and the students learn from
+``--transfer`` (all by default) labelled by the teacher. Dev (872 sentences) and test (1,821) are
+only ever evaluated, never used for a choice.
+
+Runs (``--runs``, a comma list; the teacher always runs first):
+
+* ``teacher``: all-MiniLM-L6-v2 + a classification head (``hf-classifier``), 1 epoch.
+* ``CONFIG-sSEED`` for a student configuration of :data:`CONFIGS`, e.g. ``tiny-kd-e4-s0``:
+  the 2-layer ``tiny-transformer`` (1.39M parameters) distilled with soft targets for 4 epochs,
+  seed 0. Configurations vary epochs, distillation, the transfer set (TinyBERT-style augmented
+  copies) and an intermediate-layer (hidden-state) loss; ``half-*`` is the half-depth
+  ``hf-distil`` student and ``bilstm-*`` Tang et al. (2019)'s BiLSTM.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import platform
-import statistics
-import subprocess
+import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import write_section
+from hinton_mnist import EpochClock, environment
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
 
 from kdistill.config import ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig
-from kdistill.data import load_dataset
+from kdistill.data import DataSplits, load_dataset
 from kdistill.distiller import Distiller, Supervised
+from kdistill.errors import ConfigError
 from kdistill.eval import (
     accuracy,
     cpu_latency,
@@ -43,352 +58,449 @@ from kdistill.eval import (
     top1_agreement,
 )
 from kdistill.experiment import model_spec
+from kdistill.experiment.run import _load_best
+from kdistill.experiment.saved import load_model
 from kdistill.methods.hidden_states import HiddenStateMatching
 from kdistill.models import create_model
+from kdistill.teacher_cache import TeacherCache
+from kdistill.text.augment import augment_ids
 from kdistill.text.deploy import export_onnx, onnx_latency
+from kdistill.text.hf import load_tokenizer
 from kdistill.text.inference import predict_by_length
 from kdistill.train import fit
 from kdistill.train.checkpoint import atomic_write_text
+from kdistill.train.lock import folder_lock
 from kdistill.train.loop import split_validation
 
 MAX_LENGTH = 64
+SPLIT_SEED = 12345  # which training phrases are held out for validation: the same for every run
+SECTION = ("<!-- sst2-records:start -->", "<!-- sst2-records:end -->")
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+    """One student configuration; a run is a configuration and a seed."""
+
+    model: str = "tiny-transformer"
+    epochs: int = 4
+    lr: float = 1e-3
+    batch: int = 64
+    kd: bool = True  # False: labels only, the same model and schedule
+    alpha: float = 0.9  # weight of the soft-target term (1 - alpha on the labels)
+    temperature: float = 2.0
+    hidden_weight: float = 0.0  # weight of the hidden-state (intermediate-layer) loss; 0 = off
+    augment_copies: int = 0  # TinyBERT / Tang et al. augmented copies of the transfer set
+    mask_prob: float = 0.1
+    ngram_prob: float = 0.25
+    transfer: int | None = None  # phrases of the transfer set; None = every non-validation phrase
+    about: str = ""
+
+    def options(self) -> dict[str, Any]:
+        if self.model == "tiny-transformer":
+            return {"layers": 2, "hidden": 128, "heads": 4, "embedding_dim": 32, "embeddings_from": "minilm"}
+        if self.model == "bilstm":
+            return {"hidden": 150, "embedding_dim": 64, "embeddings_from": "minilm"}
+        return {}  # hf-distil: teacher layers 0, 2, 4 and head
+
+    def hidden_method(self) -> HiddenStateMatching:
+        if self.model == "hf-distil":  # DistilBERT: cosine, same width
+            return HiddenStateMatching(layers={"teacher": [1, 3, 5], "student": [0, 1, 2]}, loss="cosine")
+        # TinyBERT: mean squared error through a learned 128 -> 384 projection, every third teacher layer
+        return HiddenStateMatching(layers={"teacher": [2, 5], "student": [0, 1]}, loss="mse")
 
 
-def schedule(epochs: int, batch: int, lr: float, seed: int = 0) -> TrainConfig:
+CONFIGS: dict[str, StudentConfig] = {
+    "tiny-kd-e2": StudentConfig(epochs=2, about="soft targets (alpha 0.9, T 2), 2 epochs"),
+    "tiny-kd-e4": StudentConfig(epochs=4, about="soft targets (alpha 0.9, T 2), 4 epochs"),
+    "tiny-kd-e8": StudentConfig(epochs=8, about="soft targets (alpha 0.9, T 2), 8 epochs"),
+    "tiny-kd-a1-e4": StudentConfig(epochs=4, alpha=1.0, about="soft targets only (alpha 1, T 2), 4 epochs"),
+    "tiny-nokd-e4": StudentConfig(epochs=4, kd=False, about="labels only, 4 epochs"),
+    "tiny-kd-aug1-e2": StudentConfig(epochs=2, alpha=1.0, augment_copies=1,
+                                     about="soft targets only, transfer set + 1 augmented copy, 2 epochs"),
+    "tiny-kd-aug1-e4": StudentConfig(epochs=4, alpha=1.0, augment_copies=1,
+                                     about="soft targets only, transfer set + 1 augmented copy, 4 epochs"),
+    "tiny-kd-hidden-e2": StudentConfig(epochs=2, hidden_weight=1.0,
+                                       about="soft targets + hidden-state MSE (teacher layers 3, 6), 2 epochs"),
+    "half-kd-hidden-e2": StudentConfig(model="hf-distil", epochs=2, lr=5e-5, batch=32, alpha=0.5,
+                                       hidden_weight=1.0, transfer=16_000,
+                                       about="half-depth, soft targets + cosine hidden states, 2 epochs"),
+    "bilstm-kd-e2": StudentConfig(model="bilstm", epochs=2, lr=2e-3, about="BiLSTM, soft targets, 2 epochs"),
+}
+
+
+def schedule(epochs: int, batch: int, lr: float, seed: int, val_fraction: float) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=batch, seed=seed, device="cpu", progress=False,
-                       val_fraction=0.05, grad_clip=1.0,
+                       val_fraction=val_fraction, grad_clip=1.0,
                        optimizer=OptimizerConfig(name="adamw", lr=lr, weight_decay=0.01),
                        scheduler=SchedulerConfig(name="cosine", warmup_epochs=0.1 * epochs))
 
 
-def measure(name: str, model: torch.nn.Module, dev, test, teacher_dev, teacher_test,
-            out: Path, threads: int) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-    """Accuracy, fidelity and cost of one model."""
-    model.eval()
-    dev_logits = predict_by_length(model, dev.x_test)
-    test_logits = predict_by_length(model, test.x_test)
-    row: dict[str, Any] = {
-        "model": name, "params": parameter_count(model), "size_bytes": size_on_disk(model),
-        "dev_acc": accuracy(dev_logits, dev.y_test), "test_acc": accuracy(test_logits, test.y_test),
-    }
-    if teacher_dev is not None:
-        row["agreement_dev"] = top1_agreement(student_logits=dev_logits, teacher_logits=teacher_dev)
-        row["kl_dev"] = predictive_kl(teacher_logits=teacher_dev, student_logits=dev_logits)
-        row["agreement_test"] = top1_agreement(student_logits=test_logits, teacher_logits=teacher_test)
+@dataclasses.dataclass
+class Bench:
+    """The data, the folders and the command, shared by every run of one invocation."""
+
+    args: argparse.Namespace
+    dev: DataSplits  # x_test: dev sentences
+    test: DataSplits  # x_test: test sentences
+    x_val: Tensor
+    y_val: Tensor
+    pool_x: Tensor  # every training phrase not held out, in a fixed random order
+    pool_y: Tensor
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.out).expanduser()
+
+    @property
+    def records(self) -> Path:
+        return Path(self.args.records).expanduser()
+
+    def command(self) -> str:
+        return "python benchmarks/sst2.py " + " ".join(self.args.argv)
+
+    def training_data(self, x: Tensor, y: Tensor, seed: int) -> tuple[DataSplits, float]:
+        """``x``/``y`` plus the validation phrases, placed where fit()'s split takes its validation rows.
+
+        fit() holds out ``val_fraction`` of the rows at a seeded random permutation's first positions;
+        putting the held-out phrases exactly there makes fit() validate (and pick ``best``) on them
+        and train on ``x`` alone, in its order, so cached teacher logits line up with it.
+        """
+        n = len(x) + len(self.x_val)
+        fraction = len(self.x_val) / n
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        xs, ys = torch.empty((n, *x.shape[1:]), dtype=x.dtype), torch.empty(n, dtype=y.dtype)
+        xs[order[:len(self.x_val)]], ys[order[:len(self.x_val)]] = self.x_val, self.y_val
+        xs[order[len(self.x_val):]], ys[order[len(self.x_val):]] = x, y
+        kept, _, held, _ = split_validation(xs, ys, fraction, seed)
+        if not (torch.equal(held, self.x_val) and torch.equal(kept, x)):
+            raise RuntimeError("fit()'s validation split no longer matches the held-out phrases")
+        return dataclasses.replace(self.dev, x_train=xs, y_train=ys), fraction
+
+
+class CachedTeacherDistiller(Distiller):
+    """A :class:`Distiller` whose teacher cache is logits computed once per transfer set and kept in
+    ``--out``: the loop's own cache would run the 22M-parameter teacher over the whole transfer set
+    again in every run, in unsorted batches padded to their longest phrase."""
+
+    def __init__(self, *, transfer_x: Tensor, transfer_logits: Tensor, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.transfer_x, self.transfer_logits = transfer_x, transfer_logits
+
+    def cache_teacher(self, inputs: Tensor, batch_size: int = 1024, storage: str = "device",
+                      directory: str | None = None) -> Tensor:
+        if not torch.equal(inputs.cpu(), self.transfer_x):
+            raise RuntimeError("the training rows are not the transfer set the teacher logits belong to")
+        self.teacher_cache = TeacherCache(self.transfer_logits.to(inputs.device), {}, inputs.device)
+        return self.transfer_logits
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_bench(args: argparse.Namespace) -> Bench:
+    dev = load_dataset("sst2", max_length=MAX_LENGTH, test_split="dev")
+    test = load_dataset("sst2", max_length=MAX_LENGTH, test_split="test")
+    order = torch.randperm(len(dev.x_train), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    if args.quick:  # a few hundred phrases and sentences: every step, in minutes
+        order = order[: args.validation + max(args.teacher_train, args.transfer or 0)]
+        dev, test = dev.subset(None, 64), test.subset(None, 64)
+    held, pool = order[: args.validation], order[args.validation:]
+    return Bench(args, dev, test, dev.x_train[held], dev.y_train[held], dev.x_train[pool], dev.y_train[pool])
+
+
+def teacher_logits(bench: Bench, teacher: nn.Module, name: str, inputs: Tensor) -> Tensor:
+    """The teacher's logits for ``inputs``, computed once and kept in ``--out/teacher-logits``."""
+    path = bench.out / "teacher-logits" / f"{name}.safetensors"
+    if path.exists():
+        stored = load_file(path)
+        if torch.equal(stored["inputs"], inputs):
+            return stored["logits"]
+    start = time.perf_counter()
+    logits = predict_by_length(teacher, inputs)
+    stage(f"teacher logits for {name}: {len(inputs):,} rows in {time.perf_counter() - start:.0f} s")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    save_file({"inputs": inputs.contiguous(), "logits": logits.contiguous()}, str(partial))
+    os.replace(partial, path)
+    return logits
+
+
+def transfer_set(bench: Bench, cfg: StudentConfig, teacher: nn.Module | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Inputs, labels and (with a teacher) teacher logits of a configuration's transfer set."""
+    n = cfg.transfer if cfg.transfer is not None else len(bench.pool_x)
+    if bench.args.quick:
+        n = min(n, bench.args.transfer or n)
+    x, y = bench.pool_x[:n], bench.pool_y[:n]
+    logits = teacher_logits(bench, teacher, f"transfer-{n}", x) if teacher is not None else None
+    if cfg.augment_copies:
+        tok = load_tokenizer(None)
+        extra, source = augment_ids(x, pad_id=int(tok.pad_token_id), mask_id=tok.mask_token_id,
+                                    copies=cfg.augment_copies, mask_prob=cfg.mask_prob,
+                                    ngram_prob=cfg.ngram_prob, seed=0)
+        x, y = torch.cat([x, extra]), torch.cat([y, y[source]])  # copied labels: alpha 1 ignores them
+        if teacher is not None:
+            name = f"transfer-{n}-aug{cfg.augment_copies}-m{cfg.mask_prob}-n{cfg.ngram_prob}"
+            logits = torch.cat([logits, teacher_logits(bench, teacher, name, extra)])
+    return x, y, logits
+
+
+# --------------------------------------------------------------------------- one resumable run
+
+
+def run_once(bench: Bench, name: str, settings: dict[str, Any], build,
+             teacher_out: dict[str, Tensor] | None) -> tuple[dict[str, Any], nn.Module | None]:
+    """Train, score and record run ``name`` (resuming its folder) unless it has a record.
+
+    ``build()`` returns ``(objective, data, train_config, metadata)``; a recorded run is read back
+    (its model only when ``--out`` still holds it) and must have been made with the same ``settings``.
+    The run folder is locked meanwhile: a second process asked for the same run stops instead of
+    writing the same checkpoints.
+    """
+    folder = bench.out / name
     try:
-        row["onnx_path"] = str(export_onnx(model, out / "onnx" / f"{slug(name)}.onnx", MAX_LENGTH))
-    except Exception as error:  # an exporter gap must not lose the other numbers
-        row["onnx_error"] = f"{type(error).__name__}: {str(error)[:200]}"
-    measure_latency([(row, model)], threads, rounds=1)  # refined at the end, interleaved
-    print(json.dumps(row), flush=True)
-    return (row, dev_logits, test_logits)
+        with folder_lock(folder, "training"):
+            return train_and_record(bench, name, settings, build, teacher_out)
+    except ConfigError as error:
+        raise SystemExit(f"Run '{name}': {error}") from None
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+def train_and_record(bench: Bench, name: str, settings: dict[str, Any], build,
+                     teacher_out: dict[str, Tensor] | None) -> tuple[dict[str, Any], nn.Module | None]:
+    record_path = bench.records / f"{name}.json"
+    folder = bench.out / name
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("settings") != json.loads(json.dumps(settings)):
+            raise SystemExit(
+                f"Run '{name}' is recorded in {record_path} with other settings than this command's "
+                f"({record.get('settings')} vs {settings}); remove the record to run it again, or use "
+                "another --records folder.")
+        best = folder / "best.safetensors"
+        return record, (load_model(best)[0].eval() if best.exists() else None)
+    objective, data, cfg, metadata = build()
+    last = folder / "last.safetensors"
+    stage(f"{'resuming' if last.exists() else 'starting'} {name}")
+    clock = EpochClock(folder)
+    history = fit(objective, data, cfg, out_dir=folder, resume=last if last.exists() else None,
+                  cache_teacher=True, metadata=metadata, description=name, on_epoch_end=clock)
+    model = objective.student
+    _load_best(model, folder / "best.safetensors")
+    wall, cpu = clock.totals()
+    epochs = [{"epoch": int(e["epoch"]), "val_acc": e["val_score"], "loss": e["loss"]} for e in history.epochs]
+    record = {
+        "name": name,
+        "settings": settings,
+        "train": cfg.model_dump(mode="json", exclude={"progress", "device"}),
+        "epochs_run": len(epochs),
+        "best_epoch": history.best_epoch,
+        "epochs": epochs,
+        "val_acc": accuracy(predict_by_length(model, bench.x_val), bench.y_val),
+        "val_size": len(bench.y_val),
+        "train_rows": len(data.x_train) - len(bench.x_val),
+        "params": parameter_count(model),
+        "size_bytes": size_on_disk(model),
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "command": bench.command(),
+    }
+    score(bench, record, model, teacher_out)
+    return record, model
 
 
-def measure_latency(models: list[tuple[dict[str, Any], torch.nn.Module]], threads: int,
-                    rounds: int = 3) -> None:
-    """Batch 1, length 64, PyTorch and ONNX Runtime; the minimum over interleaved rounds of
-    medians, because other jobs on a shared machine only ever add time."""
-    for row, _ in models:
-        row.setdefault("torch_ms", float("inf"))
-        row.setdefault("onnx_ms", float("inf") if row.get("onnx_path") else None)
-    for _ in range(rounds):
-        for row, model in models:
-            ms = cpu_latency(model, (MAX_LENGTH,), batch_size=1, warmup=3, repeats=15,
-                             threads=threads)["ms_per_sample"]
-            row["torch_ms"] = min(row["torch_ms"], ms)
-            if row.get("onnx_path"):
-                ms = onnx_latency(row["onnx_path"], model.example_input(1, MAX_LENGTH), warmup=5,
-                                  repeats=30, threads=threads)
-                row["onnx_ms"] = min(row["onnx_ms"], ms)
+def score(bench: Bench, record: dict[str, Any], model: nn.Module, teacher_out: dict[str, Tensor] | None) -> None:
+    """Dev and test accuracy, and agreement and KL with the teacher, into ``record``; then write it."""
+    for split, data in (("dev", bench.dev), ("test", bench.test)):
+        logits = predict_by_length(model, data.x_test)
+        record[f"{split}_acc"] = accuracy(logits, data.y_test)
+        record[f"{split}_size"] = len(data.y_test)
+        if teacher_out is not None:
+            record[f"agreement_{split}"] = top1_agreement(student_logits=logits, teacher_logits=teacher_out[split])
+            record[f"kl_{split}"] = predictive_kl(teacher_logits=teacher_out[split], student_logits=logits)
+    bench.records.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(bench.records / f"{record['name']}.json", json.dumps(record, indent=2) + "\n")
+    stage(f"{record['name']}: validation {record['val_acc']:.2%}, dev {record['dev_acc']:.2%}, "
+          f"test {record['test_acc']:.2%}")
 
 
-def checkpoint_meta(name: str, options: dict, data, model) -> dict[str, Any]:
+def run_teacher(bench: Bench) -> tuple[dict[str, Any], nn.Module]:
+    args = bench.args
+    settings = {"model": "hf-classifier", "pretrained": "minilm", "teacher_train": args.teacher_train,
+                "validation": args.validation, "split_seed": SPLIT_SEED, "quick": args.quick}
+
+    def build():
+        torch.manual_seed(0)  # the new head's initial weights
+        teacher = create_model("hf-classifier", (MAX_LENGTH,), 2, pretrained="minilm")
+        data, fraction = bench.training_data(bench.pool_x[: args.teacher_train],
+                                             bench.pool_y[: args.teacher_train], seed=0)
+        meta = checkpoint_meta("hf-classifier", {"pretrained": "minilm"}, data, teacher)
+        return Supervised(teacher), data, schedule(1, 32, 5e-5, 0, fraction), meta
+
+    record, teacher = run_once(bench, "teacher", settings, build, None)
+    if teacher is None:
+        raise SystemExit(f"The teacher is recorded but {bench.out / 'teacher'} holds no checkpoint; "
+                         "pass the --out it was trained in.")
+    return record, teacher
+
+
+def run_student(bench: Bench, name: str, teacher: nn.Module, teacher_out: dict[str, Tensor]) -> dict[str, Any]:
+    config_name, seed = parse_run(name)
+    cfg = CONFIGS[config_name]
+    settings = {"config": config_name, "seed": seed, **dataclasses.asdict(cfg),
+                "validation": bench.args.validation, "split_seed": SPLIT_SEED, "quick": bench.args.quick}
+    if bench.args.quick:
+        settings["epochs"] = 1
+
+    def build():
+        x, y, logits = transfer_set(bench, cfg, teacher if cfg.kd else None)
+        data, fraction = bench.training_data(x, y, seed)
+        train = schedule(settings["epochs"], cfg.batch, cfg.lr, seed, fraction)
+        torch.manual_seed(seed)
+        options = cfg.options()
+        if cfg.model == "hf-distil":
+            student = create_model(cfg.model, (MAX_LENGTH,), 2, teacher_model=teacher)
+        else:
+            student = create_model(cfg.model, (MAX_LENGTH,), 2, **options)
+        meta = checkpoint_meta(cfg.model, options, data, student)
+        if not cfg.kd:
+            return Supervised(student), data, train, meta
+        methods = [(cfg.hidden_method(), cfg.hidden_weight)] if cfg.hidden_weight else []
+        objective = CachedTeacherDistiller(teacher=teacher, student=student, alpha=cfg.alpha,
+                                           temperature=cfg.temperature, methods=methods,
+                                           transfer_x=x, transfer_logits=logits)
+        return objective, data, train, meta
+
+    return run_once(bench, name, settings, build, teacher_out)[0]
+
+
+def parse_run(name: str) -> tuple[str, int]:
+    config, _, seed = name.rpartition("-s")
+    if config not in CONFIGS or not seed.isdigit():
+        raise SystemExit(f"Unknown run '{name}': a run is CONFIG-sSEED with CONFIG one of "
+                         f"{', '.join(CONFIGS)} (e.g. tiny-kd-e4-s0).")
+    return config, int(seed)
+
+
+def checkpoint_meta(name: str, options: dict, data: DataSplits, model: nn.Module) -> dict[str, Any]:
     return {"role": name, "model_spec": model_spec(ModelConfig(model=name, options=options), data, model)}
 
 
-def cached_teacher_logits(teacher_logits_all: torch.Tensor, n: int, cfg: TrainConfig) -> torch.Tensor:
-    """The cached teacher logits in the order fit() sees the training rows after its split."""
-    index = torch.arange(n)
-    kept, _, _, _ = split_validation(index, index, cfg.val_fraction, cfg.seed)
-    return teacher_logits_all[kept]
+# --------------------------------------------------------------------------- the table
 
 
-def train_student(kind: str, data, cfg: TrainConfig, out: Path, *, teacher=None, teacher_logits=None,
-                  alpha: float = 0.9, temperature: float = 2.0, options: dict | None = None,
-                  methods=(), init_teacher=None) -> torch.nn.Module:
-    options = dict(options or {})
-    if kind == "hf-distil":
-        student = create_model(kind, (MAX_LENGTH,), 2, teacher_model=init_teacher, **options)
-    else:
-        student = create_model(kind, (MAX_LENGTH,), 2, **options)
+def read_records(folder: Path) -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def render(records: dict[str, dict[str, Any]]) -> str:
+    """The Markdown table of every recorded run, with ratios to the teacher's dev accuracy."""
+    teacher = records.get("teacher")
     if teacher is None:
-        objective = Supervised(student)
-        fit(objective, data, cfg, out_dir=out, metadata=checkpoint_meta(kind, options, data, student),
-            description=out.name)
-    else:
-        objective = Distiller(teacher=teacher, student=student, alpha=alpha, temperature=temperature, methods=methods)
-        live = objective.needs_live_teacher
-        if not live:
-            objective.teacher_cache = cached_teacher_logits(teacher_logits, data.num_train, cfg)
-        fit(objective, data, cfg, out_dir=out, cache_teacher=False,
-            metadata=checkpoint_meta(kind, options, data, student), description=out.name)
-    from kdistill.experiment import _load_best
+        return "No recorded runs yet.\n"
+    env = teacher["environment"]
+    lines = [
+        f"Device: {env['device']}; torch {env['torch']}. "
+        f"Validation: {teacher['val_size']:,} training phrases held out from every run "
+        f"(split seed {teacher['settings']['split_seed']}).",
+        "",
+        "| run | configuration | params | epochs (best) | validation acc | dev acc | dev ÷ teacher "
+        "| test acc | agree (dev) | KL (dev) | train rows | wall s | CPU s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = ["teacher"] + [n for n in records if n != "teacher"]
+    for name in order:
+        r = records[name]
+        about = "MiniLM-L6 + head, fine-tuned" if name == "teacher" else r["settings"]["about"]
+        agree = "–" if "agreement_dev" not in r else f"{r['agreement_dev']:.2%}"
+        kl = "–" if "kl_dev" not in r else f"{r['kl_dev']:.3f}"
+        lines.append(
+            f"| {name} | {about} | {r['params'] / 1e6:.2f}M | {r['epochs_run']} ({r['best_epoch'] + 1}) "
+            f"| {r['val_acc']:.2%} | {r['dev_acc']:.2%} | {r['dev_acc'] / teacher['dev_acc']:.1%} "
+            f"| {r['test_acc']:.2%} | {agree} | {kl} | {r['train_rows']:,} | {r['wall_seconds']:,.0f} "
+            f"| {r['cpu_seconds']:,.0f} |")
+    commands = sorted({r["command"] for r in records.values()})
+    lines += ["", "Commands (records in `docs/benchmarks/sst2/`):", ""] + [f"    {c}" for c in commands]
+    return "\n".join(lines) + "\n"
 
-    _load_best(student, out / "best.safetensors")
-    return student
+
+# --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny subsets: checks every step in minutes")
-    parser.add_argument("--teacher-train", type=int, default=2000, help="phrases the teacher is fine-tuned on")
-    parser.add_argument("--half-train", type=int, default=2000, help="phrases for the half-depth student")
-    parser.add_argument("--transfer", type=int, default=5000, help="phrases for the tiny students")
-    parser.add_argument("--half-epochs", type=int, default=1)
-    parser.add_argument("--tiny-epochs", type=int, default=2)
-    parser.add_argument("--tiny-layers", type=int, default=4)
-    parser.add_argument("--no-baseline", action="store_true", help="tiny students with KD only (no labels-only twin)")
-    parser.add_argument("--stages", default="half,tiny,bilstm",
-                        help="which students to train after the teacher (comma list of half, tiny, bilstm)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="runs/sst2-bench")
-    parser.add_argument("--reuse-teacher", action="store_true",
-                        help="load OUT/teacher/best.safetensors instead of fine-tuning again")
-    parser.add_argument("--docs", default=None, help="write the Markdown table here (e.g. docs/NLP.md)")
+    parser.add_argument("--quick", action="store_true", help="tiny subsets, 1 epoch: checks every step in minutes")
+    parser.add_argument("--runs", default="tiny-kd-e4-s0",
+                        help="student runs after the teacher, in order (comma list of CONFIG-sSEED; "
+                             f"configurations: {', '.join(CONFIGS)})")
+    parser.add_argument("--teacher-train", type=int, default=16_000, help="phrases the teacher is fine-tuned on")
+    parser.add_argument("--validation", type=int, default=4_000,
+                        help="training phrases held out from every run, to choose configurations and epochs")
+    parser.add_argument("--transfer", type=int, default=None, help="with --quick: phrases of the transfer set")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True, help="checkpoints and cached teacher logits (outside the repository)")
+    parser.add_argument("--records", default=None,
+                        help="run records (default docs/benchmarks/sst2, or OUT/records with --quick)")
+    parser.add_argument("--write", default=None, help="rebuild the results table of this Markdown file (docs/NLP.md)")
     parser.add_argument("--latency-only", action="store_true",
-                        help="re-measure latency (and the BiLSTM's accuracy) from the checkpoints in OUT")
+                        help="re-measure latency of the recorded runs' checkpoints in OUT, into OUT/latency.json")
     args = parser.parse_args(argv)
-    if args.latency_only:
-        return latency_only(Path(args.out), args.threads)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    if args.records is None:
+        args.records = str(Path(args.out).expanduser() / "records") if args.quick else "docs/benchmarks/sst2"
     if args.quick:
-        args.teacher_train, args.half_train, args.transfer, args.seeds, args.tiny_epochs = 64, 64, 128, 1, 1
+        args.teacher_train, args.validation, args.transfer = 64, 64, args.transfer or 128
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+    runs = [r for r in args.runs.split(",") if r]
+    for name in runs:
+        parse_run(name)
+    if args.latency_only:
+        return latency_only(Path(args.out).expanduser(), Path(args.records), args.threads)
 
-    dev = load_dataset("sst2", max_length=MAX_LENGTH, test_split="dev")
-    test = load_dataset("sst2", max_length=MAX_LENGTH, test_split="test")
-    if args.quick:
-        dev, test = dev.subset(None, 64), test.subset(None, 64)
-    transfer = dev.subset(args.transfer, None, seed=0)
-    teacher_data = dev.subset(args.teacher_train, None, seed=0)  # nested: the same draw's first rows
-    half_data = dev.subset(args.half_train, None, seed=0)
-
-    # 1. teacher -------------------------------------------------------------------------------
-    t0 = time.perf_counter()
+    bench = load_bench(args)
     stage("teacher")
-    teacher = create_model("hf-classifier", (MAX_LENGTH,), 2, pretrained="minilm")
-    teacher_ckpt = out / "teacher" / "best.safetensors"
-    if not (args.reuse_teacher and teacher_ckpt.exists()):
-        fit(Supervised(teacher), teacher_data, schedule(1, 32, 5e-5), out_dir=out / "teacher",
-            metadata=checkpoint_meta("hf-classifier", {"pretrained": "minilm"}, teacher_data, teacher),
-            description="teacher")
-        timings["teacher_train_s"] = time.perf_counter() - t0
-    else:  # the fine-tuning time recorded in the reused checkpoint
-        from kdistill.train import read_checkpoint
-
-        history = read_checkpoint(teacher_ckpt)[1].get("history", [])
-        timings["teacher_train_s"] = sum(epoch.get("seconds", 0.0) for epoch in history)
-    from kdistill.experiment import _load_best
-
-    _load_best(teacher, teacher_ckpt)
-    rows = []
-    row, teacher_dev, teacher_test = measure("teacher", teacher, dev, test, None, None, out, args.threads)
-    rows.append(row)
-    timed = [(row, teacher)]
-    save_partial(out, rows, timings)
-    t0 = time.perf_counter()
-    stages = set(args.stages.split(","))
-    teacher_transfer = None
-    if stages & {"tiny", "bilstm"}:
-        teacher_transfer = predict_by_length(teacher, transfer.x_train)
-        timings["teacher_label_transfer_s"] = time.perf_counter() - t0
-
-    if "half" in stages:
-        stage("half-depth student")
-        # 2. half-depth student: every other layer, KD + cosine hidden-state loss --------------
-        t0 = time.perf_counter()
-        hidden = HiddenStateMatching(layers={"teacher": [1, 3, 5], "student": [0, 1, 2]}, loss="cosine")
-        half = train_student("hf-distil", half_data, schedule(args.half_epochs, 32, 5e-5), out / "half",
-                             teacher=teacher, alpha=0.5, temperature=2.0, methods=[(hidden, 1.0)],
-                             init_teacher=teacher)
-        timings["half_train_s"] = time.perf_counter() - t0
-        rows.append(measure("half-depth (hf-distil, KD+hidden)", half, dev, test, teacher_dev, teacher_test,
-                            out, args.threads)[0])
-        timed.append((rows[-1], half))
-        save_partial(out, rows, timings)
-
-    # 3. tiny students, with and without distillation ------------------------------------------
-    tiny_opts = {"layers": args.tiny_layers, "hidden": 128, "heads": 4, "embedding_dim": 32,
-                 "embeddings_from": "minilm"}
-    tiny_rows: dict[str, list[dict[str, Any]]] = {"kd": [], "no-kd": []}
-    t0 = time.perf_counter()
-    for seed in range(args.seeds if "tiny" in stages else 0):
-        stage(f"tiny students, seed {seed}")
-        cfg = schedule(args.tiny_epochs, 64, 1e-3, seed)
-        torch.manual_seed(seed)
-        kd_model = train_student("tiny-transformer", transfer, cfg, out / f"tiny-kd-{seed}", teacher=teacher,
-                                 teacher_logits=teacher_transfer, alpha=0.9, temperature=2.0,
-                                 options=tiny_opts)
-        tiny_rows["kd"].append(measure(f"tiny KD seed {seed}", kd_model, dev, test, teacher_dev,
-                                       teacher_test, out, args.threads)[0])
-        timed.append((tiny_rows["kd"][-1], kd_model))
-        if not args.no_baseline:
-            torch.manual_seed(seed)
-            plain = train_student("tiny-transformer", transfer, cfg, out / f"tiny-plain-{seed}",
-                                  options=tiny_opts)
-            tiny_rows["no-kd"].append(measure(f"tiny no-KD seed {seed}", plain, dev, test, teacher_dev,
-                                              teacher_test, out, args.threads)[0])
-            timed.append((tiny_rows["no-kd"][-1], plain))
-        save_partial(out, rows + tiny_rows["kd"] + tiny_rows["no-kd"], timings)
-    timings["tiny_all_s"] = time.perf_counter() - t0
-
-    if "bilstm" in stages:
-        stage("bilstm")
-        # 4. BiLSTM baseline (Tang et al. 2019), distilled --------------------------------------
-        t0 = time.perf_counter()
-        lstm = train_student("bilstm", transfer, schedule(args.tiny_epochs, 64, 2e-3), out / "bilstm-kd",
-                             teacher=teacher, teacher_logits=teacher_transfer, alpha=0.9, temperature=2.0,
-                             options={"hidden": 150, "embedding_dim": 64, "embeddings_from": "minilm"})
-        timings["bilstm_train_s"] = time.perf_counter() - t0
-        rows.append(measure("BiLSTM (KD)", lstm, dev, test, teacher_dev, teacher_test, out, args.threads)[0])
-        timed.append((rows[-1], lstm))
-    t0 = time.perf_counter()
-    stage("latency")
-    measure_latency(timed, args.threads)
-    timings["latency_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - started
-
-    result = {
-        "command": "python benchmarks/sst2.py " + " ".join(argv or sys.argv[1:]),
-        "device": f"CPU: {args.threads} threads on a shared 2-core machine ({cpu_name()})",
-        "torch": torch.__version__,
-        "schedule": {"teacher_train": args.teacher_train, "half_train": args.half_train,
-                     "half_epochs": args.half_epochs, "stages": args.stages,
-                     "transfer": args.transfer, "tiny_epochs": args.tiny_epochs,
-                     "tiny_layers": args.tiny_layers, "seeds": args.seeds,
-                     "max_length": MAX_LENGTH},
-        "rows": rows, "tiny": tiny_rows, "timings": timings,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
-    table = render(result)
-    print(table)
-    if args.docs:
-        atomic_write_text(Path(args.docs), table)
+    teacher_record, teacher = run_teacher(bench)
+    teacher_out = {"dev": teacher_logits(bench, teacher, "dev", bench.dev.x_test),
+                   "test": teacher_logits(bench, teacher, "test", bench.test.x_test)}
+    for name in runs:
+        run_student(bench, name, teacher, teacher_out)
+        if args.write:
+            write_doc(Path(args.write), bench.records)
+    if args.write:
+        write_doc(Path(args.write), bench.records)
+    print(render(read_records(bench.records)))
     return 0
 
 
-def latency_only(out: Path, threads: int) -> int:
-    """Interleaved latency of the saved models (and the BiLSTM's scores), written to latency.json."""
-    from kdistill.experiment import load_model
+def write_doc(path: Path, records: Path) -> None:
+    write_section(path, render(read_records(records)), *SECTION)
 
-    torch.set_num_threads(threads)
-    dev = load_dataset("sst2", max_length=MAX_LENGTH, test_split="dev")
-    test = load_dataset("sst2", max_length=MAX_LENGTH, test_split="test")
-    names = {"teacher": "teacher", "half-depth": "half", "tiny KD": "tiny-kd-0",
-             "tiny no-KD": "tiny-plain-0", "BiLSTM (KD)": "bilstm-kd"}
-    names = {n: f for n, f in names.items() if (out / f / "best.safetensors").exists()}  # skipped stages
-    models = {name: load_model(out / folder / "best.safetensors")[0] for name, folder in names.items()}
-    rows = {name: {"model": name} for name in names}
-    if "BiLSTM (KD)" in models:
-        teacher_dev = predict_by_length(models["teacher"], dev.x_test)
-        lstm_dev = predict_by_length(models["BiLSTM (KD)"], dev.x_test)
-        lstm_test = predict_by_length(models["BiLSTM (KD)"], test.x_test)
-        rows["BiLSTM (KD)"].update(
-            params=parameter_count(models["BiLSTM (KD)"]), size_bytes=size_on_disk(models["BiLSTM (KD)"]),
-            dev_acc=accuracy(lstm_dev, dev.y_test), test_acc=accuracy(lstm_test, test.y_test),
-            agreement_dev=top1_agreement(student_logits=lstm_dev, teacher_logits=teacher_dev), kl_dev=predictive_kl(teacher_logits=teacher_dev, student_logits=lstm_dev))
-    for name, model in models.items():
-        rows[name]["onnx_path"] = str(export_onnx(model, out / "onnx" / f"{slug(name)}.onnx", MAX_LENGTH))
+
+def latency_only(out: Path, records: Path, threads: int) -> int:
+    """Batch 1, length 64, PyTorch and ONNX Runtime, of every recorded run whose checkpoint is in OUT:
+    the minimum over 3 interleaved rounds of medians (other jobs on a shared machine only add time)."""
+    models = {name: load_model(out / name / "best.safetensors")[0].eval()
+              for name in read_records(records) if (out / name / "best.safetensors").exists()}
+    rows = {name: {"model": name, "torch_ms": float("inf"), "onnx_ms": float("inf"),
+                   "onnx_path": str(export_onnx(model, out / "onnx" / f"{name}.onnx", MAX_LENGTH))}
+            for name, model in models.items()}
     stage("latency")
-    measure_latency([(rows[n], models[n]) for n in names], threads, rounds=3)
-    result = {"command": "python benchmarks/sst2.py --latency-only --out " + str(out),
-              "device": f"CPU: {threads} threads on a shared 2-core machine ({cpu_name()})",
-              "rows": list(rows.values())}
+    for _ in range(3):
+        for name, model in models.items():
+            row = rows[name]
+            ms = cpu_latency(model, (MAX_LENGTH,), batch_size=1, warmup=3, repeats=15, threads=threads)
+            row["torch_ms"] = min(row["torch_ms"], ms["ms_per_sample"])
+            row["onnx_ms"] = min(row["onnx_ms"], onnx_latency(row["onnx_path"], model.example_input(1, MAX_LENGTH),
+                                                             warmup=5, repeats=30, threads=threads))
+    result = {"command": f"python benchmarks/sst2.py --latency-only --threads {threads} --out {out}",
+              "environment": environment(), "rows": list(rows.values())}
     atomic_write_text(out / "latency.json", json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0
 
 
-def stage(name: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
-
-
-def save_partial(out: Path, rows: list[dict[str, Any]], timings: dict[str, float]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "partial.json", json.dumps({"rows": rows, "timings": timings}, indent=2))
-
-
-def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.mean(values) if values else None
-
-
-def _std(rows: list[dict[str, Any]], key: str) -> float:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def render(result: dict[str, Any]) -> str:
-    """The Markdown results table with ratios to the teacher."""
-    rows = list(result["rows"])
-    for label, group in (("tiny (tiny-transformer, KD)", result["tiny"]["kd"]),
-                         ("tiny (tiny-transformer, no KD)", result["tiny"]["no-kd"])):
-        if group:
-            numeric = [k for k, v in group[0].items() if isinstance(v, int | float) or v is None]
-            mean = {k: _mean(group, k) for k in numeric}
-            mean["model"] = f"{label}, mean of {len(group)}"
-            mean["dev_std"] = _std(group, "dev_acc")
-            at = len(rows) - 1 if rows[-1]["model"].startswith("BiLSTM") else len(rows)
-            rows.insert(at, mean)
-    teacher = rows[0]
-    lines = [
-        "| model | params | size | dev acc | test acc | agree (dev) | KL (dev) | torch ms | ORT ms "
-        "| acc kept | speed-up torch | speed-up ORT | size ÷ |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    def cell(r: dict[str, Any], key: str, fmt: str) -> str:
-        return "–" if r.get(key) is None else format(r[key], fmt)
-
-    for r in rows:
-        def f(key: str, fmt: str, r: dict[str, Any] = r) -> str:
-            return cell(r, key, fmt)
-
-        dev_acc = f("dev_acc", ".2%") + (f" ± {r['dev_std']:.2%}" if r.get("dev_std") else "")
-        kept = r["dev_acc"] / teacher["dev_acc"]
-        up_t = teacher["torch_ms"] / r["torch_ms"]
-        up_o = (teacher["onnx_ms"] / r["onnx_ms"]) if r.get("onnx_ms") and teacher.get("onnx_ms") else None
-        lines.append(
-            f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['size_bytes'] / 2**20:.1f} MiB | {dev_acc} "
-            f"| {f('test_acc', '.2%')} | {f('agreement_dev', '.2%')} | {f('kl_dev', '.3f')} "
-            f"| {f('torch_ms', '.1f')} | {f('onnx_ms', '.1f')} | {kept:.1%} | {up_t:.2f}× "
-            f"| {'–' if up_o is None else f'{up_o:.2f}×'} | {teacher['size_bytes'] / r['size_bytes']:.1f} |")
-    head = [
-        f"Command: `{result['command']}`",
-        f"Device: {result['device']}; torch {result['torch']}",
-        f"Schedule: {json.dumps(result['schedule'])}",
-        f"Wall-clock seconds: {json.dumps({k: round(v) for k, v in result['timings'].items()})}",
-        "",
-    ]
-    return "\n".join(head + lines) + "\n"
+def stage(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 if __name__ == "__main__":
