@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 from torch import nn
 
@@ -48,7 +47,7 @@ from kdistill.distiller import (
     term_options,
 )
 from kdistill.errors import CheckpointError, ConfigError, KDistillError, RunExistsError
-from kdistill.eval import evaluate_model, test_predictions
+from kdistill.experiment.evaluation import score_model
 from kdistill.experiment.records import data_meta, load_data, model_spec
 from kdistill.experiment.runs import notes, overwrite_allowed, recorded_run
 from kdistill.experiment.saved import check_checkpoint_fits, load_model
@@ -281,7 +280,9 @@ def execute(
             fold(run.model, scale)  # predictions in the data's own units from here on
         metrics: dict[str, Any] = {}
         if evaluate:
-            metrics = {**evaluate_run(run), **(sparse.metrics if sparse else {})}
+            # the evaluation `kdistill evaluate` makes of the saved checkpoint
+            metrics = score_model(run.model, run.data, run.teacher, sparse=sparse is not None,
+                                  sparse_file=sparse.path if sparse is not None else None)
             if out is not None:
                 _write_metrics(out, metrics)
     best = sparse.path if sparse is not None else history.best_path
@@ -289,28 +290,6 @@ def execute(
         _track_result(run.role, metrics, best)
     return RunResult(run.model, metrics, best, history.epochs, history.seconds,
                      best_score=history.best_score)
-
-
-def evaluate_run(run: Run) -> dict[str, Any]:
-    """Test metrics of the trained model, with fidelity to the teacher of a distillation run."""
-    data = run.data
-    if data.task == "detection":  # [detection] COCO-style AP, fidelity AP50 to the teacher
-        return detection.evaluate_detector(run.model, data, teacher=run.teacher)
-    teacher_logits = test_predictions(run.teacher, data)[0] if run.teacher is not None and data.num_test else None
-    metrics = evaluate_model(run.model, data, teacher_logits=teacher_logits)
-    if data.task == "regression":
-        metrics.update(regression_baseline(data, metrics))
-    return metrics
-
-
-def regression_baseline(data: DataSplits, metrics: dict[str, Any]) -> dict[str, float]:
-    """The test MSE of always predicting the training mean, and R^2 against it."""
-    y = data.y_test.double()
-    baseline = torch.mean((y - data.y_train.double().mean()) ** 2).item()
-    extra = {"mse_predict_mean": baseline}
-    if baseline > 0 and "mse" in metrics:
-        extra["r2_vs_mean"] = 1.0 - metrics["mse"] / baseline
-    return extra
 
 
 class _nothing:
