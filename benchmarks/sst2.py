@@ -147,9 +147,9 @@ def train_student(kind: str, data, cfg: TrainConfig, out: Path, *, teacher=None,
             objective.teacher_cache = cached_teacher_logits(teacher_logits, data.num_train, cfg)
         fit(objective, data, cfg, out_dir=out, cache_teacher=False,
             metadata=checkpoint_meta(kind, options, data, student), description=out.name)
-    from kdistill.experiment import _load_best
+    from kdistill.train import load_weights
 
-    _load_best(student, out / "best.safetensors")
+    load_weights(student, out / "best.safetensors")
     return student
 
 
@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
 
         history = read_checkpoint(teacher_ckpt)[1].get("history", [])
         timings["teacher_train_s"] = sum(epoch.get("seconds", 0.0) for epoch in history)
-    from kdistill.experiment import _load_best
+    from kdistill.train import load_weights
 
-    _load_best(teacher, teacher_ckpt)
+    load_weights(teacher, teacher_ckpt)
     rows = []
     row, teacher_dev, teacher_test = measure("teacher", teacher, dev, test, None, None, out, args.threads)
     rows.append(row)
