@@ -141,10 +141,8 @@ def train_student(kind: str, data, cfg: TrainConfig, out: Path, *, teacher=None,
         fit(objective, data, cfg, out_dir=out, metadata=checkpoint_meta(kind, options, data, student),
             description=out.name)
     else:
-        objective = Distiller(teacher=teacher, student=student, alpha=alpha, temperature=temperature, methods=methods)
-        live = objective.needs_live_teacher
-        if not live:
-            objective.teacher_cache = cached_teacher_logits(teacher_logits, data.num_train, cfg)
+        objective = Distiller(teacher=teacher, student=student, alpha=alpha, temperature=temperature, methods=methods,
+                              teacher_outputs=teacher_logits)  # precomputed: the teacher never runs
         fit(objective, data, cfg, out_dir=out, cache_teacher=False,
             metadata=checkpoint_meta(kind, options, data, student), description=out.name)
     from kdistill.train import load_weights
