@@ -68,7 +68,7 @@ from methods_rows import (  # noqa: E402
 from kdistill.config import parse_config, read_yaml  # noqa: E402
 from kdistill.eval import evaluate_model, predict  # noqa: E402
 from kdistill.experiment import get_teacher, load_data, load_model, train_model  # noqa: E402
-from kdistill.experiment.run import teacher_state  # noqa: E402
+from kdistill.experiment.teachers import teacher_state  # noqa: E402
 from kdistill.schemes import run_experiment  # noqa: E402
 from kdistill.train.checkpoint import atomic_write_text, read_checkpoint_metadata  # noqa: E402
 from kdistill.train.lock import folder_lock  # noqa: E402

@@ -58,16 +58,14 @@ from kdistill.eval import (
     top1_agreement,
 )
 from kdistill.experiment import model_spec
-from kdistill.experiment.run import _load_best
 from kdistill.experiment.saved import load_model
 from kdistill.methods.hidden_states import HiddenStateMatching
 from kdistill.models import create_model
-from kdistill.teacher_cache import TeacherCache
 from kdistill.text.augment import augment_ids
 from kdistill.text.deploy import export_onnx, onnx_latency
 from kdistill.text.hf import load_tokenizer
 from kdistill.text.inference import predict_by_length
-from kdistill.train import fit
+from kdistill.train import fit, load_weights
 from kdistill.train.checkpoint import atomic_write_text
 from kdistill.train.lock import folder_lock
 from kdistill.train.loop import split_validation
@@ -158,12 +156,15 @@ class Bench:
     def command(self) -> str:
         return "python benchmarks/sst2.py " + " ".join(self.args.argv)
 
-    def training_data(self, x: Tensor, y: Tensor, seed: int) -> tuple[DataSplits, float]:
+    def training_data(self, x: Tensor, y: Tensor, seed: int,
+                      logits: Tensor | None = None) -> tuple[DataSplits, float, Tensor | None]:
         """``x``/``y`` plus the validation phrases, placed where fit()'s split takes its validation rows.
 
         fit() holds out ``val_fraction`` of the rows at a seeded random permutation's first positions;
         putting the held-out phrases exactly there makes fit() validate (and pick ``best``) on them
-        and train on ``x`` alone, in its order, so cached teacher logits line up with it.
+        and train on ``x`` alone, in its order. ``logits`` (the teacher's, one row per row of ``x``)
+        come back laid out like the returned training set, for ``Distiller(teacher_outputs=...)``;
+        the validation rows get NaN, which fit never reads (it trains on the other rows only).
         """
         n = len(x) + len(self.x_val)
         fraction = len(self.x_val) / n
@@ -174,24 +175,11 @@ class Bench:
         kept, _, held, _ = split_validation(xs, ys, fraction, seed)
         if not (torch.equal(held, self.x_val) and torch.equal(kept, x)):
             raise RuntimeError("fit()'s validation split no longer matches the held-out phrases")
-        return dataclasses.replace(self.dev, x_train=xs, y_train=ys), fraction
-
-
-class CachedTeacherDistiller(Distiller):
-    """A :class:`Distiller` whose teacher cache is logits computed once per transfer set and kept in
-    ``--out``: the loop's own cache would run the 22M-parameter teacher over the whole transfer set
-    again in every run, in unsorted batches padded to their longest phrase."""
-
-    def __init__(self, *, transfer_x: Tensor, transfer_logits: Tensor, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.transfer_x, self.transfer_logits = transfer_x, transfer_logits
-
-    def cache_teacher(self, inputs: Tensor, batch_size: int = 1024, storage: str = "device",
-                      directory: str | None = None) -> Tensor:
-        if not torch.equal(inputs.cpu(), self.transfer_x):
-            raise RuntimeError("the training rows are not the transfer set the teacher logits belong to")
-        self.teacher_cache = TeacherCache(self.transfer_logits.to(inputs.device), {}, inputs.device)
-        return self.transfer_logits
+        aligned = None
+        if logits is not None:
+            aligned = torch.full((n, *logits.shape[1:]), float("nan"), dtype=logits.dtype)
+            aligned[order[len(self.x_val):]] = logits
+        return dataclasses.replace(self.dev, x_train=xs, y_train=ys), fraction, aligned
 
 
 # --------------------------------------------------------------------------- data
@@ -284,7 +272,7 @@ def train_and_record(bench: Bench, name: str, settings: dict[str, Any], build,
     history = fit(objective, data, cfg, out_dir=folder, resume=last if last.exists() else None,
                   cache_teacher=True, metadata=metadata, description=name, on_epoch_end=clock)
     model = objective.student
-    _load_best(model, folder / "best.safetensors")
+    load_weights(model, folder / "best.safetensors")
     wall, cpu = clock.totals()
     epochs = [{"epoch": int(e["epoch"]), "val_acc": e["val_score"], "loss": e["loss"]} for e in history.epochs]
     record = {
@@ -332,7 +320,7 @@ def run_teacher(bench: Bench) -> tuple[dict[str, Any], nn.Module]:
     def build():
         torch.manual_seed(0)  # the new head's initial weights
         teacher = create_model("hf-classifier", (MAX_LENGTH,), 2, pretrained="minilm")
-        data, fraction = bench.training_data(bench.pool_x[: args.teacher_train],
+        data, fraction, _ = bench.training_data(bench.pool_x[: args.teacher_train],
                                              bench.pool_y[: args.teacher_train], seed=0)
         meta = checkpoint_meta("hf-classifier", {"pretrained": "minilm"}, data, teacher)
         return Supervised(teacher), data, schedule(1, 32, 5e-5, 0, fraction), meta
@@ -354,7 +342,7 @@ def run_student(bench: Bench, name: str, teacher: nn.Module, teacher_out: dict[s
 
     def build():
         x, y, logits = transfer_set(bench, cfg, teacher if cfg.kd else None)
-        data, fraction = bench.training_data(x, y, seed)
+        data, fraction, aligned = bench.training_data(x, y, seed, logits)
         train = schedule(settings["epochs"], cfg.batch, cfg.lr, seed, fraction)
         torch.manual_seed(seed)
         options = cfg.options()
@@ -366,9 +354,10 @@ def run_student(bench: Bench, name: str, teacher: nn.Module, teacher_out: dict[s
         if not cfg.kd:
             return Supervised(student), data, train, meta
         methods = [(cfg.hidden_method(), cfg.hidden_weight)] if cfg.hidden_weight else []
-        objective = CachedTeacherDistiller(teacher=teacher, student=student, alpha=cfg.alpha,
-                                           temperature=cfg.temperature, methods=methods,
-                                           transfer_x=x, transfer_logits=logits)
+        # the teacher's logits were computed once per transfer set: it never runs again, unless a
+        # hidden-state term needs its layers (the Distiller then runs it, caching what it can)
+        objective = Distiller(teacher=teacher, student=student, alpha=cfg.alpha, temperature=cfg.temperature,
+                              methods=methods, teacher_outputs=None if methods else aligned)
         return objective, data, train, meta
 
     return run_once(bench, name, settings, build, teacher_out)[0]

@@ -100,6 +100,15 @@ class Distiller(TrainingObjective):
       teacher logits, renormalising its softmax over them (for many classes;
       see :mod:`kdistill.teacher_cache`); the truncation's measured error is
       logged and kept in ``teacher_cache.truncation``.
+    * ``teacher_outputs``: the teacher's logits for every sample of the
+      training set handed to ``fit``, computed beforehand (row ``i`` for
+      sample ``i``, before ``fit`` holds out its validation part). The teacher
+      is then never run while training: not for the cache, not per batch.
+      Their number of rows must equal the training set's and each row's shape
+      the student's output; they need un-augmented inputs, a training set that
+      ``fit`` reads itself (not your own DataLoader), classification, and terms
+      that read the teacher's logits alone (no hooked teacher layers, no live
+      teacher).
     * ``task``: ``"classification"`` (the formula above) or ``"regression"``,
       where one output has no distribution to soften and the distillation term
       is ``mse_loss(student_outputs, teacher_outputs)`` instead (no ``T``, no
@@ -126,6 +135,7 @@ class Distiller(TrainingObjective):
         teacher_precision: str = "same",
         task: str = "classification",
         cache_top_k: int | None = None,
+        teacher_outputs: Tensor | None = None,
     ) -> None:
         super().__init__()
         if cache_top_k is not None and (isinstance(cache_top_k, bool) or cache_top_k < 1):
@@ -176,6 +186,24 @@ class Distiller(TrainingObjective):
         self._teacher_hooks: FeatureHooks | None = None
         self.freeze_teacher()
         self._attach_hooks()
+        self.precomputed_outputs = self._check_precomputed(teacher_outputs)
+
+    def _check_precomputed(self, outputs: Tensor | None) -> Tensor | None:
+        """``teacher_outputs`` as float32, refused in words where they cannot stand in for the teacher."""
+        if outputs is None:
+            return None
+        if not isinstance(outputs, Tensor) or not outputs.is_floating_point() or outputs.dim() < 2:
+            raise ConfigError("Distiller: teacher_outputs must be a floating-point tensor of the teacher's "
+                              "logits, one row per training sample (shape (N, num_classes)); got "
+                              f"{type(outputs).__name__}{tuple(outputs.shape) if isinstance(outputs, Tensor) else ''}.")
+        if self.task != "classification":
+            raise ConfigError("Distiller: teacher_outputs work for classification only; a regression teacher "
+                              "is run on the standardised targets fit trains on, so let it run.")
+        if self.needs_live_teacher or self._teacher_hooks is not None:
+            raise ConfigError("Distiller: teacher_outputs hold the teacher's logits only, but a term of this "
+                              "loss reads the live teacher or its hooked layers; leave teacher_outputs out "
+                              "(the teacher then runs, cached where it can be).")
+        return outputs.detach().float()
 
     @property
     def terms(self) -> list[tuple[nn.Module, float]]:
@@ -257,13 +285,46 @@ class Distiller(TrainingObjective):
 
     def prepare(self, x_train: Tensor, context: FitContext) -> None:
         """Check the pair, build method adapters, and cache the teacher when its inputs never change."""
-        self.check_compatible(x_train[:2])
+        if self.precomputed_outputs is None:
+            self.check_compatible(x_train[:2])
+        else:
+            self._check_precomputed_fit(x_train[:2], context)
         self.setup_methods(x_train[:2], context.num_train or len(x_train))
         for line in self.feature_layer_summary():
             layers_log.info("feature layers: %s", line)
         self.to(context.device)  # adapters built by setup_methods
         with autocast_context(context.device, context.amp):  # cached logits match the live teacher's precision
             self._prepare_cache(x_train, context)
+
+    def _check_precomputed_fit(self, sample: Tensor, context: FitContext) -> None:
+        """The precomputed outputs fit this training set and this student (the teacher stays idle)."""
+        outputs = self.precomputed_outputs
+        assert outputs is not None
+        if context.train_positions is None or context.train_set_size is None:
+            raise ConfigError("Distiller: teacher_outputs are looked up by training-sample index, and batches "
+                              "from your own DataLoader carry no fixed one; pass the data set to fit "
+                              "instead, or leave teacher_outputs out.")
+        if context.augmenting:
+            raise ConfigError("Distiller: teacher_outputs were computed on the training samples as they are, "
+                              "but augmentation changes every batch; turn augmentation off or leave "
+                              "teacher_outputs out.")
+        if len(outputs) != context.train_set_size:
+            raise ConfigError(f"Distiller: teacher_outputs have {len(outputs)} rows but the training set has "
+                              f"{context.train_set_size} samples; give one row per training sample, in the "
+                              "training set's order.")
+        with torch.no_grad():
+            was_training = self.student.training
+            self.student.eval()
+            try:
+                s_out = self.student(sample)
+            finally:
+                self.student.train(was_training)
+        if tuple(s_out.shape[1:]) != tuple(outputs.shape[1:]):
+            raise ModelError(f"Distiller: each row of teacher_outputs has shape {tuple(outputs.shape[1:])} but "
+                             f"the student's outputs have shape {tuple(s_out.shape[1:])}; both must give one "
+                             "logit per class.")
+        if self._student_hooks:
+            self._student_hooks.pop()
 
     def _prepare_cache(self, x_train: Tensor, context: FitContext) -> None:
         mode = context.cache
@@ -275,6 +336,12 @@ class Distiller(TrainingObjective):
             raise ConfigError(f"{', '.join(hard)} reads one true class per sample, but Mixup/CutMix "
                               "(data.augment.mix) gives every sample a mix of two classes; remove "
                               "data.augment.mix or use a method without class labels (e.g. kd).")
+        if self.precomputed_outputs is not None:  # given by the caller: the teacher never runs
+            rows = torch.as_tensor(list(context.train_positions or ()), dtype=torch.long)
+            self.teacher_cache = TeacherCache(self.precomputed_outputs[rows].to(context.device), {},
+                                              context.device)
+            log.info("precomputed teacher outputs for %d training samples; the teacher does not run", len(rows))
+            return
         if context.augmenting:
             log.info("augmentation is on: the teacher runs live on every augmented batch (no cache)")
         elif mode == "off":

@@ -18,7 +18,7 @@ from kdistill.data import DataSplits
 from kdistill.distiller import Distiller, resolve_terms
 from kdistill.errors import ConfigError
 from kdistill.experiment import build_distiller
-from kdistill.experiment.run import loss_terms
+from kdistill.experiment.assembly import loss_terms
 from kdistill.methods import DistillationMethod
 from kdistill.methods.ce import LabelLoss
 from kdistill.methods.kd import HintonKD

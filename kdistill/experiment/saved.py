@@ -13,17 +13,10 @@ from typing import Any
 
 from torch import nn
 
-from kdistill.compress.variational import (
-    has_variational_state,
-    make_variational,
-    sparse_metrics,
-    sparsify,
-)
+from kdistill.compress.variational import has_variational_state, make_variational, sparsify
 from kdistill.data import DataSplits, available_datasets, load_dataset
-from kdistill.detection.evaluate import evaluate_detector
-from kdistill.detection.models import is_detector
 from kdistill.errors import CheckpointError, ConfigError, DataError, shorten
-from kdistill.eval import evaluate_model, test_predictions
+from kdistill.experiment.evaluation import score_model
 from kdistill.models import rebuild_model
 from kdistill.train import read_checkpoint
 from kdistill.train.checkpoint import load_into, read_checkpoint_metadata, weights_prefix
@@ -189,22 +182,21 @@ def check_checkpoint_fits(meta: dict[str, Any], data: DataSplits, path: str | Pa
 
 def evaluate_checkpoint(checkpoint: str | Path, data: DataSplits,
                         teacher_checkpoint: str | Path | None = None) -> dict[str, Any]:
-    """Test-set metrics of a saved model, with fidelity to a teacher if one is given."""
+    """Test-set metrics of a saved model, with fidelity to a teacher if one is given.
+
+    The metrics are those its training run wrote to ``metrics.json``
+    (:func:`~kdistill.experiment.evaluation.score_model`), latency aside.
+    """
     model, meta = load_model(checkpoint)
     check_checkpoint_fits(meta, data, checkpoint)
-    if data.task == "detection" or is_detector(model):  # [detection] AP instead of accuracy
-        if not is_detector(model) or data.task != "detection":
-            raise ConfigError(f"Checkpoint '{checkpoint}' holds a {'detector' if is_detector(model) else 'classifier'}"
-                              f" but data set '{data.name}' is a {data.task} set; evaluate it on the kind of "
-                              "data it was trained on.")
-        teacher = load_model(teacher_checkpoint)[0] if teacher_checkpoint is not None else None
-        return evaluate_detector(model, data, teacher=teacher)
-    teacher_logits = None
+    teacher = None
     if teacher_checkpoint is not None:
         teacher, teacher_meta = load_model(teacher_checkpoint)
         check_checkpoint_fits(teacher_meta, data, teacher_checkpoint)
-        teacher_logits = test_predictions(teacher, data)[0]
-    metrics = evaluate_model(model, data, teacher_logits=teacher_logits)
-    if meta.get("model_spec", {}).get("variational"):  # its deployable size is the sparse encoding
-        metrics.update(sparse_metrics(model))
-    return metrics
+    sparse = bool(meta.get("model_spec", {}).get("variational"))  # its deployable size is the sparse encoding
+    try:
+        return score_model(model, data, teacher, sparse=sparse,
+                           sparse_file=checkpoint if meta.get("format") == "sparse-bitmask" else None)
+    except ConfigError as error:  # a detector on a classification set, or the other way round
+        message = str(error)
+        raise ConfigError(f"Checkpoint '{shorten(checkpoint, 200)}': {message[:1].lower()}{message[1:]}") from None

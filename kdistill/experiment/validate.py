@@ -74,7 +74,7 @@ def validate_experiment(cfg: ExperimentConfig, data: DataSplits, *, scheme: str 
 def check_terms(cfg: ExperimentConfig) -> None:
     """Resolve the loss terms (names, option types) and run each term's own ``check_config`` hook."""
     from kdistill.distiller import term_class
-    from kdistill.experiment.run import loss_terms
+    from kdistill.experiment.assembly import loss_terms
 
     for term in loss_terms(cfg):
         term_class(term.name).check_config(term.options, cfg)
@@ -120,7 +120,7 @@ def meta_model(model_cfg: ModelConfig, data: DataSplits, role: str,
     """
     import inspect
 
-    from kdistill.experiment.run import build_model
+    from kdistill.experiment.assembly import build_model
 
     if teacher is None and "teacher_model" in inspect.signature(MODELS.get(model_cfg.model)).parameters:
         return None  # built from its teacher, which could not be checked here
@@ -168,7 +168,7 @@ def check_pair(cfg: ExperimentConfig, teacher: nn.Module | None, student: nn.Mod
     """Bind the configured methods to this teacher and student: layer paths, shapes, adapters."""
     if teacher is None or student is None or not isinstance(data, DataSplits) or not len(data.x_train):
         return
-    from kdistill.experiment.run import build_distiller
+    from kdistill.experiment.assembly import build_distiller
 
     try:
         with torch.device("meta"):

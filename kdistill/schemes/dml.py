@@ -32,7 +32,7 @@ from kdistill.data import DataSplits
 from kdistill.distiller import term_options
 from kdistill.errors import ConfigError
 from kdistill.experiment import RunResult, build_model, build_run, execute
-from kdistill.experiment.run import loss_log
+from kdistill.experiment.assembly import loss_log
 from kdistill.experiment.validate import member_configs, meta_model
 from kdistill.methods.base import soft_kl
 from kdistill.schemes import register_scheme

@@ -17,7 +17,7 @@ from kdistill.config import ExperimentConfig
 from kdistill.data import DataSplits
 from kdistill.errors import CheckpointError, ConfigError
 from kdistill.experiment import RunResult, load_model, run_distill, train_model
-from kdistill.experiment.run import teacher_state
+from kdistill.experiment.teachers import teacher_state
 from kdistill.schemes import register_scheme
 from kdistill.schemes._common import prepare, write_summary
 

@@ -311,7 +311,10 @@ def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, aug
         x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_fraction, cfg.seed)
         x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
         objective.to(device)
-        objective.prepare(x_train, FitContext(**context, num_train=len(x_train)))
+        # the rows of data.x_train that x_train holds, in order (split_validation's permutation)
+        kept = split_positions(len(data.x_train), cfg.val_fraction, cfg.seed)[0]
+        objective.prepare(x_train, FitContext(**context, num_train=len(x_train), train_positions=kept,
+                                              train_set_size=len(data.x_train)))
         micro = num_batches(len(x_train), cfg.batch_size)
         samples = len(x_train)
     else:
@@ -355,8 +358,11 @@ def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, aug
                 x, _, idx = to_device(batch, device)
                 yield x, idx
 
+        positions = None if isinstance(data, DataLoader) else (train_pos, len(base))  # type: ignore[arg-type]
         objective.prepare(x_train, FitContext(**context, num_train=num_train, streaming=True,
-                                              train_batches=train_batches if cache_source is not None else None))
+                                              train_batches=train_batches if cache_source is not None else None,
+                                              train_positions=positions[0] if positions else None,
+                                              train_set_size=positions[1] if positions else None))
     objective.to(device)
     cuda_graphs = compile_models(objective, device, cfg)
     modules = unwrapped_modules(objective)

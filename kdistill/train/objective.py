@@ -21,7 +21,7 @@ without the loop knowing its type.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,12 @@ class FitContext:
     ``(inputs, indices)`` for every training sample in order, un-augmented and
     on the device (what a teacher cache is built from); ``None`` means the
     batches cannot be cached (your own DataLoader).
+
+    ``train_positions`` maps the training indices the loop hands the objective
+    (``0..num_train - 1``, what remains after the validation hold-out) to rows
+    of the training set given to ``fit``, whose size is ``train_set_size``;
+    ``None`` when fit reads your own DataLoader. Precomputed teacher outputs,
+    indexed like that training set, are looked up through it.
     """
 
     device: torch.device
@@ -62,6 +68,8 @@ class FitContext:
     cache_dir: Path | None = None
     streaming: bool = False
     train_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]] | None = None
+    train_positions: Sequence[int] | None = None
+    train_set_size: int | None = None
 
     @property
     def augmenting(self) -> bool:

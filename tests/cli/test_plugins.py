@@ -212,3 +212,25 @@ def test_the_readme_bring_your_own_model_commands_run(tmp_path, monkeypatch, cap
     student = read_checkpoint(tmp_path / "runs" / "my-model" / "student" / "best.safetensors")[1]
     assert student["model_spec"]["model"] == "my-mlp"
     assert list((tmp_path / "runs" / "my-model" / "student").glob("*.onnx"))
+
+
+REVERSE_KL = ROOT / "examples" / "plugins" / "reverse_kl.py"
+
+
+def test_the_reverse_kl_example_from_the_command_line(tmp_path, capsys):
+    """docs/METHODS.md's example file, named in distill.terms, trains from the CLI and is evaluated."""
+    terms = [{"name": "ce", "weight": 0.5}, {"name": "reverse-kl", "weight": 0.5, "options": {"temperature": 2.0}}]
+    cfg = write_config(tmp_path, student={"model": "mlp-simple", "options": {"hidden": [8]}},
+                       distill={"terms": terms})
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["distill", str(cfg), "-o", str(out), "--plugin", str(REVERSE_KL)]) == 0
+    assert "loss: 0.5 * ce + 0.5 * reverse-kl(temperature=2.0)" in capsys.readouterr().err
+    meta = read_checkpoint(out / "student" / "best.safetensors")[1]
+    assert [(t["name"], t["weight"]) for t in meta["loss_terms"]] == [("ce", 0.5), ("reverse-kl", 0.5)]
+    assert all(record["reverse_kl"] >= 0 for record in meta["history"])  # the term was trained on
+    assert METHODS.plugin_of("reverse-kl") == str(REVERSE_KL)
+    assert main(["evaluate", str(out / "student" / "best.safetensors"), "--json",
+                 "--teacher", str(out / "teacher" / "best.safetensors")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n_test"] > 0 and 0 <= metrics["agreement"] <= 1

@@ -35,7 +35,8 @@ def spy(monkeypatch):
         built.append(run)
         return run
 
-    for module in ("kdistill.experiment.run", "kdistill.experiment", "kdistill.tune", "kdistill.schemes.dml"):
+    for module in ("kdistill.experiment.run", "kdistill.experiment.execution", "kdistill.experiment",
+                   "kdistill.tune", "kdistill.schemes.dml"):
         monkeypatch.setattr(f"{module}.build_run", recording, raising=False)
     return built
 
@@ -178,7 +179,7 @@ def test_build_run_without_output_writes_nothing(tmp_path, monkeypatch):
 def test_a_finished_teacher_from_an_older_record_is_still_reused(tmp_path):
     """A setting added to the config since the teacher was saved counts at its default, not as a change."""
     from kdistill.config import ModelConfig, TrainConfig
-    from kdistill.experiment.run import _same_settings
+    from kdistill.experiment.teachers import _same_settings
 
     current = ModelConfig(model="cnn-medium").model_dump(mode="json")
     older = {k: v for k, v in current.items() if k != "variational"}

@@ -137,7 +137,7 @@ def test_scaled_lr_is_used_but_the_configured_lr_is_recorded(tmp_path, monkeypat
     # config's lr, so that the same config run again finds its teacher finished instead of "different"
     from kdistill.config import ExperimentConfig
     from kdistill.experiment import load_data, run_distill
-    from kdistill.experiment.run import teacher_state
+    from kdistill.experiment.teachers import teacher_state
     from kdistill.train import loop
 
     def as_two_processes(cfg, ctx):
