@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -40,8 +41,44 @@ def loading_plugin(name: str) -> Iterator[None]:
         _loading_plugin.reset(token)
 
 
+# The packages whose import registers kdistill's own entries: the core ones, then the optional tasks
+# that sit beside the core and register themselves (detection; the variational student's KL term).
+# The core never imports an optional task; this list is the one place that does, by name and on the
+# first lookup, so `import kdistill.models` stays free of detection and a lookup still finds every name.
+BUILTIN_PACKAGES = (
+    "kdistill.data",
+    "kdistill.models",
+    "kdistill.methods",
+    "kdistill.detection",
+    "kdistill.methods.variational",
+)
+_builtins_loaded = False
+
+
+def load_builtins() -> None:
+    """Import every package of :data:`BUILTIN_PACKAGES` once (each registers its entries when imported).
+
+    Every lookup calls this first, so it runs on the first one. Registering
+    does not, so a package may register while it is being imported.
+    """
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True  # set first: a lookup made while a package loads must not start over
+    try:
+        for package in BUILTIN_PACKAGES:
+            importlib.import_module(package)
+    except BaseException:
+        _builtins_loaded = False
+        raise
+
+
 class Registry(Generic[F]):
-    """A mapping from a kind's names (``"resnet-deep"``) to factories."""
+    """A mapping from a kind's names (``"resnet-deep"``) to factories.
+
+    Lookups (``get``, ``names``, ``in``, ...) see kdistill's own entries
+    whatever has been imported so far (:func:`load_builtins`).
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -69,6 +106,7 @@ class Registry(Generic[F]):
         self._prefixes[prefix] = resolve
 
     def get(self, name: str) -> F:
+        load_builtins()
         if name in self._entries:
             return self._entries[name]
         prefix, slash, rest = name.partition("/")
@@ -82,6 +120,7 @@ class Registry(Generic[F]):
     def plugin_of(self, name: str) -> str | None:
         """The plugin that registered ``name``, or for a factory registered by an ordinary import
         outside kdistill, its importable module; ``None`` for kdistill's own entries."""
+        load_builtins()
         if name in self._plugins:
             return self._plugins[name]
         module = getattr(self._entries.get(name), "__module__", None)
@@ -90,18 +129,21 @@ class Registry(Generic[F]):
         return module
 
     def names(self) -> list[str]:
+        load_builtins()
         return sorted(self._entries)
 
     def suggest(self, name: str) -> list[str]:
         return difflib.get_close_matches(name, self.names(), n=3)
 
     def __contains__(self, name: object) -> bool:
+        load_builtins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        load_builtins()
         return len(self._entries)
 
 

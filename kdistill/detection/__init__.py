@@ -12,32 +12,33 @@ or, one level down, :func:`build_objective` (supervised or distilled) and
 :func:`evaluate_detector` (COCO-style AP through pycocotools). See
 docs/DETECTION.md.
 
-Submodules load on first use: :mod:`kdistill.detection.data` is imported by
-the data-set registry while :mod:`kdistill.data` itself is still loading.
+Importing this package registers detection's data sets (``canvas-mnist``,
+...), models (``fcos-*``) and distillation terms (``crosskd``, ...) with the
+registries; the core packages never import it, the registries do on their
+first lookup (:data:`kdistill.registry.BUILTIN_PACKAGES`).
 """
 
 from __future__ import annotations
 
-_LAZY = {
-    "build_objective": "kdistill.detection.objective",
-    "check_config": "kdistill.detection.objective",
-    "is_detector": "kdistill.detection.models",
-    "DetectionObjective": "kdistill.detection.objective",
-    "DetectionDistiller": "kdistill.detection.objective",
-    "DenseDetector": "kdistill.detection.models",
-    "DetectorOutput": "kdistill.detection.models",
-    "evaluate_detector": "kdistill.detection.evaluate",
-    "detection_map": "kdistill.detection.evaluate",
-    "postprocess": "kdistill.detection.postprocess",
-    "FCOSLoss": "kdistill.detection.losses",
-}
+from kdistill.detection import data, methods, models  # registers the data sets, terms and models
+from kdistill.detection.evaluate import evaluate_detector
+from kdistill.detection.losses import FCOSLoss
+from kdistill.detection.models import DenseDetector, DetectorOutput, is_detector
+from kdistill.detection.objective import DetectionDistiller, DetectionObjective, build_objective, check_config
+from kdistill.detection.postprocess import postprocess
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kdistill.detection' has no attribute {name!r}")
+__all__ = [
+    "DenseDetector",
+    "DetectionDistiller",
+    "DetectionObjective",
+    "DetectorOutput",
+    "FCOSLoss",
+    "build_objective",
+    "check_config",
+    "data",
+    "evaluate_detector",
+    "is_detector",
+    "methods",
+    "models",
+    "postprocess",
+]

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdistill.detection.models import DenseDetector, flatten_levels
-from kdistill.methods.detection import (
+from kdistill.detection.methods.base import (
     DetectionMethod,
     DetectionStepContext,
     check_cls_loss,
