@@ -24,7 +24,12 @@ from kdistill.detection import data, methods, models  # registers the data sets,
 from kdistill.detection.evaluate import evaluate_detector
 from kdistill.detection.losses import FCOSLoss
 from kdistill.detection.models import DenseDetector, DetectorOutput, is_detector
-from kdistill.detection.objective import DetectionDistiller, DetectionObjective, build_objective, check_config
+from kdistill.detection.objective import (
+    DetectionDistiller,
+    DetectionObjective,
+    build_objective,
+    check_config,
+)
 from kdistill.detection.postprocess import postprocess
 
 __all__ = [

@@ -34,9 +34,9 @@ from torch import Tensor, nn
 
 from kdistill.detection.evaluate import detection_score
 from kdistill.detection.losses import FCOSLoss
+from kdistill.detection.methods.base import DetectionMethod, DetectionStepContext, LevelFeatureHooks
 from kdistill.detection.models import DetectorOutput, is_detector
 from kdistill.errors import ConfigError
-from kdistill.detection.methods.base import DetectionMethod, DetectionStepContext, LevelFeatureHooks
 from kdistill.registry import METHODS
 from kdistill.train.objective import FitContext, TrainingObjective
 

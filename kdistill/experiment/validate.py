@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdistill.compress.load import missing_model
 from kdistill.config import ExperimentConfig, ModelConfig
 from kdistill.data import DataSplits
 from kdistill.errors import CheckpointError, ConfigError, KDistillError, UnknownNameError
-from kdistill.experiment.saved import missing_model
 from kdistill.io import check_writable_dir
 from kdistill.registry import MODELS
 from kdistill.train.checkpoint import is_torch_pickle, read_checkpoint_metadata

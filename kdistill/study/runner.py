@@ -36,8 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdistill.compress.artifact import load_artifact, save_dense
+from kdistill.compress.artifact import save_dense
 from kdistill.compress.export import onnx_bytes
+from kdistill.compress.load import load_artifact
 from kdistill.compress.prune import magnitude_prune, make_permanent, save_sparse, structured_prune
 from kdistill.compress.quantize import dynamic_quantize, save_quantized, static_quantize
 from kdistill.config import ExperimentConfig, ModelConfig
