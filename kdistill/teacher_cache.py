@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdistill.errors import OutputError
+from kdistill.io import ensure_writable_dir
 from kdistill.methods.hooks import FeatureHooks
 
 Storage = Literal["device", "memmap"]
@@ -98,7 +100,6 @@ class TeacherCache:
         folder = None
         if storage == "memmap":
             folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="kdistill-cache-"))
-            from kdistill.io import ensure_writable_dir
 
             ensure_writable_dir(folder, "teacher cache folder")
         store: dict[str, Tensor | np.ndarray] = {}
@@ -150,7 +151,6 @@ class TeacherCache:
 
 def _check_free_space(folder: Path, needed: int) -> None:
     """A memory-mapped file on a full disk fails with SIGBUS, not an error: check before mapping."""
-    from kdistill.errors import OutputError
 
     free = shutil.disk_usage(folder).free
     if needed > free:
