@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from kdistill.compress.artifact import save_dense
 from kdistill.compress.export import onnx_bytes
-from kdistill.compress.load import load_artifact
+from kdistill.compress.load import load_artifact, load_model
 from kdistill.compress.prune import magnitude_prune, make_permanent, save_sparse, structured_prune
 from kdistill.compress.quantize import dynamic_quantize, save_quantized, static_quantize
 from kdistill.config import ExperimentConfig, ModelConfig
@@ -163,7 +163,6 @@ class Study:
         run_dir = self.out / "runs" / f"baseline-{name}"
         done = self.log.done(run)
         if done and (run_dir / "best.safetensors").exists():
-            from kdistill.experiment import load_model
 
             model, _ = load_model(run_dir / "best.safetensors")
         else:
@@ -246,7 +245,6 @@ class Study:
             train=d.train or self.cfg.train)
         run_dir = self.out / "runs" / f"distilled-{tag}"
         if self.log.done(run) and (run_dir / "student" / "best.safetensors").exists():
-            from kdistill.experiment import load_model
 
             model, _ = load_model(run_dir / "student" / "best.safetensors")
         else:
