@@ -12,38 +12,37 @@ or, one level down, :func:`build_objective` (supervised or distilled) and
 :func:`evaluate_detector` (COCO-style AP through pycocotools). See
 docs/DETECTION.md.
 
-Importing this package registers detection's data sets (``canvas-mnist``,
-...), models (``fcos-*``) and distillation terms (``crosskd``, ...) with the
-registries; the core packages never import it, the registries do on their
-first lookup (:data:`kdistill.registry.BUILTIN_PACKAGES`).
+Each module registers what it defines when imported: the data sets
+(``canvas-mnist``, ... in :mod:`kdistill.detection.data`), the models
+(``fcos-*``, :mod:`kdistill.detection.models`) and the distillation terms
+(``crosskd``, ..., :mod:`kdistill.detection.methods`). The core packages
+never import them; the registries do on their first lookup
+(:mod:`kdistill.registry`). The names below load on first use, so that a
+registry lookup of a detector does not import the objective, the distiller
+and the training loop.
 """
 
 from __future__ import annotations
 
-from kdistill.detection import data, methods, models  # registers the data sets, terms and models
-from kdistill.detection.evaluate import evaluate_detector
-from kdistill.detection.losses import FCOSLoss
-from kdistill.detection.models import DenseDetector, DetectorOutput, is_detector
-from kdistill.detection.objective import (
-    DetectionDistiller,
-    DetectionObjective,
-    build_objective,
-    check_config,
-)
-from kdistill.detection.postprocess import postprocess
+import importlib
 
-__all__ = [
-    "DenseDetector",
-    "DetectionDistiller",
-    "DetectionObjective",
-    "DetectorOutput",
-    "FCOSLoss",
-    "build_objective",
-    "check_config",
-    "data",
-    "evaluate_detector",
-    "is_detector",
-    "methods",
-    "models",
-    "postprocess",
-]
+_LAZY = {
+    "build_objective": "kdistill.detection.objective",
+    "check_config": "kdistill.detection.objective",
+    "is_detector": "kdistill.detection.models",
+    "DetectionObjective": "kdistill.detection.objective",
+    "DetectionDistiller": "kdistill.detection.objective",
+    "DenseDetector": "kdistill.detection.models",
+    "DetectorOutput": "kdistill.detection.models",
+    "evaluate_detector": "kdistill.detection.evaluate",
+    "postprocess": "kdistill.detection.postprocess",
+    "FCOSLoss": "kdistill.detection.losses",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kdistill.detection' has no attribute {name!r}")
