@@ -59,12 +59,12 @@ import torch
 from _common import ROOT, data_dir, device_name, write_section
 from torch import Tensor, nn
 
+from kdistill.compress.load import load_model
 from kdistill.config import ExperimentConfig, load_config
 from kdistill.data import DataSplits
 from kdistill.errors import DataError, TrainingError
 from kdistill.eval import predict
 from kdistill.experiment import build_run, execute, load_data, seeded
-from kdistill.experiment.saved import load_model
 from kdistill.train import resolve_device, split_validation
 from kdistill.train.checkpoint import atomic_write_text
 

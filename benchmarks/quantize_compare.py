@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from kdistill.compress.artifact import load_artifact, save_dense
+from kdistill.compress.artifact import save_dense
+from kdistill.compress.load import load_artifact
 from kdistill.compress.quantize import dynamic_quantize, save_quantized, static_quantize
 from kdistill.eval import accuracy, predict
 from kdistill.experiment import evaluation_data, load_model

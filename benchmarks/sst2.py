@@ -45,6 +45,7 @@ from hinton_mnist import EpochClock, environment
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from kdistill.compress.load import load_model
 from kdistill.config import ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig
 from kdistill.data import DataSplits, load_dataset
 from kdistill.distiller import Distiller, Supervised
@@ -58,7 +59,6 @@ from kdistill.eval import (
     top1_agreement,
 )
 from kdistill.experiment import model_spec
-from kdistill.experiment.saved import load_model
 from kdistill.methods.hidden_states import HiddenStateMatching
 from kdistill.models import create_model
 from kdistill.text.augment import augment_ids

@@ -513,8 +513,6 @@ def _as_config_error(method: nn.Module):
 
 def method_name(method: nn.Module) -> str:
     """The name ``method``'s class is registered under (its class name if it was never registered)."""
-    import kdistill.methods  # noqa: F401  (registers the built-in methods)
-
     cls = type(_unwrap(method))
     return next((name for name in METHODS if METHODS.get(name) is cls), cls.__name__)
 
@@ -541,8 +539,6 @@ class LossTerm:
 
 def term_class(name: str) -> type[DistillationMethod]:
     """The registered class of loss term ``name`` (looked up now, so terms registered by user code count)."""
-    import kdistill.methods  # noqa: F401  (registers the built-in methods)
-
     cls = METHODS.get(name)
     if not (isinstance(cls, type) and issubclass(cls, DistillationMethod)):
         raise ConfigError(f"'{name}' is registered as a method but is not a DistillationMethod subclass "

@@ -252,3 +252,9 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> None:
         os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".kdistill-write-test."))
     except OSError as error:
         raise output_error(path, what, error) from None
+
+
+def cache_root() -> Path:
+    """The folder downloads and caches go to: ``$XDG_CACHE_HOME/kdistill`` or ``~/.cache/kdistill``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "kdistill"

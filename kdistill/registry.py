@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -41,14 +42,35 @@ def loading_plugin(name: str) -> Iterator[None]:
 
 
 class Registry(Generic[F]):
-    """A mapping from a kind's names (``"resnet-deep"``) to factories."""
+    """A mapping from a kind's names (``"resnet-deep"``) to factories.
 
-    def __init__(self, kind: str) -> None:
+    Lookups (``get``, ``names``, ``in``, ...) see kdistill's own entries
+    whatever has been imported so far: the first one imports the modules
+    ``builtin_modules`` names, each of which registers its entries when
+    imported. Registering does not, so a module may register while it is
+    being imported.
+    """
+
+    def __init__(self, kind: str, builtin_modules: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.builtin_modules = builtin_modules
+        self._builtins_loaded = False
         self._entries: dict[str, F] = {}
         self._plugins: dict[str, str] = {}  # name -> the plugin that registered it
         # "source/NAME" lookups answered by a library (e.g. timm/resnet18), not by registration
         self._prefixes: dict[str, Callable[[str], F]] = {}
+
+    def load_builtins(self) -> None:
+        """Import :attr:`builtin_modules` once (the first lookup does)."""
+        if self._builtins_loaded:
+            return
+        self._builtins_loaded = True  # set first: a lookup made while a module loads must not start over
+        try:
+            for module in self.builtin_modules:
+                importlib.import_module(module)
+        except BaseException:
+            self._builtins_loaded = False
+            raise
 
     def register(self, name: str, *, overwrite: bool = False) -> Callable[[F], F]:
         """Decorator that adds ``fn`` under ``name``."""
@@ -69,6 +91,7 @@ class Registry(Generic[F]):
         self._prefixes[prefix] = resolve
 
     def get(self, name: str) -> F:
+        self.load_builtins()
         if name in self._entries:
             return self._entries[name]
         prefix, slash, rest = name.partition("/")
@@ -82,6 +105,7 @@ class Registry(Generic[F]):
     def plugin_of(self, name: str) -> str | None:
         """The plugin that registered ``name``, or for a factory registered by an ordinary import
         outside kdistill, its importable module; ``None`` for kdistill's own entries."""
+        self.load_builtins()
         if name in self._plugins:
             return self._plugins[name]
         module = getattr(self._entries.get(name), "__module__", None)
@@ -90,24 +114,39 @@ class Registry(Generic[F]):
         return module
 
     def names(self) -> list[str]:
+        self.load_builtins()
         return sorted(self._entries)
 
     def suggest(self, name: str) -> list[str]:
         return difflib.get_close_matches(name, self.names(), n=3)
 
     def __contains__(self, name: object) -> bool:
+        self.load_builtins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self.load_builtins()
         return len(self._entries)
 
 
-MODELS: Registry[Callable[..., Any]] = Registry("model")
-DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
-METHODS: Registry[Callable[..., Any]] = Registry("method")
+# The modules whose import registers kdistill's own entries: the core packages, then the optional parts
+# that sit beside the core and register themselves (detection; the variational student's KL term). The
+# core never imports an optional part; these lists are the one place that names them, imported by name
+# on a registry's first lookup, so `import kdistill.models` stays free of detection and a lookup still
+# finds every name.
+MODELS: Registry[Callable[..., Any]] = Registry("model", ("kdistill.models", "kdistill.detection.models"))
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset", ("kdistill.data", "kdistill.detection.data"))
+METHODS: Registry[Callable[..., Any]] = Registry(
+    "method", ("kdistill.methods", "kdistill.detection.methods", "kdistill.methods.variational"))
+
+
+def load_builtins() -> None:
+    """Register all of kdistill's own models, data sets and methods now (before a plugin's, say)."""
+    for registry in (MODELS, DATASETS, METHODS):
+        registry.load_builtins()
 
 
 def register_model(name: str, *, overwrite: bool = False):

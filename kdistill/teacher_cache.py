@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdistill.errors import ConfigError, OutputError
+from kdistill.io import ensure_writable_dir
 from kdistill.methods.hooks import FeatureHooks
 
 Storage = Literal["device", "memmap"]
@@ -134,7 +136,6 @@ class TeacherCache:
         folder = None
         if storage == "memmap":
             folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="kdistill-cache-"))
-            from kdistill.io import ensure_writable_dir
 
             ensure_writable_dir(folder, "teacher cache folder")
         store: dict[str, Tensor | np.ndarray] = {}
@@ -165,8 +166,6 @@ class TeacherCache:
             if truncation is not None and top_k is not None:
                 num_classes = logits.shape[-1]
                 if logits.dim() != 2 or top_k >= num_classes:
-                    from kdistill.errors import ConfigError
-
                     raise ConfigError(f"distill.cache_top_k: {top_k} keeps the {top_k} largest logits of each "
                                       f"sample, so the teacher must give (N, C) logits with more than {top_k} "
                                       f"classes; it gives shape {tuple(logits.shape)}. Lower cache_top_k or "
@@ -238,7 +237,6 @@ class _TruncationError:
 
 def _check_free_space(folder: Path, needed: int) -> None:
     """A memory-mapped file on a full disk fails with SIGBUS, not an error: check before mapping."""
-    from kdistill.errors import OutputError
 
     free = shutil.disk_usage(folder).free
     if needed > free:

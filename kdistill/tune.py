@@ -36,6 +36,7 @@ from kdistill.errors import ConfigError, KDistillError, TrainingError
 from kdistill.experiment import build_run, execute, get_teacher, load_data
 from kdistill.experiment.runs import overwriting
 from kdistill.experiment.validate import meta_model, validate_experiment, validate_output_dir
+from kdistill.schemes import scheme_names
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text
 from kdistill.train.lock import folder_lock
 from kdistill.train.tracking import Tracker
@@ -343,7 +344,6 @@ def run_tune(
 
 def _refuse_scheme(cfg: ExperimentConfig) -> None:
     """A search tunes one distillation run; a scheme (several runs) is not what a trial trains."""
-    from kdistill.schemes import scheme_names
 
     scheme = cfg.distill.scheme.name if cfg.distill.scheme is not None else None
     if scheme is None and cfg.distill.method in scheme_names():

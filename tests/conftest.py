@@ -20,14 +20,14 @@ import pytest
 
 from kdistill.data import sources
 from kdistill.errors import DataError
-from kdistill.models.external import _torchvision_without_compiled_ops
+from kdistill.optional_deps import import_torchvision
 
 TEXT_SETS = ("sst2",)
 
 
 # torchvision imports (for the tests that use it directly) as kdistill imports it: without its compiled
 # ops where PyPI's CUDA wheel sits beside the CPU build of torch (kdistill.models.external)
-_torchvision_without_compiled_ops()
+import_torchvision()
 
 
 def find_dataset_dir(name: str) -> Path | None:

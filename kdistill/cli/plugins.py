@@ -176,9 +176,8 @@ def load_builtins() -> None:
     register in the middle of a run instead of the plugin failing at once.
     """
     # imported here, not at the top: `kdistill --help` stays fast
-    import kdistill.data  # noqa: F401
-    import kdistill.methods  # noqa: F401
-    import kdistill.models  # noqa: F401
+    from kdistill.registry import load_builtins as load_registered
     from kdistill.schemes import scheme_names
 
+    load_registered()
     scheme_names()

@@ -56,20 +56,3 @@ def save_dense(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any
     ``state-dict``, says the keys carry no ``model.`` prefix).
     """
     return write_artifact(path, dict(model.state_dict()), dict(metadata, format=BARE_FORMAT))
-
-
-def load_artifact(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild any model file the study writes: dense, sparse (pruned) or int8."""
-    _, meta = read_artifact(path)
-    fmt = meta.get("format", "checkpoint")
-    if fmt == "sparse-bitmask":
-        from kdistill.compress.prune import load_sparse
-
-        return load_sparse(path)
-    if fmt.startswith("int8-"):
-        from kdistill.compress.quantize import load_quantized
-
-        return load_quantized(path)
-    from kdistill.experiment import load_model
-
-    return load_model(path)

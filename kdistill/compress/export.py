@@ -30,7 +30,6 @@ every row. Its deprecation notice is silenced here, where it is issued.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -46,8 +45,15 @@ import torch
 from torch import nn
 
 from kdistill import __version__
+from kdistill.compress.artifact import save_dense
+from kdistill.compress.load import load_model
+from kdistill.compress.onnx_runtime import onnx_bytes, ort_session
+from kdistill.compress.onnx_sparse import sparse_initializers
+from kdistill.compress.prune import save_sparse
 from kdistill.data.input_spec import InputSpec, read_input_spec
 from kdistill.errors import CheckpointError, ConfigError, ModelError
+from kdistill.text.deploy import export_onnx, is_text_model, padded_example, reference_logits
+from kdistill.text.deploy import export_program as export_text_program
 from kdistill.train.checkpoint import atomic_write_bytes, read_kdistill_file
 
 FORMATS = ("onnx", "exported-program", "safetensors")
@@ -69,42 +75,6 @@ class ExportResult:
     note: str | None = None
 
 
-def onnx_bytes(model: nn.Module, input_shape: Sequence[int]) -> bytes:
-    """ONNX (opset 17) with a dynamic batch axis; input ``input``, output ``logits``.
-
-    A model that already is an ONNX graph (an int8 :class:`~kdistill.compress.quantize.QuantizedModel`)
-    gives its own bytes.
-    """
-    if isinstance(getattr(model, "onnx_model", None), bytes):
-        return model.onnx_model  # type: ignore[return-value]
-    model = model.to("cpu").eval()
-    example = torch.randn(2, *input_shape)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        except Exception as error:  # the exporter raises many error types
-            raise ModelError(f"ONNX export of {type(model).__name__} failed: {error}") from None
-    return buffer.getvalue()
-
-
-def ort_session(onnx_model: bytes | str | Path, threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ConfigError("ONNX Runtime is not installed: pip install 'kdistill[deploy]'.") from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 @torch.no_grad()
 def onnx_max_diff(model: nn.Module, onnx_model: bytes | str | Path, input_shape: Sequence[int],
                   n: int = 16, seed: int = 0) -> float:
@@ -117,8 +87,6 @@ def onnx_max_diff(model: nn.Module, onnx_model: bytes | str | Path, input_shape:
 
 def export_program(model: nn.Module, input_shape: Sequence[int]) -> torch.export.ExportedProgram:
     """``model`` as a ``torch.export`` program with a dynamic batch axis."""
-    from kdistill.text.deploy import export_program as export_text_program
-    from kdistill.text.deploy import is_text_model
 
     if is_text_model(model):
         return export_text_program(model)
@@ -154,7 +122,6 @@ def load_program(path: str | Path) -> nn.Module:
 @torch.no_grad()
 def max_diff(model: nn.Module, run: Any, input_shape: Sequence[int], n: int = 8, seed: int = 0) -> float:
     """Largest absolute difference between ``model``'s logits and ``run(*inputs)``'s."""
-    from kdistill.text.deploy import is_text_model, padded_example, reference_logits
 
     model = model.to("cpu").eval()
     if is_text_model(model):
@@ -194,9 +161,6 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     and input spec (:func:`deployment_metadata`); :func:`read_deployed_spec`
     reads the input spec back.
     """
-    from kdistill.compress.artifact import save_dense
-    from kdistill.experiment import load_model
-    from kdistill.text.deploy import export_onnx, is_text_model
 
     if fmt in REMOVED:
         raise ConfigError(REMOVED[fmt])
@@ -226,8 +190,6 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
             export_onnx(model, path)
             graph = path.read_bytes()
         elif sparse:  # zeros stored sparsely (ONNX sparse_initializer)
-            from kdistill.compress.onnx_sparse import sparse_initializers
-
             graph = sparse_initializers(onnx_bytes(model, shape))[0]
         else:
             graph = onnx_bytes(model, shape)
@@ -241,7 +203,6 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
         atomic_write_bytes(path, program_bytes(export_program(model, shape), described))
         diff = max_diff(model, load_program(path), shape)
     elif sparse:  # the bitmask format of kdistill.compress.prune
-        from kdistill.compress.prune import save_sparse
 
         save_sparse(model, path, {"role": "export", **described})
     else:

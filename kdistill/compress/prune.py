@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
+from kdistill.compress.artifact import read_artifact, write_artifact
 from kdistill.errors import CheckpointError, ModelError
 from kdistill.models import create_model, rebuild_model
 from kdistill.models.cnn import ConvNet
@@ -134,8 +135,6 @@ def save_sparse(model: nn.Module, path: str | Path, metadata: dict[str, Any]) ->
 
     ``metadata`` must carry the ``model_spec`` so :func:`load_sparse` can rebuild it.
     """
-    from kdistill.compress.artifact import write_artifact
-
     tensors, sparse = sparse_state(model)
     shapes = {name: list(model.state_dict()[name].shape) for name in sparse}
     return write_artifact(path, tensors, dict(metadata, format="sparse-bitmask", sparse_shapes=shapes))
@@ -143,8 +142,6 @@ def save_sparse(model: nn.Module, path: str | Path, metadata: dict[str, Any]) ->
 
 def load_sparse(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_sparse`."""
-    from kdistill.compress.artifact import read_artifact
-
     tensors, meta = read_artifact(path, expected_format="sparse-bitmask")
     label = f"Model file '{path}'"
     model = rebuild_model(require_model_spec(meta, label), label)

@@ -1,6 +1,6 @@
 """Post-training int8 quantization with ONNX Runtime (``pip install 'kdistill[deploy]'``).
 
-The float model is exported to ONNX (:func:`kdistill.compress.export.onnx_bytes`),
+The float model is exported to ONNX (:func:`kdistill.compress.onnx_runtime.onnx_bytes`),
 pre-processed (shape inference, constant folding, BatchNorm folded into the
 convolutions) and quantized by ``onnxruntime.quantization``; the result is an
 int8 ONNX model that ONNX Runtime runs with integer kernels on the CPU.
@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from kdistill.compress.artifact import read_artifact, write_artifact
+from kdistill.compress.onnx_runtime import onnx_bytes, ort_session
 from kdistill.errors import CheckpointError, ConfigError, ModelError
 
 ENGINE = "onnxruntime"
@@ -67,8 +68,6 @@ class QuantizedModel(nn.Module):
 
     def session(self) -> Any:
         if self._session is None:
-            from kdistill.compress.export import ort_session
-
             self._session = ort_session(self.onnx_model, threads=self.threads)
         return self._session
 
@@ -104,8 +103,6 @@ def _quiet() -> Iterator[None]:
 
 def _float_onnx(model: nn.Module, input_shape: Any, folder: Path) -> Path:
     """The float model as ONNX, pre-processed for quantization, in ``folder``."""
-    from kdistill.compress.export import onnx_bytes
-
     quantization = _ort_quantization()
     raw, ready = folder / "float.onnx", folder / "float-prep.onnx"
     raw.write_bytes(onnx_bytes(model, tuple(input_shape)))

@@ -40,7 +40,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from kdistill.compress.prune import save_sparse, sparse_state
 from kdistill.errors import CheckpointError, ModelError
+from kdistill.eval import size_on_disk
+from kdistill.models import rebuild_model
+from kdistill.train import read_checkpoint
+from kdistill.train.checkpoint import load_into
+from kdistill.train.checkpoint_meta import require_model_spec
+from kdistill.train.distributed import is_main_process
 
 log = logging.getLogger("kdistill")
 
@@ -354,10 +361,6 @@ def has_variational_state(tensors: dict[str, Tensor], prefix: str = "model.") ->
 
 def load_variational(checkpoint: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The variational model of a training checkpoint, not yet sparsified (e.g. to sweep thresholds)."""
-    from kdistill.models import rebuild_model
-    from kdistill.train import read_checkpoint
-    from kdistill.train.checkpoint import load_into
-    from kdistill.train.checkpoint_meta import require_model_spec
 
     tensors, meta = read_checkpoint(checkpoint)
     spec = meta.get("model_spec") or {}
@@ -376,7 +379,6 @@ def sparse_file_bytes(model: nn.Module) -> int:
     """Bytes of ``model`` in the bitmask format of :func:`kdistill.compress.prune.save_sparse`."""
     from safetensors.torch import save as save_bytes
 
-    from kdistill.compress.prune import sparse_state
 
     tensors, _ = sparse_state(model)
     return len(save_bytes({k: v.contiguous() for k, v in tensors.items()}))
@@ -402,7 +404,6 @@ def sparse_metrics(model: nn.Module, report: SparsityReport | None = None,
                    size_bytes: int | None = None) -> dict[str, Any]:
     """What a sparsified model costs: ``size_bytes`` in the bitmask format (``size_bytes`` given: that
     file's size), ``dense_size_bytes``, ``nonzero_params``, ``weight_sparsity``, ``compression``."""
-    from kdistill.eval import size_on_disk
 
     report = report or sparsity_report(model)
     return {"size_bytes": size_bytes if size_bytes is not None else sparse_file_bytes(model),
@@ -425,10 +426,6 @@ def finish_variational(model: nn.Module, last_path: str | Path | None, out_dir: 
     """
     if not is_variational(model):
         return None
-    from kdistill.compress.prune import save_sparse
-    from kdistill.train import read_checkpoint
-    from kdistill.train.checkpoint import load_into
-    from kdistill.train.distributed import is_main_process
 
     epoch = None
     if last_path is not None and Path(last_path).exists():

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from kdistill.errors import ConfigError, DataError
+from kdistill.optional_deps import import_torchvision
 
 
 def jitter(
@@ -139,6 +140,7 @@ def build_transform(transforms: Sequence[Any], timm_options: dict[str, Any] | No
     """
     steps: list[Callable[[Any], Any]] = []
     if transforms:
+        import_torchvision()
         try:
             from torchvision.transforms import v2
         except ImportError:
@@ -203,9 +205,7 @@ class BatchMix:
                               "to mix (a regression or detection set). Remove data.augment.mix.")
         if mixup_alpha <= 0 and cutmix_alpha <= 0:
             raise ConfigError("data.augment.mix: mixup_alpha and cutmix_alpha are both 0, so nothing is mixed.")
-        from kdistill.models.external import _torchvision_without_compiled_ops
-
-        _torchvision_without_compiled_ops()  # a CUDA build of torchvision beside a CPU torch
+        import_torchvision()  # also where a CUDA build of torchvision sits beside a CPU torch
         try:
             from torchvision.transforms import v2
         except ImportError:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdistill.errors import DataError
-from kdistill.io import atomic_write_bytes, check_input_path
+from kdistill.io import atomic_write_bytes, cache_root, check_input_path
 
 log = logging.getLogger("kdistill")
 
@@ -81,12 +81,6 @@ SOURCES: dict[str, IdxSource] = {
         system_package="dataset-fashion-mnist",
     ),
 }
-
-
-def cache_root() -> Path:
-    """The folder downloads go to: ``$XDG_CACHE_HOME/kdistill`` or ``~/.cache/kdistill``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "kdistill"
 
 
 def _source(name: str) -> IdxSource:

@@ -12,11 +12,19 @@ or, one level down, :func:`build_objective` (supervised or distilled) and
 :func:`evaluate_detector` (COCO-style AP through pycocotools). See
 docs/DETECTION.md.
 
-Submodules load on first use: :mod:`kdistill.detection.data` is imported by
-the data-set registry while :mod:`kdistill.data` itself is still loading.
+Each module registers what it defines when imported: the data sets
+(``canvas-mnist``, ... in :mod:`kdistill.detection.data`), the models
+(``fcos-*``, :mod:`kdistill.detection.models`) and the distillation terms
+(``crosskd``, ..., :mod:`kdistill.detection.methods`). The core packages
+never import them; the registries do on their first lookup
+(:mod:`kdistill.registry`). The names below load on first use, so that a
+registry lookup of a detector does not import the objective, the distiller
+and the training loop.
 """
 
 from __future__ import annotations
+
+import importlib
 
 _LAZY = {
     "build_objective": "kdistill.detection.objective",
@@ -27,7 +35,6 @@ _LAZY = {
     "DenseDetector": "kdistill.detection.models",
     "DetectorOutput": "kdistill.detection.models",
     "evaluate_detector": "kdistill.detection.evaluate",
-    "detection_map": "kdistill.detection.evaluate",
     "postprocess": "kdistill.detection.postprocess",
     "FCOSLoss": "kdistill.detection.losses",
 }
@@ -37,7 +44,5 @@ __all__ = sorted(_LAZY)
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kdistill.detection' has no attribute {name!r}")

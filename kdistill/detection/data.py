@@ -49,12 +49,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdistill.data.datasets.digits import SEED, TEST_SIZE
 from kdistill.data.datasets.mnist import FASHION_CLASSES
 from kdistill.data.idx import read_idx_pair
 from kdistill.data.prep import split_indices, standardize_images
 from kdistill.data.sources import cache_root, idx_file, locate_idx
 from kdistill.data.splits import DataSplits
 from kdistill.errors import ConfigError
+from kdistill.io import atomic_write_bytes
 from kdistill.registry import register_dataset
 
 log = logging.getLogger("kdistill")
@@ -183,8 +185,6 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from kdistill.train.checkpoint import atomic_write_bytes  # kdistill.train imports kdistill.data
-
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
@@ -240,7 +240,6 @@ def _idx_glyphs(name: str, data_dir: str | Path | None, download: bool):
 def _digits_glyphs():
     from sklearn.datasets import load_digits
 
-    from kdistill.data.datasets.digits import SEED, TEST_SIZE
 
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)

@@ -34,9 +34,10 @@ from torch import Tensor, nn
 
 from kdistill.detection.evaluate import detection_score
 from kdistill.detection.losses import FCOSLoss
+from kdistill.detection.methods.base import DetectionMethod, DetectionStepContext, LevelFeatureHooks
 from kdistill.detection.models import DetectorOutput, is_detector
+from kdistill.distiller import build_method
 from kdistill.errors import ConfigError
-from kdistill.methods.detection import DetectionMethod, DetectionStepContext, LevelFeatureHooks
 from kdistill.registry import METHODS
 from kdistill.train.objective import FitContext, TrainingObjective
 
@@ -194,15 +195,11 @@ class DetectionDistiller(DetectionObjective):
 
 
 def detection_method_names() -> list[str]:
-    import kdistill.methods  # noqa: F401  (registers the methods)
-
     return [n for n in METHODS.names() if isinstance(METHODS.get(n), type) and issubclass(METHODS.get(n), DetectionMethod)]
 
 
 def check_config(cfg: Any) -> None:
     """Fail early, in words, on distillation settings a detector cannot use (before any training)."""
-    import kdistill.methods  # noqa: F401  (registers the methods)
-
     d = cfg.distill
     names = detection_method_names()
     listed = [m.name for m in d.terms] if d.terms else [m.name for m in d.methods] if d.methods else [d.method]
@@ -228,8 +225,6 @@ def build_objective(cfg: Any, model: nn.Module, teacher: nn.Module | None = None
     :class:`DetectionDistiller` with the config's ``distill`` methods (each a
     detection method, with its weight and options).
     """
-    from kdistill.distiller import build_method
-
     check_detector(model, "student" if teacher is not None else "model")
     if teacher is None:
         return DetectionObjective(model)

@@ -13,16 +13,18 @@ from typing import Any
 
 from torch import nn
 
+from kdistill.compress.load import load_model
 from kdistill.config import ExperimentConfig, ModelConfig, TrainConfig
 from kdistill.data import DataSplits
 from kdistill.errors import CheckpointError, ConfigError, RunExistsError
 from kdistill.experiment.assembly import build_model, schedule
 from kdistill.experiment.execution import train_model
 from kdistill.experiment.runs import notes, overwrite_allowed
-from kdistill.experiment.saved import check_checkpoint_fits, load_model
+from kdistill.experiment.saved import check_checkpoint_fits
 from kdistill.train.checkpoint import (
     is_torch_pickle,
     load_state_dict_into,
+    load_torch_weights,
     read_checkpoint_metadata,
 )
 
@@ -70,8 +72,6 @@ def load_teacher_checkpoint(teacher_cfg: ModelConfig, data: DataSplits) -> nn.Mo
     if is_torch_pickle(path):
         # a plain PyTorch state dict: its architecture comes from the config
         teacher = build_model(teacher_cfg, data)
-        from kdistill.train.checkpoint import load_torch_weights
-
         load_state_dict_into(teacher, load_torch_weights(path), path)
         return teacher.eval()
     teacher, meta = load_model(path)

@@ -19,10 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdistill.compress.load import missing_model
 from kdistill.config import ExperimentConfig, ModelConfig
 from kdistill.data import DataSplits
+from kdistill.detection.objective import check_config, check_detector
+from kdistill.distiller import term_class
 from kdistill.errors import CheckpointError, ConfigError, KDistillError, UnknownNameError
-from kdistill.experiment.saved import missing_model
+from kdistill.experiment.assembly import build_distiller, build_model, loss_terms
 from kdistill.io import check_writable_dir
 from kdistill.registry import MODELS
 from kdistill.train.checkpoint import is_torch_pickle, read_checkpoint_metadata
@@ -73,8 +76,6 @@ def validate_experiment(cfg: ExperimentConfig, data: DataSplits, *, scheme: str 
 
 def check_terms(cfg: ExperimentConfig) -> None:
     """Resolve the loss terms (names, option types) and run each term's own ``check_config`` hook."""
-    from kdistill.distiller import term_class
-    from kdistill.experiment.assembly import loss_terms
 
     for term in loss_terms(cfg):
         term_class(term.name).check_config(term.options, cfg)
@@ -91,7 +92,6 @@ def check_teacher_student(cfg: ExperimentConfig, data: DataSplits) -> tuple[nn.M
 
 
 def _validate_detection(cfg: ExperimentConfig, data: DataSplits, scheme: str | None) -> None:
-    from kdistill.detection.objective import check_config, check_detector
 
     if scheme is not None:
         raise ConfigError(f"Scheme '{scheme}' trains classifiers; a detector distils with kdistill distill and "
@@ -120,7 +120,6 @@ def meta_model(model_cfg: ModelConfig, data: DataSplits, role: str,
     """
     import inspect
 
-    from kdistill.experiment.assembly import build_model
 
     if teacher is None and "teacher_model" in inspect.signature(MODELS.get(model_cfg.model)).parameters:
         return None  # built from its teacher, which could not be checked here
@@ -168,7 +167,6 @@ def check_pair(cfg: ExperimentConfig, teacher: nn.Module | None, student: nn.Mod
     """Bind the configured methods to this teacher and student: layer paths, shapes, adapters."""
     if teacher is None or student is None or not isinstance(data, DataSplits) or not len(data.x_train):
         return
-    from kdistill.experiment.assembly import build_distiller
 
     try:
         with torch.device("meta"):

@@ -16,15 +16,19 @@ sp         Tung & Mori 2019 (similarity-preserving)        yes
 crd        Tian et al. 2020 (contrastive, memory bank)     yes
 ========== =============================================== =====================
 
-For dense detectors (:mod:`kdistill.detection`): ``crosskd`` (Wang et al.
-2023, cross-head), ``pred-mimic`` (prediction mimicking) and
+For dense detectors, :mod:`kdistill.detection.methods` registers ``crosskd``
+(Wang et al. 2023, cross-head), ``pred-mimic`` (prediction mimicking) and
 ``feat-imitation`` (FitNets-style hints on the FPN maps).
 
 For transformers, ``hidden-states`` (hidden-state matching through a learned
 projection) and ``attention-maps`` (attention-probability matching, TinyBERT,
 Jiao et al. 2020) take a teacher-to-student layer map. ``variational`` (Hegde
-et al. 2019) is the KL term of a variational student (``student.variational``),
-added automatically for such a student.
+et al. 2019), the KL term of a variational student (``student.variational``,
+added automatically for such a student), registers from
+:mod:`kdistill.methods.variational`, which this package does not import: it
+belongs to the variational student (:mod:`kdistill.compress.variational`).
+Both optional parts are imported by the registry on its first lookup
+(:data:`kdistill.registry.BUILTIN_PACKAGES`).
 """
 
 from kdistill.methods import (  # noqa: F401  (registers the methods)
@@ -32,19 +36,15 @@ from kdistill.methods import (  # noqa: F401  (registers the methods)
     attention_maps,
     ce,
     crd,
-    crosskd,
     dkd,
-    feat_imitation,
     fitnets,
     hidden_states,
     kd,
     nst,
     pkt,
-    pred_mimic,
     regression,
     rkd,
     sp,
-    variational,
 )
 from kdistill.methods.base import DistillationMethod, StepContext, soft_kl
 from kdistill.methods.ce import LabelLoss

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from kdistill.methods.features import probe_features
+
 LAYER_TEMPLATE = "backbone.encoder.layer.{i}"
 EMBEDDINGS_PATH = "backbone.embeddings"
 
@@ -50,6 +52,5 @@ def token_mask(inputs: Tensor, length: int, pad_id: int | None) -> Tensor:
 
 def probe_outputs(model: nn.Module, paths: list[str], sample: Tensor) -> dict[str, Tensor]:
     """Run ``sample`` once in eval mode and return the outputs of ``paths`` (for shapes)."""
-    from kdistill.methods.features import probe_features
 
     return probe_features(model, paths, sample)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from kdistill.compress.variational import is_variational, kl_divergence
 from kdistill.config import MethodConfig, ModelConfig
+from kdistill.distiller import Supervised
 from kdistill.errors import ConfigError
 from kdistill.methods.base import DistillationMethod, StepContext
 from kdistill.registry import register_method
@@ -174,7 +175,6 @@ def variational_methods(methods: list[MethodConfig], model_cfg: ModelConfig | No
 def supervised_objective(model: nn.Module, model_cfg: ModelConfig | None, **kwargs: Any) -> TrainingObjective:
     """:class:`~kdistill.distiller.Supervised`, or :class:`VariationalSupervised` for a variational model."""
     if model_cfg is None or model_cfg.variational is None or not is_variational(model):
-        from kdistill.distiller import Supervised  # late: the distiller imports every method
 
         return Supervised(model, **kwargs)
     return VariationalSupervised(model, **method_options(model_cfg), **kwargs)

@@ -11,8 +11,9 @@ registers the built-in families:
 * ``timm/<name>`` and ``torchvision/<name>``: any classification model of
   those libraries (needs ``kdistill[vision]``; :mod:`kdistill.models.external`,
   names and options in docs/MODELS.md)
-* detectors, on canvases (:mod:`kdistill.detection.models`): ``fcos-simple`` /
-  ``fcos-medium`` / ``fcos-deep``
+* detectors, on canvases: ``fcos-simple`` / ``fcos-medium`` / ``fcos-deep``,
+  registered by :mod:`kdistill.detection.models` (the registry imports it on
+  its first lookup; this package does not)
 * text, on token ids (needs ``kdistill[nlp]``): ``hf-classifier``, ``hf-distil``,
   ``tiny-transformer`` (:mod:`kdistill.models.text`), ``bilstm``, ``text-cnn``
   (:mod:`kdistill.models.text_rnn`)
@@ -30,7 +31,6 @@ from typing import Any
 
 from torch import nn
 
-from kdistill.detection import models as detection  # noqa: F401  (fcos-simple / -medium / -deep)
 from kdistill.errors import CheckpointError, ConfigError, ModelError, UnknownNameError, shorten
 from kdistill.models import cnn, external, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
 from kdistill.models.cnn import ConvNet

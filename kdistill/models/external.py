@@ -39,6 +39,7 @@ from torch import nn
 
 from kdistill.errors import ConfigError, ModelError
 from kdistill.models._common import image_shape, output_size
+from kdistill.optional_deps import import_torchvision
 
 SOURCES = ("timm", "torchvision")
 INSTALL = "pip install 'kdistill[vision]'"
@@ -48,45 +49,9 @@ _REFUSED = {"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "pret
             "features_only"}
 
 
-_DECLARED_OPS: list[Any] = []  # a torch Library undoes its definitions when collected: kept here
-
-
-def _torchvision_without_compiled_ops() -> None:
-    """Import torchvision where its compiled ops cannot load (a CUDA wheel beside a CPU torch).
-
-    PyPI's Linux torchvision wheels are CUDA builds: beside the CPU build of torch their ``_C``
-    extension does not load, and importing torchvision then fails while it registers fake kernels
-    for ``nms`` / ``qnms`` (``operator torchvision::nms does not exist``). kdistill uses
-    torchvision's model definitions (directly and through timm), never those detection ops, so it
-    declares the two operators' schemas (no kernels: calling them still fails) and imports again.
-    Where the extension loads, nothing is changed.
-    """
-    import importlib.util
-    import logging
-    import sys
-
-    if importlib.util.find_spec("torchvision") is None or _DECLARED_OPS:
-        return
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError as error:
-        if "torchvision::nms does not exist" not in str(error):
-            raise
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]  # the half-imported package, imported again below
-        library = torch.library.Library("torchvision", "DEF")
-        for op in ("nms", "qnms"):
-            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _DECLARED_OPS.append(library)
-        logging.getLogger("kdistill").info(
-            "torchvision's compiled ops do not load beside torch %s (a CUDA build of torchvision?); "
-            "its models work without them", torch.__version__)
-        import torchvision  # noqa: F401,F811
-
-
 def _import(source: str) -> Any:
     try:
-        _torchvision_without_compiled_ops()
+        import_torchvision()
         if source == "timm":
             import timm
 

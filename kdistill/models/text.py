@@ -278,7 +278,9 @@ def hf_distil(input_shape: Sequence[int], num_classes: int, *, teacher_model: nn
                               "pretrained model folder.")
         teacher = teacher_model
     elif str(init_from).endswith(".safetensors"):
-        from kdistill.experiment import load_model
+        # a checkpoint can hold any model file: the loader of all of them sits above the zoo (it
+        # rebuilds models through it), so this one call reaches up; see tests/test_import_graph.py
+        from kdistill.compress.load import load_model
 
         teacher, _ = load_model(init_from)
     else:

@@ -34,49 +34,27 @@ from typing import Any
 from kdistill.config import ExperimentConfig, SchemeConfig
 from kdistill.data import DataSplits
 from kdistill.errors import ConfigError
+from kdistill.experiment import load_data, run_distill
+from kdistill.experiment.runs import overwriting, refuse_earlier_runs, student_folders
+from kdistill.experiment.validate import (
+    check_teacher_student,
+    validate_experiment,
+    validate_output_dir,
+)
 from kdistill.options import check_options
-from kdistill.registry import Registry
-
-SCHEMES: Registry = Registry("scheme")
-# scheme name -> check(cfg, data, options): the scheme's own validation before any training
-_CHECKS: dict[str, Callable[[ExperimentConfig, DataSplits, dict[str, Any]], None]] = {}
-
-
-def register_scheme(name: str, *, overwrite: bool = False,
-                    check: Callable[[ExperimentConfig, DataSplits, dict[str, Any]], None] | None = None):
-    """Register ``fn(cfg, *, data=None, out_dir=None, **options) -> RunResult`` as a scheme.
-
-    ``check(cfg, data, options)`` (``options`` complete with the function's
-    defaults) validates what the scheme will do before any model trains,
-    raising :class:`~kdistill.errors.ConfigError`; the helpers of
-    :mod:`kdistill.experiment.validate` build models on the meta device. A
-    scheme without one is checked as one teacher-student pair.
-    """
-    def decorator(fn):
-        SCHEMES.register(name, overwrite=overwrite)(fn)
-        if check is not None:
-            _CHECKS[name] = check
-        else:
-            _CHECKS.pop(name, None)
-        return fn
-
-    return decorator
-
-
-def _load_builtins() -> None:
-    from kdistill.schemes import (  # noqa: F401
-        born_again,
-        dml,
-        early_stop,
-        multi_teacher,
-        noisy_student,
-        takd,
-        transfer,
-    )
+from kdistill.schemes import (  # registers the built-in schemes
+    born_again,
+    dml,
+    early_stop,
+    multi_teacher,
+    noisy_student,
+    takd,
+    transfer,
+)
+from kdistill.schemes.registry import _CHECKS, SCHEMES, register_scheme
 
 
 def scheme_names() -> list[str]:
-    _load_builtins()
     return SCHEMES.names()
 
 
@@ -88,18 +66,14 @@ def _not_options(fn: Callable[..., Any]) -> list[str]:
 
 def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Check a scheme's options against its function signature (names and types)."""
-    _load_builtins()
     fn = SCHEMES.get(name)
     return check_options(f"Scheme '{name}'", fn, options, skip=_not_options(fn))
 
 
 def check_scheme(name: str, cfg: ExperimentConfig, data: DataSplits, options: dict[str, Any]) -> None:
     """Run scheme ``name``'s own check with ``options`` (already validated) and its defaults."""
-    _load_builtins()
     check = _CHECKS.get(name)
     if check is None:
-        from kdistill.experiment.validate import check_teacher_student
-
         check_teacher_student(cfg, data)
         return
     fn = SCHEMES.get(name)
@@ -132,10 +106,6 @@ def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
     lets a teacher trained with other settings be replaced
     (:mod:`kdistill.experiment.runs`).
     """
-    from kdistill.experiment import load_data, run_distill
-    from kdistill.experiment.runs import overwriting, refuse_earlier_runs, student_folders
-    from kdistill.experiment.validate import validate_experiment, validate_output_dir
-
     if cfg.distill.scheme is None and not cfg.distill.methods and cfg.distill.method in scheme_names():
         # `method: born-again` reads naturally; treat it as the scheme with default options
         cfg = cfg.model_copy(deep=True)
@@ -158,5 +128,6 @@ def run_experiment(cfg: ExperimentConfig, *, data: DataSplits | None = None,
         return run_distill(cfg, data=data, out_dir=out, resume=resume)
 
 
-__all__ = ["SCHEMES", "check_scheme", "register_scheme", "run_experiment", "run_scheme", "scheme_names",
+__all__ = ["SCHEMES", "born_again", "check_scheme", "dml", "early_stop", "multi_teacher", "noisy_student",
+           "takd", "transfer", "register_scheme", "run_experiment", "run_scheme", "scheme_names",
            "validate_options"]

@@ -17,9 +17,10 @@ from pydantic import Field
 
 from kdistill.config import ExperimentConfig
 from kdistill.data import DataSplits
+from kdistill.errors import ConfigError
 from kdistill.experiment import RunResult, get_teacher, run_distill
-from kdistill.schemes import register_scheme
 from kdistill.schemes._common import prepare, write_summary
+from kdistill.schemes.registry import register_scheme
 
 log = logging.getLogger("kdistill")
 
@@ -32,7 +33,6 @@ def run_born_again(cfg: ExperimentConfig, *, data: DataSplits | None = None, out
                    generations: Annotated[int, Field(ge=1, le=MAX_GENERATIONS)] = 3) -> RunResult:
     """Distil ``generations`` students in a chain; return the last generation."""
     if generations < 1:
-        from kdistill.errors import ConfigError
         raise ConfigError(f"born-again: generations must be at least 1, got {generations}.")
     data, out = prepare(cfg, data, out_dir)
     teacher = get_teacher(cfg, data, out)

@@ -35,8 +35,8 @@ from kdistill.experiment import RunResult, build_model, build_run, execute
 from kdistill.experiment.assembly import loss_log
 from kdistill.experiment.validate import member_configs, meta_model
 from kdistill.methods.base import soft_kl
-from kdistill.schemes import register_scheme
 from kdistill.schemes._common import prepare, write_summary
+from kdistill.schemes.registry import register_scheme
 from kdistill.train.objective import TrainingObjective
 
 

@@ -18,8 +18,8 @@ from kdistill.data import DataSplits
 from kdistill.errors import CheckpointError, ConfigError
 from kdistill.experiment import RunResult, load_model, run_distill, train_model
 from kdistill.experiment.teachers import teacher_state
-from kdistill.schemes import register_scheme
 from kdistill.schemes._common import prepare, write_summary
+from kdistill.schemes.registry import register_scheme
 
 log = logging.getLogger("kdistill")
 

@@ -40,8 +40,8 @@ from kdistill.experiment.validate import (
     teacher_for_validation,
 )
 from kdistill.methods.features import default_feature_layer
-from kdistill.schemes import register_scheme
 from kdistill.schemes._common import as_model_config, prepare, write_summary
+from kdistill.schemes.registry import register_scheme
 
 log = logging.getLogger("kdistill")
 

@@ -24,8 +24,8 @@ from kdistill.data import DataSplits
 from kdistill.errors import ConfigError
 from kdistill.experiment import RunResult, build_model, get_teacher, run_distill
 from kdistill.experiment.validate import check_teacher_student, meta_model
-from kdistill.schemes import register_scheme
 from kdistill.schemes._common import prepare, write_summary
+from kdistill.schemes.registry import register_scheme
 
 log = logging.getLogger("kdistill")
 

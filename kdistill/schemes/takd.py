@@ -24,8 +24,8 @@ from kdistill.experiment.validate import (
     meta_model,
     teacher_for_validation,
 )
-from kdistill.schemes import register_scheme
 from kdistill.schemes._common import prepare, with_student, write_summary
+from kdistill.schemes.registry import register_scheme
 
 
 def check_takd(cfg: ExperimentConfig, data: DataSplits, options: dict[str, Any]) -> None:

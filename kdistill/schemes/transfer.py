@@ -35,8 +35,8 @@ from kdistill.distiller import resolve_terms
 from kdistill.errors import ConfigError, DataError
 from kdistill.eval import predict
 from kdistill.experiment import RunResult, get_teacher, run_distill
-from kdistill.schemes import register_scheme
 from kdistill.schemes._common import prepare, write_summary
+from kdistill.schemes.registry import register_scheme
 
 log = logging.getLogger("kdistill")
 

@@ -185,3 +185,25 @@ def load_study_config(path: str | Path) -> StudyConfig:
         if models is not None and (len(set(models)) != len(models) or not models):
             raise ConfigError(f"Study '{path}': '{key}' must list at least one model, each once.")
     return cfg
+
+
+def family(name: str) -> str:
+    """A zoo name's family: ``cnn`` for ``cnn-deep``."""
+    return name.split("-", 1)[0]
+
+
+def select(choice: str | list[str], sizes: dict[str, int]) -> list[str]:
+    """Resolve ``all`` / ``largest-per-family`` / ``smallest-per-family`` / a list of names."""
+    if isinstance(choice, list):
+        unknown = [c for c in choice if c not in sizes]
+        if unknown:
+            raise ConfigError(f"Distillation names {', '.join(unknown)}, which are not in the study's "
+                              f"models ({', '.join(sizes)}).")
+        return list(choice)
+    if choice == "all":
+        return list(sizes)
+    by_family: dict[str, list[str]] = {}
+    for name in sorted(sizes, key=sizes.get):
+        by_family.setdefault(family(name), []).append(name)
+    index = -1 if choice == "largest-per-family" else 0
+    return [names[index] for names in by_family.values()]

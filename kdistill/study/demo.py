@@ -19,6 +19,7 @@ from typing import Any
 from kdistill.config import ExperimentConfig, parse_config
 from kdistill.errors import ConfigError
 from kdistill.eval import predict, predictive_kl, top1_agreement
+from kdistill.eval.measure import format_bytes
 from kdistill.experiment import load_data, run_distill, seeded, train_model
 from kdistill.train.checkpoint import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 
@@ -147,7 +148,6 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, title: str) -> dict[str
 
 
 def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
-    from kdistill.eval.measure import format_bytes
 
     lines = [f"# {title}", "",
              "| model | role | accuracy | errors | params | size | latency (ms/sample) | agreement | KL |",

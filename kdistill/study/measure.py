@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdistill.compress.export import ort_session
 from kdistill.eval import (
     accuracy,
     cpu_latency,
@@ -76,7 +77,6 @@ def measure_model(
         row["torch_samples_per_s"] = cpu_latency(model, data.input_shape, large, min(cfg.warmup, 1),
                                                  max(2, cfg.repeats // 4), threads=cfg.threads)["samples_per_s"]
     if onnx_model is not None:
-        from kdistill.compress.export import ort_session
 
         session = ort_session(onnx_model, threads=cfg.threads)
         row["ort_ms_b1"] = ort_latency(session, data.input_shape, small, cfg.warmup,

@@ -36,8 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdistill.compress.artifact import load_artifact, save_dense
+from kdistill.compress.artifact import save_dense
 from kdistill.compress.export import onnx_bytes
+from kdistill.compress.load import load_artifact, load_model
 from kdistill.compress.prune import magnitude_prune, make_permanent, save_sparse, structured_prune
 from kdistill.compress.quantize import dynamic_quantize, save_quantized, static_quantize
 from kdistill.config import ExperimentConfig, ModelConfig
@@ -46,8 +47,9 @@ from kdistill.errors import ConfigError, ModelError
 from kdistill.eval import parameter_count, predict
 from kdistill.experiment import build_run, execute, load_data, model_spec, run_distill, train_model
 from kdistill.models import create_model
-from kdistill.study.config import StudyConfig
+from kdistill.study.config import StudyConfig, family, select
 from kdistill.study.measure import ResultsLog, measure_model, torch_threads
+from kdistill.study.report import write_report
 from kdistill.study.variational import run_family as run_variational_family
 
 log = logging.getLogger("kdistill")
@@ -59,27 +61,6 @@ class StudyResult:
     rows: list[dict[str, Any]]
     files: dict[str, Path]
     seconds: float
-
-
-def family(name: str) -> str:
-    return name.split("-", 1)[0]
-
-
-def select(choice: str | list[str], sizes: dict[str, int]) -> list[str]:
-    """Resolve ``all`` / ``largest-per-family`` / ``smallest-per-family`` / a list of names."""
-    if isinstance(choice, list):
-        unknown = [c for c in choice if c not in sizes]
-        if unknown:
-            raise ConfigError(f"Distillation names {', '.join(unknown)}, which are not in the study's "
-                              f"models ({', '.join(sizes)}).")
-        return list(choice)
-    if choice == "all":
-        return list(sizes)
-    by_family: dict[str, list[str]] = {}
-    for name in sorted(sizes, key=sizes.get):
-        by_family.setdefault(family(name), []).append(name)
-    index = -1 if choice == "largest-per-family" else 0
-    return [names[index] for names in by_family.values()]
 
 
 def distill_pairs(cfg: StudyConfig, sizes: dict[str, int]) -> list[tuple[str, str]]:
@@ -182,7 +163,6 @@ class Study:
         run_dir = self.out / "runs" / f"baseline-{name}"
         done = self.log.done(run)
         if done and (run_dir / "best.safetensors").exists():
-            from kdistill.experiment import load_model
 
             model, _ = load_model(run_dir / "best.safetensors")
         else:
@@ -265,7 +245,6 @@ class Study:
             train=d.train or self.cfg.train)
         run_dir = self.out / "runs" / f"distilled-{tag}"
         if self.log.done(run) and (run_dir / "student" / "best.safetensors").exists():
-            from kdistill.experiment import load_model
 
             model, _ = load_model(run_dir / "student" / "best.safetensors")
         else:
@@ -315,8 +294,6 @@ def run_study(cfg: StudyConfig, out_dir: str | Path | None = None, quick: bool =
     for teacher, student in distill_pairs(cfg, study.sizes):
         study.distill(teacher, student)
     run_variational_family(study)  # the variational students (only with a `variational` section)
-    from kdistill.study.report import write_report  # late: plotting loads matplotlib
-
     files = write_report(study.log.rows, out, title=f"Compression study: {data.name}"
                          + (" (quick schedule)" if quick else ""), config=cfg, data_summary=data.summary())
     return StudyResult(out, study.log.rows, files, time.perf_counter() - started)

@@ -25,6 +25,7 @@ from kdistill.compress.variational import load_variational, sparsify
 from kdistill.config import ExperimentConfig, ModelConfig, VariationalConfig
 from kdistill.eval import format_bytes
 from kdistill.experiment import model_spec, run_distill
+from kdistill.study.config import select
 from kdistill.train.checkpoint import read_checkpoint_metadata
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ TECHNIQUE = "variational"
 
 def variational_pairs(study: Study) -> list[tuple[str, str]]:
     """(teacher, student) pairs of the family: each selected student under each larger teacher."""
-    from kdistill.study.runner import select
-
     v = study.cfg.variational
     if v is None:
         return []

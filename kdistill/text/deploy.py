@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from kdistill.errors import ConfigError, ModelError
+from kdistill.io import atomic_write_bytes
 
 
 def is_text_model(model: nn.Module) -> bool:
@@ -40,7 +41,6 @@ def export_onnx(model: nn.Module, path: str | Path, length: int | None = None) -
     """Write ``model`` (a kdistill text model) as an ONNX file at ``path``."""
     if not hasattr(model, "logits") or not hasattr(model, "example_input"):
         raise ModelError("export_onnx takes a kdistill text model (one with logits(ids, mask)).")
-    from kdistill.io import atomic_write_bytes
 
     path = Path(path)
     cpu_model = _LogitsOnly(model).to("cpu").eval()

@@ -27,9 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from kdistill.data.sources import cache_root
 from kdistill.errors import ConfigError, DataError, OutputError, quote
-from kdistill.io import atomic_write_bytes
+from kdistill.io import atomic_write_bytes, cache_root
 
 log = logging.getLogger("kdistill")
 

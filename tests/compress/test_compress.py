@@ -5,8 +5,9 @@ import os
 import pytest
 import torch
 
-from kdistill.compress.artifact import load_artifact, save_dense
+from kdistill.compress.artifact import save_dense
 from kdistill.compress.export import export_model
+from kdistill.compress.load import load_artifact
 from kdistill.compress.prune import (
     magnitude_prune,
     save_sparse,

@@ -8,19 +8,19 @@ import torch
 
 from kdistill.config import parse_config
 from kdistill.detection.losses import FCOSLoss
-from kdistill.detection.objective import DetectionDistiller, build_objective
-from kdistill.distiller import Distiller, build_method
-from kdistill.errors import ConfigError
-from kdistill.methods.crosskd import CrossKD, align_scale
-from kdistill.methods.detection import (
+from kdistill.detection.methods.base import (
     DetectionStepContext,
     LevelFeatureHooks,
     binary_kl,
     box_distillation,
     kd_quality_focal,
 )
-from kdistill.methods.feat_imitation import FeatureImitation
-from kdistill.methods.pred_mimic import PredictionMimicking
+from kdistill.detection.methods.crosskd import CrossKD, align_scale
+from kdistill.detection.methods.feat_imitation import FeatureImitation
+from kdistill.detection.methods.pred_mimic import PredictionMimicking
+from kdistill.detection.objective import DetectionDistiller, build_objective
+from kdistill.distiller import Distiller, build_method
+from kdistill.errors import ConfigError
 from kdistill.models import create_model
 
 SHAPE = (1, 32, 32)

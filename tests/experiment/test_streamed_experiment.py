@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from kdistill.config import parse_config
+from kdistill.experiment import evaluate_checkpoint, load_model
 from kdistill.experiment.run import run_distill
-from kdistill.experiment.saved import evaluate_checkpoint, load_model
 
 
 def test_a_streamed_image_folder_distils_and_evaluates_with_the_ema(tmp_path, caplog):

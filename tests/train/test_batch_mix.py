@@ -88,9 +88,9 @@ def test_the_config_section_is_checked():
 def _torchvision_importable() -> bool:
     if importlib.util.find_spec("torchvision") is None:
         return False
-    from kdistill.models.external import _torchvision_without_compiled_ops
+    from kdistill.optional_deps import import_torchvision
 
-    _torchvision_without_compiled_ops()
+    import_torchvision()
     return True
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from kdistill.methods.detection import (
+from kdistill.detection.methods.base import (
     DetectionMethod,
     DetectionStepContext,
     check_cls_loss,

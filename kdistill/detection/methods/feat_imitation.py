@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from kdistill.detection.methods.base import DetectionMethod, DetectionStepContext
 from kdistill.detection.models import DenseDetector
-from kdistill.methods.detection import DetectionMethod, DetectionStepContext
 from kdistill.methods.hooks import resolve_module
 from kdistill.registry import register_method
 

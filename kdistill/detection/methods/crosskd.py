@@ -37,13 +37,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdistill.detection.models import DenseDetector, flatten_levels
-from kdistill.methods.detection import (
+from kdistill.detection.methods.base import (
     DetectionMethod,
     DetectionStepContext,
     check_cls_loss,
     prediction_losses,
 )
+from kdistill.detection.models import DenseDetector, flatten_levels
 from kdistill.registry import register_method
 
 
