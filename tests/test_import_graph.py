@@ -243,41 +243,22 @@ DEFERRED_IMPORTS = {
     "kdistill.cli.study": "fast --help", "kdistill.cli.tune": "fast --help",
     # the text data set and models reach the optional text task (kdistill.text, the `nlp` extra) on use
     "kdistill.data.datasets.text": "optional text task", "kdistill.models.text_common": "optional text task",
-    "kdistill.models.text": "optional text task; and the one known cycle below",
+    "kdistill.models.text": "optional text task",
 }
 
-# The one cycle left, named by the function-level import that closes it. hf-distil (models/text.py)
-# can initialise a student from a teacher *checkpoint*; reading any model file is the job of
-# kdistill.compress.load, which rebuilds models through the zoo, so the zoo reaches up to it when such a
-# student is built. Removing it needs the loader handed down to the factory (or the option resolved
-# by the run assembly); until then this list may only shrink.
-KNOWN_CYCLE_EDGES = {("kdistill.models.text", "kdistill.compress.load")}
-
-
-def _with_deferred(skip: set[tuple[str, str]] = frozenset()) -> dict[str, frozenset[str]]:
+def _with_deferred() -> dict[str, frozenset[str]]:
     graph = dict(import_graph())
     for name, targets in deferred_imports().items():
-        graph[name] = graph[name] | frozenset(t for t in targets if (name, t) not in skip)
+        graph[name] = graph[name] | frozenset(targets)
     return graph
 
 
 def test_no_cycles_hidden_in_function_level_imports() -> None:
-    """An import moved into a function to dodge a cycle is still a cycle: count those edges too (all but
-    the documented KNOWN_CYCLE_EDGES)."""
-    graph = _with_deferred(skip=KNOWN_CYCLE_EDGES)
+    """An import moved into a function to dodge a cycle is still a cycle: count those edges too."""
+    graph = _with_deferred()
     cycles = strongly_connected(graph)
     assert not cycles, ("counting the imports made inside functions, kdistill's modules import each other "
                         f"in {len(cycles)} cycle(s):\n" + _describe(graph, cycles))
-
-
-def test_the_known_cycle_list_only_shrinks() -> None:
-    """Each listed edge still exists and still closes a cycle; once one does not, it leaves the list."""
-    graph = _with_deferred()
-    for source, target in sorted(KNOWN_CYCLE_EDGES):
-        assert target in deferred_imports().get(source, []), f"{source} no longer imports {target}: " \
-            "remove the edge from KNOWN_CYCLE_EDGES"
-        cycle = [c for c in strongly_connected(graph) if source in c and target in c]
-        assert cycle, f"{source} -> {target} closes no cycle any more: remove it from KNOWN_CYCLE_EDGES"
 
 
 def test_function_level_imports_of_kdistill_only_where_documented() -> None:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from torch import nn
 
 from kdistill import detection
+from kdistill.compress.load import load_model
 from kdistill.compress.variational import make_variational
 from kdistill.config import AugmentConfig, ExperimentConfig, MethodConfig, ModelConfig, TrainConfig
 from kdistill.data import DataSplits, input_spec
@@ -65,11 +66,21 @@ class Run:
     def description(self) -> str:
         return {"teacher": "train teacher", "student": "train student", "distill": "distil student"}[self.kind]
 
+
 def build_model(model_cfg: ModelConfig, data: DataSplits, teacher: nn.Module | None = None) -> nn.Module:
-    """Build a model; a student factory with a ``teacher_model`` parameter receives the teacher."""
+    """Build a model; a student factory with a ``teacher_model`` parameter receives the teacher.
+
+    Such a factory's ``init_from: FILE.safetensors`` names a checkpoint to initialise from instead:
+    it is read here, because the model zoo sits below the checkpoint loader (which rebuilds models
+    through the zoo), and handed over as ``teacher_model``.
+    """
     options = dict(model_cfg.options)
-    if teacher is not None and "teacher_model" in inspect.signature(MODELS.get(model_cfg.model)).parameters:
-        options["teacher_model"] = teacher
+    if "teacher_model" in inspect.signature(MODELS.get(model_cfg.model)).parameters:
+        init_from = options.get("init_from")
+        if isinstance(init_from, str) and init_from.endswith(".safetensors"):
+            options["teacher_model"], _ = load_model(init_from)
+        elif teacher is not None:
+            options["teacher_model"] = teacher
     model = create_model(model_cfg.model, tuple(data.input_shape), data.num_classes, **options)
     if model_cfg.variational is not None:  # [variational] Bayesian Linear/Conv2d layers, same module paths
         v = model_cfg.variational

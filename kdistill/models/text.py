@@ -271,18 +271,17 @@ def hf_distil(input_shape: Sequence[int], num_classes: int, *, teacher_model: nn
                               dropout=dropout, pad_id=pad_id)
         model.rebuild_options["source_layers"] = source_layers
         return model
-    if init_from == "teacher":
+    if init_from == "teacher" or str(init_from).endswith(".safetensors"):
         if teacher_model is None:
-            raise ConfigError("hf-distil with init_from: teacher needs the teacher of a distillation "
-                              "run; outside one, set init_from to a teacher checkpoint or a "
-                              "pretrained model folder.")
+            if init_from == "teacher":
+                raise ConfigError("hf-distil with init_from: teacher needs the teacher of a distillation "
+                                  "run; outside one, set init_from to a teacher checkpoint or a "
+                                  "pretrained model folder.")
+            # the zoo sits below the checkpoint loader (which rebuilds models through it)
+            raise ConfigError(f"hf-distil: init_from '{init_from}' is a checkpoint, which a config run reads "
+                              "for you (kdistill.experiment.build_model); from Python, load it with "
+                              "kdistill.compress.load.load_model(path) and pass the model as teacher_model.")
         teacher = teacher_model
-    elif str(init_from).endswith(".safetensors"):
-        # a checkpoint can hold any model file: the loader of all of them sits above the zoo (it
-        # rebuilds models through it), so this one call reaches up; see tests/test_import_graph.py
-        from kdistill.compress.load import load_model
-
-        teacher, _ = load_model(init_from)
     else:
         teacher = hf_classifier((max_length,), num_classes, pretrained=init_from, pooling=pooling,
                                 dropout=dropout, pad_id=pad_id)

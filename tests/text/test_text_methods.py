@@ -108,3 +108,29 @@ def test_distill_command_end_to_end_and_checkpoint_rebuild(tiny_hf_dir, tiny_tsv
     teacher, _ = load_model(out / "teacher" / "best.safetensors")
     with torch.no_grad():
         assert student(ids).shape == teacher(ids).shape == (3, 2)
+
+
+def test_hf_distil_init_from_a_teacher_checkpoint(tiny_hf_dir, tiny_tsv, tmp_path):
+    """``init_from: FILE.safetensors`` is read by the run assembly and handed to the factory; the zoo
+    itself never loads a checkpoint (it sits below the loader), and says how to do it from Python."""
+    from kdistill.config import ModelConfig
+    from kdistill.data import load_dataset
+    from kdistill.experiment import build_model, load_model
+    from kdistill.experiment.records import model_spec
+    from kdistill.train.checkpoint import save_checkpoint
+
+    data = load_dataset("text-csv", path=str(tiny_tsv), tokenizer=str(tiny_hf_dir), max_length=12,
+                        test_fraction=0.25)
+    teacher_cfg = ModelConfig(model="hf-classifier", options={"pretrained": str(tiny_hf_dir)})
+    torch.manual_seed(0)
+    teacher = build_model(teacher_cfg, data)
+    path = tmp_path / "teacher.safetensors"
+    save_checkpoint(path, {"model": teacher}, {"model_spec": model_spec(teacher_cfg, data, teacher)})
+    reloaded, _ = load_model(path)
+
+    student = build_model(ModelConfig(model="hf-distil", options={"init_from": str(path)}), data)
+    expected = build_model(ModelConfig(model="hf-distil", options={"init_from": "teacher"}), data, teacher=reloaded)
+    for (name, ours), (_, theirs) in zip(student.state_dict().items(), expected.state_dict().items(), strict=True):
+        torch.testing.assert_close(ours, theirs, msg=name)
+    with pytest.raises(ConfigError, match="teacher_model"):
+        create_model("hf-distil", (12,), 2, init_from=str(path))
