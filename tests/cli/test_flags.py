@@ -10,6 +10,8 @@ import time
 
 import pytest
 import yaml
+from helpers import err_text
+from helpers import write_config as write_config_from
 from safetensors.torch import save_file
 
 from kdistill.cli.main import main
@@ -26,16 +28,10 @@ CONFIG = {
 }
 
 
-def write_config(tmp_path, **changes):
-    raw = json.loads(json.dumps(CONFIG))
-    raw.update(changes)
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+def write_config(folder, **changes):
+    return write_config_from(folder, CONFIG, **changes)
 
 
-def err_text(capsys) -> str:
-    return " ".join(capsys.readouterr().err.split())  # rich wraps long log lines
 
 
 def meta_of(path):

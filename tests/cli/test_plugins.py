@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import err_text
+from helpers import write_config as write_config_from
 
 from kdistill.cli import plugins
 from kdistill.cli.main import main
@@ -29,6 +30,11 @@ CONFIG = {
     "teacher_train": {"epochs": 2, "batch_size": 64, "seed": 0, "device": "cpu", "progress": False},
     "train": {"epochs": 2, "batch_size": 64, "seed": 0, "device": "cpu", "progress": False},
 }
+
+
+def write_config(folder, **changes):
+    return write_config_from(folder, CONFIG, **changes)
+
 
 # a user's loss term: the reverse (mode-seeking) KL from student to teacher
 METHOD_PLUGIN = '''
@@ -64,16 +70,6 @@ def fresh_plugins(monkeypatch):
         del sys.modules[name]
 
 
-def write_config(folder: Path, **changes) -> Path:
-    raw = json.loads(json.dumps(CONFIG))
-    raw.update(changes)
-    path = folder / "cfg.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-def err_text(capsys) -> str:
-    return " ".join(capsys.readouterr().err.split())
 
 
 def test_a_plugin_model_through_train_distill_evaluate_and_export(tmp_path, capsys):

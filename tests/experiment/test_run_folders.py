@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import err_text
 
 from kdistill.cli.main import main
 from kdistill.config import dump_config, load_config, parse_config
@@ -42,8 +43,6 @@ def cfg_path(tmp_path):
     return path
 
 
-def err_text(capsys) -> str:
-    return " ".join(capsys.readouterr().err.split())
 
 
 def test_a_finished_student_is_never_replaced_by_another_method(tmp_path, cfg_path, capsys):

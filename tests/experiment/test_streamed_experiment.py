@@ -1,7 +1,7 @@
 """A config's image folder, streamed, through the whole distillation run and back through evaluate."""
 
-import numpy as np
 import pytest
+from helpers import write_colour_folder
 
 from kdistill.config import parse_config
 from kdistill.experiment import evaluate_checkpoint, load_model
@@ -9,14 +9,8 @@ from kdistill.experiment.run import run_distill
 
 
 def test_a_streamed_image_folder_distils_and_evaluates_with_the_ema(tmp_path, caplog):
-    Image = pytest.importorskip("PIL.Image")
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(["red", "green", "blue"]):
-        (tmp_path / "imgs" / name).mkdir(parents=True)
-        for i in range(10):
-            pixels = rng.integers(0, 60, (12, 16, 3), dtype=np.uint8)
-            pixels[..., c] = 200
-            Image.fromarray(pixels, "RGB").save(tmp_path / "imgs" / name / f"{i}.png")
+    pytest.importorskip("PIL.Image")
+    write_colour_folder(tmp_path / "imgs", per_class=10)
     cfg = parse_config({
         "data": {"dataset": "image-folder", "options": {"path": str(tmp_path / "imgs")}, "loader": "stream",
                  "workers": 0},

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import write_colour_folder
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -125,17 +126,11 @@ def test_the_teacher_cache_on_the_streaming_path_is_keyed_by_sample_index(tmp_pa
 
 
 def test_image_folder_of_rgb_pngs_streams_end_to_end(tmp_path, caplog):
-    Image = pytest.importorskip("PIL.Image")
+    pytest.importorskip("PIL.Image")
     from kdistill.data import load_dataset
     from kdistill.data.datasets.image_folder import ImageFolderDataset
 
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(["red", "green", "blue"]):
-        (tmp_path / "imgs" / name).mkdir(parents=True)
-        for i in range(6):
-            pixels = rng.integers(0, 60, (12, 16, 3), dtype=np.uint8)
-            pixels[..., c] = 200  # the class is the dominant colour
-            Image.fromarray(pixels, "RGB").save(tmp_path / "imgs" / name / f"{i}.png")
+    write_colour_folder(tmp_path / "imgs", per_class=6)  # the class is the dominant colour
     with caplog.at_level("INFO", logger="kdistill.data"):
         data = load_dataset("image-folder", path=tmp_path / "imgs", loader="stream", test_fraction=1 / 3)
     assert isinstance(data, StreamSplits) and isinstance(data.train, ImageFolderDataset)
