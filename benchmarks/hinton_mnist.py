@@ -23,8 +23,10 @@ benchmark is started again); a finished run writes ``--records/NAME.json``
 threads, CPU) and is never run again. After every finished run the table is
 rebuilt from the records (``--write``), so a partial table is always there.
 
-The teacher and the omit-3s run use the first seed; the student alone and the
-distilled student run for every seed of ``--seeds``, seed by seed. ``--pilot``
+The omit-3s run uses the first seed; the student alone and the distilled
+student run for every seed of ``--seeds``, seed by seed, all distilled from
+the first seed's teacher; the other seeds' teachers train last, for the
+teacher row's seed spread. ``--pilot``
 runs instead the short teacher schedules of :data:`PILOTS`, used to choose the
 teacher's optimiser and regularisation on validation error (never test
 error); their records go beside the others as ``pilot-*.json`` and the doc
@@ -303,9 +305,10 @@ def run_study(args: argparse.Namespace, data: DataSplits) -> None:
     if not args.quick:  # the teacher's optimiser and max-norm: the pilot with the fewest validation errors
         winner = run_pilots(args, data)
         log.info("hinton-mnist: the teacher uses %s's settings %s", winner["name"], winner["overrides"])
-        teacher_cfg = seeded(load(args, winner["overrides"]), seeds[0])
-        run_once(teacher_name, teacher_cfg, "teacher", data, args,
-                 extra=lambda _model: {"chosen_by": winner["name"], "overrides": winner["overrides"]})
+        teacher_overrides = winner["overrides"]
+        teacher_chosen = {"chosen_by": winner["name"], "overrides": teacher_overrides}
+        teacher_cfg = seeded(load(args, teacher_overrides), seeds[0])
+        run_once(teacher_name, teacher_cfg, "teacher", data, args, extra=lambda _model: dict(teacher_chosen))
     else:
         run_once(teacher_name, first, "teacher", data, args)
     write_docs(args)
@@ -329,6 +332,12 @@ def run_study(args: argparse.Namespace, data: DataSplits) -> None:
             run_once(f"omit3-s{seed}", seeded(distill_cfg, seed), "student", transfer, args, teacher=teacher,
                      extra=lambda model, measure=omit3_metrics(data): {**measure(model), **chosen})
             write_docs(args)
+    # the other seeds' teachers, last: they give the teacher row its seed spread (every student above
+    # distils from the first seed's teacher)
+    for seed in seeds[1:] if not args.quick else []:
+        run_once(f"teacher-s{seed}", seeded(load(args, teacher_overrides), seed), "teacher", data, args,
+                 extra=lambda _model: dict(teacher_chosen))
+        write_docs(args)
 
 
 def write_docs(args: argparse.Namespace) -> None:
