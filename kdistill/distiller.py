@@ -17,13 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from kdistill.errors import ConfigError, ModelError
-from kdistill.methods.base import DistillationMethod, StepContext
+from kdistill.methods.base import DistillationMethod
 from kdistill.methods.ce import LabelLoss
 from kdistill.methods.hooks import FeatureHooks
 from kdistill.methods.kd import HintonKD
 from kdistill.methods.regression import TeacherOutputMSE
 from kdistill.options import check_options, parameters
 from kdistill.registry import METHODS
+from kdistill.task import Task, builtin_task
 from kdistill.teacher_cache import Storage, TeacherCache
 from kdistill.train.objective import FitContext, TrainingObjective, regression_loss
 from kdistill.train.objective import LabelLoss as TargetLoss
@@ -112,7 +113,10 @@ class Distiller(TrainingObjective):
     * ``task``: ``"classification"`` (the formula above) or ``"regression"``,
       where one output has no distribution to soften and the distillation term
       is ``mse_loss(student_outputs, teacher_outputs)`` instead (no ``T``, no
-      ``distillation_loss_fn``).
+      ``distillation_loss_fn``); or a :class:`~kdistill.task.Task` that says
+      what the models output, e.g. detection's
+      (:class:`~kdistill.detection.task.DetectionTask`, with ``terms=``): the
+      same freezing, hooks, teacher cache and weighted sum serve every task.
 
     ``forward(inputs, labels, indices=None)`` returns a dict of scalar tensors:
     ``"loss"`` (the weighted total above, what is backpropagated),
@@ -133,15 +137,15 @@ class Distiller(TrainingObjective):
         methods: Sequence[tuple[DistillationMethod, float]] = (),
         terms: Sequence[tuple[DistillationMethod, float]] | None = None,
         teacher_precision: str = "same",
-        task: str = "classification",
+        task: str | Task = "classification",
         cache_top_k: int | None = None,
         teacher_outputs: Tensor | None = None,
     ) -> None:
         super().__init__()
         if cache_top_k is not None and (isinstance(cache_top_k, bool) or cache_top_k < 1):
             raise ConfigError(f"cache_top_k must be a whole number >= 1 (or None), got {cache_top_k!r}.")
-        if task not in ("classification", "regression"):
-            raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}.")
+        adapter = task if isinstance(task, Task) else builtin_task(task)
+        task = adapter.name
         if teacher_precision not in ("same", "bf16"):
             raise ConfigError(f"teacher_precision must be 'same' or 'bf16', got {teacher_precision!r}.")
         shorthand = terms is None
@@ -164,7 +168,8 @@ class Distiller(TrainingObjective):
         self.temperature = None if shorthand is False else float(4.0 if temperature is None else temperature)
         self.teacher = teacher
         self.student = student
-        self.task = task
+        self.task = task  # the task's name; its parts are task_adapter's
+        self.task_adapter = adapter
         self.teacher_precision = teacher_precision
         self.cache_top_k = cache_top_k
         # Terms live in two lists so that checkpoints keep naming the added methods' parameters
@@ -180,6 +185,7 @@ class Distiller(TrainingObjective):
             self._order.append((builtin, len(target), float(weight)))
             target.append(term)
         self.weights = [w for builtin, _, w in self._order if not builtin]  # the added methods' weights
+        adapter.check_terms(self.terms)
         self.teacher_cache: TeacherCache | None = None
         self.epoch = 0
         self._student_hooks: FeatureHooks | None = None
@@ -231,10 +237,11 @@ class Distiller(TrainingObjective):
                 method.bind(self.student, self.teacher)
         student_paths = [p for m in self.methods for p in m.student_layers]
         teacher_paths = [p for m in self.methods for p in m.teacher_layers]
+        every_call = self.task_adapter.every_call_hooks
         if student_paths:
-            self._student_hooks = FeatureHooks(self.student, student_paths, "student")
+            self._student_hooks = FeatureHooks(self.student, student_paths, "student", every_call=every_call)
         if teacher_paths:
-            self._teacher_hooks = FeatureHooks(self.teacher, teacher_paths, "teacher")
+            self._teacher_hooks = FeatureHooks(self.teacher, teacher_paths, "teacher", every_call=every_call)
 
     def feature_layer_summary(self) -> list[str]:
         """One line per method that hooks layers, naming them: ``fitnets: student 'features' <- teacher 'layer3'``.
@@ -286,7 +293,7 @@ class Distiller(TrainingObjective):
     def prepare(self, x_train: Tensor, context: FitContext) -> None:
         """Check the pair, build method adapters, and cache the teacher when its inputs never change."""
         if self.precomputed_outputs is None:
-            self.check_compatible(x_train[:2])
+            self.task_adapter.prepare(self, x_train[:2], context)
         else:
             self._check_precomputed_fit(x_train[:2], context)
         self.setup_methods(x_train[:2], context.num_train or len(x_train))
@@ -361,7 +368,7 @@ class Distiller(TrainingObjective):
                     self.teacher_cache = TeacherCache.build_from_batches(
                         self.teacher, context.train_batches(), context.num_train, self._teacher_hooks,
                         device=context.device, storage=storage, directory=directory, top_k=self.cache_top_k,
-                        temperatures=self._temperatures())
+                        temperatures=self._temperatures(), flatten=self.task_adapter.flatten)
             else:
                 self.cache_teacher(x_train, storage=storage, directory=directory)
             log.info("teacher outputs cached for %d training samples (%s); the loop skips the teacher",
@@ -406,7 +413,8 @@ class Distiller(TrainingObjective):
         with self.teacher_autocast(inputs.device):  # the cache holds what the live teacher would give
             self.teacher_cache = TeacherCache.build(self.teacher, inputs, self._teacher_hooks,
                                                     batch_size=batch_size, storage=storage, directory=directory,
-                                                    top_k=self.cache_top_k, temperatures=self._temperatures())
+                                                    top_k=self.cache_top_k, temperatures=self._temperatures(),
+                                                    flatten=self.task_adapter.flatten)
         logits = self.teacher_cache.logits  # with cache_top_k: each sample's K largest logits
         return logits if isinstance(logits, Tensor) else torch.from_numpy(logits)
 
@@ -428,10 +436,10 @@ class Distiller(TrainingObjective):
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def teacher_outputs(self, inputs: Tensor, indices: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Teacher logits and hooked features: from the cache when there is one, else a live forward pass."""
+    def teacher_outputs(self, inputs: Tensor, indices: Tensor | None) -> tuple[Any, dict[str, Any]]:
+        """Teacher outputs and hooked features: from the cache when there is one, else a live forward pass."""
         if self.teacher_cache is not None and indices is not None and not self.needs_live_teacher:
-            return self.teacher_cache.lookup(indices)
+            return self.task_adapter.unflatten(*self.teacher_cache.lookup(indices))
         with torch.no_grad(), self.teacher_autocast(inputs.device):
             logits = self.teacher(inputs)
         return logits, self._teacher_hooks.pop() if self._teacher_hooks else {}
@@ -439,12 +447,15 @@ class Distiller(TrainingObjective):
     def teacher_logits(self, inputs: Tensor, indices: Tensor | None) -> Tensor:
         return self.teacher_outputs(inputs, indices)[0]
 
+    def validation_score(self, x: Tensor, y: Tensor) -> float:
+        """The task's validation metric of the student (accuracy for a classifier, AP for a detector)."""
+        return self.task_adapter.validation_score(self.student, x, y)
+
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
-        teacher_logits, teacher_features = self.teacher_outputs(inputs, indices)
-        student_logits = self.student(inputs)
-        ctx = StepContext(
-            inputs=inputs, labels=labels, student_logits=student_logits,
-            teacher_logits=teacher_logits, indices=indices, epoch=self.epoch,
+        teacher_out, teacher_features = self.teacher_outputs(inputs, indices)
+        student_out = self.student(inputs)
+        ctx = self.task_adapter.context(
+            self, inputs=inputs, labels=labels, indices=indices, student_out=student_out, teacher_out=teacher_out,
             student_features=self._student_hooks.pop() if self._student_hooks else {},
             teacher_features=teacher_features,
         )
@@ -452,7 +463,7 @@ class Distiller(TrainingObjective):
         # built-in ce and kd terms still are, and are reported, but count zero times in the total.
         exclusive = any(_unwrap(m).exclusive(self.epoch) for m in self.methods)
         losses: dict[str, Tensor] = {}
-        total = student_logits.new_zeros((), dtype=torch.float32)
+        total = inputs.new_zeros((), dtype=torch.float32)
         for builtin, i, weight in self._order:
             term = (self.builtin_terms if builtin else self.methods)[i]
             if exclusive and not builtin and not _unwrap(term).exclusive(self.epoch):

@@ -32,9 +32,9 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,6 +45,8 @@ from kdistill.io import ensure_writable_dir
 from kdistill.methods.hooks import FeatureHooks
 
 Storage = Literal["device", "memmap"]
+#: a teacher's batch outputs and hooked features as (logits, named tensors): see kdistill.task.Task.flatten
+Flatten = Callable[[Any, dict[str, Any]], tuple[Tensor, dict[str, Tensor]]]
 
 #: how far below a sample's smallest kept logit the dropped classes are put by a top-k cache:
 #: exp(-1e4 / T) is below float32's smallest number for any temperature up to 100
@@ -94,6 +96,7 @@ class TeacherCache:
         directory: str | Path | None = None,
         top_k: int | None = None,
         temperatures: Sequence[float] = (1.0,),
+        flatten: Flatten | None = None,
     ) -> TeacherCache:
         """Run ``teacher`` over ``inputs`` in chunks and store its outputs in float32.
 
@@ -105,7 +108,7 @@ class TeacherCache:
         chunks = ((inputs[start:start + batch_size], slice(start, min(start + batch_size, n)))
                   for start in range(0, n, batch_size))
         return cls.build_from_batches(teacher, chunks, n, hooks, device=inputs.device, storage=storage,
-                                      directory=directory, top_k=top_k, temperatures=temperatures)
+                                      directory=directory, top_k=top_k, temperatures=temperatures, flatten=flatten)
 
     @classmethod
     @torch.no_grad()
@@ -121,13 +124,16 @@ class TeacherCache:
         directory: str | Path | None = None,
         top_k: int | None = None,
         temperatures: Sequence[float] = (1.0,),
+        flatten: Flatten | None = None,
     ) -> TeacherCache:
         """:meth:`build` from ``(inputs, rows)`` batches covering the ``n`` training samples.
 
         ``rows`` (sample indices, or a slice) say where each batch's outputs go,
         so a set streamed from disk is cached by sample index without ever
         being held whole. ``top_k`` keeps each sample's K largest logits only,
-        and measures the truncation at each of ``temperatures``.
+        and measures the truncation at each of ``temperatures``. ``flatten(outputs,
+        features)`` turns a teacher whose outputs are not one tensor (a detector's)
+        into ``(logits, named tensors)`` (:meth:`kdistill.task.Task.flatten`).
         """
         if storage not in ("device", "memmap"):
             raise ValueError(f"storage must be 'device' or 'memmap', got {storage!r}")
@@ -162,7 +168,9 @@ class TeacherCache:
         truncation = _TruncationError(temperatures) if top_k is not None else None
         num_classes = None
         for inputs, rows in batches:
-            logits = teacher(inputs)
+            outputs = teacher(inputs)
+            features = hooks.pop() if hooks is not None else {}
+            logits, features = flatten(outputs, features) if flatten is not None else (outputs, features)
             if truncation is not None and top_k is not None:
                 num_classes = logits.shape[-1]
                 if logits.dim() != 2 or top_k >= num_classes:
@@ -176,7 +184,7 @@ class TeacherCache:
                 put("top_k_classes", rows, classes)
             else:
                 put("logits", rows, logits)
-            for name, value in (hooks.pop() if hooks is not None else {}).items():
+            for name, value in features.items():
                 put(f"feature:{name}", rows, value)
         for value in store.values():
             if isinstance(value, np.memmap):

@@ -1,7 +1,8 @@
 """Object detection: canvas data sets, a one-stage dense detector family, its losses, mAP evaluation.
 
-Detection plugs into the same training loop as classification through a
-:class:`~kdistill.train.objective.TrainingObjective`::
+Detection plugs into the same training loop as classification, and its
+distillation into the same :class:`~kdistill.distiller.Distiller`, through a
+task adapter (:class:`~kdistill.detection.task.DetectionTask`)::
 
     from kdistill.config import load_config
     from kdistill.experiment import run_distill
@@ -15,7 +16,7 @@ docs/DETECTION.md.
 Each module registers what it defines when imported: the data sets
 (``canvas-mnist``, ... in :mod:`kdistill.detection.data`), the models
 (``fcos-*``, :mod:`kdistill.detection.models`) and the distillation terms
-(``crosskd``, ..., :mod:`kdistill.detection.methods`). The core packages
+(``fcos``, ``crosskd``, ..., :mod:`kdistill.detection.methods`). The core packages
 never import them; the registries do on their first lookup
 (:mod:`kdistill.registry`). The names below load on first use, so that a
 registry lookup of a detector does not import the objective, the distiller
@@ -31,7 +32,7 @@ _LAZY = {
     "check_config": "kdistill.detection.objective",
     "is_detector": "kdistill.detection.models",
     "DetectionObjective": "kdistill.detection.objective",
-    "DetectionDistiller": "kdistill.detection.objective",
+    "DetectionTask": "kdistill.detection.task",
     "DenseDetector": "kdistill.detection.models",
     "DetectorOutput": "kdistill.detection.models",
     "evaluate_detector": "kdistill.detection.evaluate",

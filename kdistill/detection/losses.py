@@ -123,6 +123,10 @@ class FCOSLoss:
     def __call__(self, model: DenseDetector, out: DetectorOutput, targets: Tensor,
                  image_hw: tuple[int, int]) -> tuple[dict[str, Tensor], Assignment]:
         a = self.assign(model, out, targets, image_hw)
+        return self.losses(out, a), a
+
+    def losses(self, out: DetectorOutput, a: Assignment) -> dict[str, Tensor]:
+        """``loss`` (the total) and its parts ``cls``, ``box`` (unweighted) and ``ctr`` for an assignment."""
         num_pos = a.num_positive.clamp(min=1).float()
         onehot = F.one_hot(a.labels.clamp(min=0), out.cls.shape[-1]).float() * a.positive[..., None]
         loss_cls = sigmoid_focal_loss(out.cls.float(), onehot, self.alpha, self.gamma).sum() / num_pos
@@ -132,4 +136,4 @@ class FCOSLoss:
         loss_box = (weight * giou_loss(pred_boxes, a.boxes[pos])).sum() / weight.sum().clamp(min=1e-6)
         loss_ctr = F.binary_cross_entropy_with_logits(out.ctr.float()[pos], weight, reduction="sum") / num_pos
         total = loss_cls + self.box_weight * loss_box + loss_ctr
-        return {"loss": total, "cls": loss_cls, "box": loss_box, "ctr": loss_ctr}, a
+        return {"loss": total, "cls": loss_cls, "box": loss_box, "ctr": loss_ctr}

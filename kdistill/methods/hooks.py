@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from kdistill.errors import ConfigError
 
@@ -28,24 +29,37 @@ def resolve_module(model: nn.Module, path: str, role: str = "model") -> nn.Modul
 
 
 class FeatureHooks:
-    """Forward hooks that store the outputs of named modules in ``self.features``."""
+    """Forward hooks that store the outputs of named modules in ``self.features``.
 
-    def __init__(self, model: nn.Module, paths: Iterable[str], role: str = "model") -> None:
-        self.features: dict[str, Tensor] = {}
+    ``every_call=True`` keeps every call's output, ``{path: [call 1, call 2, ...]}``, for modules a
+    model runs several times per forward pass (a detection head shared across FPN levels); the
+    store is then emptied whenever the hooked model's own forward starts, so hooks left on a model
+    after training never accumulate outputs.
+    """
+
+    def __init__(self, model: nn.Module, paths: Iterable[str], role: str = "model", *,
+                 every_call: bool = False) -> None:
+        self.features: dict[str, Any] = {}
+        self.every_call = every_call
         self._handles = []
         for path in dict.fromkeys(paths):
             module = resolve_module(model, path, role)
             self._handles.append(module.register_forward_hook(self._make_hook(path)))
+        if every_call:
+            self._handles.append(model.register_forward_pre_hook(lambda _m, _i: self.features.clear()))
 
     def _make_hook(self, path: str):
         def hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            if self.every_call:
+                self.features.setdefault(path, []).append(output)
+                return
             if isinstance(output, tuple):
                 output = output[0]
-            self.features[path] = output  # type: ignore[assignment]
+            self.features[path] = output
 
         return hook
 
-    def pop(self) -> dict[str, Tensor]:
+    def pop(self) -> dict[str, Any]:
         features, self.features = self.features, {}
         return features
 

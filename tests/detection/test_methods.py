@@ -10,7 +10,6 @@ from kdistill.config import parse_config
 from kdistill.detection.losses import FCOSLoss
 from kdistill.detection.methods.base import (
     DetectionStepContext,
-    LevelFeatureHooks,
     binary_kl,
     box_distillation,
     kd_quality_focal,
@@ -18,9 +17,11 @@ from kdistill.detection.methods.base import (
 from kdistill.detection.methods.crosskd import CrossKD, align_scale
 from kdistill.detection.methods.feat_imitation import FeatureImitation
 from kdistill.detection.methods.pred_mimic import PredictionMimicking
-from kdistill.detection.objective import DetectionDistiller, build_objective
+from kdistill.detection.objective import build_objective
+from kdistill.detection.task import DetectionTask
 from kdistill.distiller import Distiller, build_method
 from kdistill.errors import ConfigError
+from kdistill.methods.hooks import FeatureHooks
 from kdistill.models import create_model
 
 SHAPE = (1, 32, 32)
@@ -58,10 +59,11 @@ def test_align_scale_gives_the_teacher_statistics():
 
 
 def _context(student, teacher, methods, x):
-    """Run a DetectionDistiller's forward pieces by hand and return the step context."""
+    """Run the detection Distiller's forward pieces by hand and return the step context."""
     paths_s = [p for m in methods for p in m.student_layers]
     paths_t = [p for m in methods for p in m.teacher_layers]
-    hs, ht = LevelFeatureHooks(student, paths_s), LevelFeatureHooks(teacher, paths_t)
+    hs = FeatureHooks(student, paths_s, every_call=True)
+    ht = FeatureHooks(teacher, paths_t, every_call=True)
     with torch.no_grad():
         t_out = teacher(x)
     s_out = student(x)
@@ -137,7 +139,7 @@ def test_feat_imitation_by_hand():
 
 def test_level_hooks_keep_one_output_per_level_and_reset():
     model = create_model("fcos-simple", SHAPE, 3)
-    hooks = LevelFeatureHooks(model, ["head.cls_tower.0.norm", "fpn.outputs.1"])
+    hooks = FeatureHooks(model, ["head.cls_tower.0.norm", "fpn.outputs.1"], every_call=True)
     model(torch.randn(2, *SHAPE))
     model(torch.randn(2, *SHAPE))  # a second forward starts afresh
     feats = hooks.pop()
@@ -173,4 +175,10 @@ def test_mismatched_grids_are_config_errors():
     teacher = create_model("fcos-medium", SHAPE, 10, levels=3)
     student = create_model("fcos-simple", SHAPE, 10)
     with pytest.raises(ConfigError, match="same FPN strides"):
-        DetectionDistiller(teacher, student, [(CrossKD(), 1.0)])
+        Distiller(teacher=teacher, student=student, terms=[(CrossKD(), 1.0)], task=DetectionTask())
+
+
+def test_a_classification_term_in_a_detection_distiller_is_a_config_error():
+    teacher, student = create_model("fcos-medium", SHAPE, 10), create_model("fcos-simple", SHAPE, 10)
+    with pytest.raises(ConfigError, match="not a detection loss term.*crosskd"):
+        Distiller(teacher=teacher, student=student, terms=[(build_method("pkt", {}, 4.0), 1.0)], task=DetectionTask())

@@ -2,11 +2,12 @@
 
 A detection method (``crosskd``, ``pred-mimic``, ``feat-imitation``) is a
 :class:`~kdistill.methods.base.DistillationMethod` whose ``forward`` gets a
-:class:`DetectionStepContext` from :class:`~kdistill.detection.objective.DetectionDistiller`
-instead of class logits. Like every method it names the module paths it
-needs; because the detection head is shared across FPN levels and runs once
-per level, its hooks (:class:`LevelFeatureHooks`) keep one output per call,
-so ``ctx.student_features[path]`` is a list, finest level first.
+:class:`DetectionStepContext` from the :class:`~kdistill.distiller.Distiller`
+instead of class logits (built by :class:`~kdistill.detection.task.DetectionTask`).
+Like every method it names the module paths it needs; because the detection
+head is shared across FPN levels and runs once per level, its hooks keep one
+output per call (``FeatureHooks(..., every_call=True)``), so
+``ctx.student_features[path]`` is a list, finest level first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kdistill.detection.losses import Assignment
 from kdistill.detection.models import DenseDetector, DetectorOutput, is_detector
 from kdistill.errors import ConfigError
 from kdistill.methods.base import DistillationMethod
-from kdistill.methods.hooks import FeatureHooks
+from kdistill.registry import METHODS
 
 
 @dataclass
@@ -77,25 +78,6 @@ class DetectionMethod(DistillationMethod):
 
     def resolve(self, student: DenseDetector, teacher: DenseDetector) -> None:
         """Set ``student_layers`` / ``teacher_layers`` and build adapters (both models are detectors)."""
-
-
-class LevelFeatureHooks(FeatureHooks):
-    """:class:`FeatureHooks` that keep every call's output, for modules shared across FPN levels.
-
-    ``pop()`` returns ``{path: [output of call 1, call 2, ...]}``. The store
-    is emptied whenever the hooked model's own forward starts, so hooks left
-    on a model after training never accumulate outputs.
-    """
-
-    def __init__(self, model: nn.Module, paths, role: str = "model") -> None:
-        super().__init__(model, paths, role)
-        self._handles.append(model.register_forward_pre_hook(lambda _m, _i: self.features.clear()))
-
-    def _make_hook(self, path: str):
-        def hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
-            self.features.setdefault(path, []).append(output)  # type: ignore[arg-type]
-
-        return hook
 
 
 def kd_quality_focal(student_logits: Tensor, teacher_logits: Tensor, beta: float = 1.0) -> Tensor:
@@ -154,3 +136,8 @@ def check_cls_loss(cls_loss: str) -> str:
         raise ValueError(f"cls_loss must be 'qfl' (quality focal, the CrossKD choice) or 'kl' (binary KL), "
                          f"got {cls_loss!r}")
     return cls_loss
+
+
+def detection_method_names() -> list[str]:
+    """The registered loss terms that distil detectors."""
+    return [n for n in METHODS.names() if isinstance(METHODS.get(n), type) and issubclass(METHODS.get(n), DetectionMethod)]
