@@ -4,11 +4,17 @@ Two measurements on generated RGB image folders (64x64 PNGs: MNIST or
 Fashion-MNIST images tinted onto a per-image coloured background, written
 by this script under --work and never committed):
 
-memory   peak resident memory of ``kdistill distill`` (the whole process tree,
+memory   peak memory of ``kdistill distill`` (the whole process tree,
          DataLoader workers included, sampled every 0.1 s from /proc) for
          folders of --sizes images, with ``data.loader: stream``; with
          --torchrun N the same under torchrun with N processes. The target:
-         flat (within 15%) as the folder grows.
+         flat (within 15%) as the folder grows. Two sums over the tree:
+         PSS (proportional set size, /proc/PID/smaps_rollup: a page shared
+         by k processes counts 1/k in each), the tree's real footprint, and
+         RSS, which counts a shared page once per process: a forked worker
+         shares the parent's pages copy-on-write, so summed RSS counts most
+         of the parent again for every worker alive (reported for
+         comparison with earlier measurements, not as the footprint).
 speed    images/s of kdistill's streamed distillation step (``fit`` on the
          folder's Dataset, live teacher, the same transforms and worker count)
          against a hand-written PyTorch loop over a DataLoader of the same
@@ -90,8 +96,8 @@ def load_images(source: str) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ memory
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants, from /proc."""
+def tree_memory(pid: int) -> tuple[int, int]:
+    """Resident bytes (RSS) and proportional bytes (PSS) of ``pid`` and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -100,30 +106,35 @@ def tree_rss(pid: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(parent, []).append(int(entry.name))
-    total, stack = 0, [pid]
+    rss = pss = 0
+    stack = [pid]
     while stack:
         current = stack.pop()
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
         except OSError:
             pass
         stack.extend(children.get(current, []))
-    return total
+    return rss, pss
 
 
-def peak_rss(command: list[str], env: dict[str, str]) -> tuple[int, float, int]:
-    """Run ``command``; return its process tree's peak resident bytes, its seconds and its exit status."""
+def peak_memory(command: list[str], env: dict[str, str]) -> tuple[int, int, float, int]:
+    """Run ``command``; return its process tree's peak summed RSS and peak summed PSS (bytes), its
+    seconds and its exit status."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
+    peak_rss = peak_pss = 0
     while process.poll() is None:
-        peak = max(peak, tree_rss(process.pid))
+        rss, pss = tree_memory(process.pid)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(0.1)
     if process.returncode != 0:
         sys.stderr.write(process.stderr.read().decode(errors="replace")[-2000:])
-    return peak, time.perf_counter() - started, process.returncode
+    return peak_rss, peak_pss, time.perf_counter() - started, process.returncode
 
 
 def memory(args: argparse.Namespace) -> tuple[str, list[dict]]:
@@ -139,15 +150,18 @@ def memory(args: argparse.Namespace) -> tuple[str, list[dict]]:
         launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                      str(args.torchrun)] if args.torchrun else [sys.executable])
         command = [*launcher, "-m", "kdistill", "distill", str(config), "-o", str(args.work / f"run-{n}")]
-        peak, seconds, status = peak_rss(command, dict(os.environ))
-        rows.append((n, peak, seconds, status))
-        print(f"{n} images: peak RSS {peak / 2**20:,.0f} MiB, {seconds:.0f} s, exit {status}", flush=True)
-    base = rows[0][1] or 1
-    lines = ["| images | peak RSS (MiB) | vs smallest | seconds | exit |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {n:,} | {peak / 2**20:,.0f} | {peak / base:.2f}x | {seconds:.0f} | {status} |"
-              for n, peak, seconds, status in rows]
-    records = [{"images": n, "peak_rss_bytes": peak, "seconds": round(seconds, 1), "exit": status,
-                "vs_smallest": round(peak / base, 3)} for n, peak, seconds, status in rows]
+        rss, pss, seconds, status = peak_memory(command, dict(os.environ))
+        rows.append((n, pss, rss, seconds, status))
+        print(f"{n} images: peak PSS {pss / 2**20:,.0f} MiB, peak summed RSS {rss / 2**20:,.0f} MiB, "
+              f"{seconds:.0f} s, exit {status}", flush=True)
+    base_pss, base_rss = rows[0][1] or 1, rows[0][2] or 1
+    lines = ["| images | peak PSS (MiB) | vs smallest | peak summed RSS (MiB) | vs smallest | seconds | exit |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {n:,} | {pss / 2**20:,.0f} | {pss / base_pss:.2f}x | {rss / 2**20:,.0f} | {rss / base_rss:.2f}x "
+              f"| {seconds:.0f} | {status} |" for n, pss, rss, seconds, status in rows]
+    records = [{"images": n, "peak_pss_bytes": pss, "peak_rss_bytes": rss, "seconds": round(seconds, 1),
+                "exit": status, "vs_smallest": round(pss / base_pss, 3), "rss_vs_smallest": round(rss / base_rss, 3)}
+               for n, pss, rss, seconds, status in rows]
     return "\n".join(lines), records
 
 

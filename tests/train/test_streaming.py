@@ -166,3 +166,25 @@ def test_a_damaged_image_found_while_streaming_is_one_paragraph(tmp_path):
         fit(Supervised(model), data, cfg(epochs=1, val_fraction=0.0), workers=1)
     message = str(info.value)
     assert f"Cannot read image {victim}" in message and "Traceback" not in message
+
+
+def test_free_heap_memory_is_released_before_dataloader_workers_are_forked(monkeypatch):
+    """A forked worker would otherwise keep copy-on-write snapshots of memory the trainer had freed."""
+    import kdistill.data.streaming as streaming
+
+    calls = []
+    monkeypatch.setattr(streaming, "release_free_memory", lambda: calls.append("trim"))
+    data = TensorDataset(torch.arange(8.0)[:, None], torch.arange(8))
+    in_process = list(streaming.worker_errors_in_words(DataLoader(data, batch_size=4)))
+    assert calls == []  # no worker, nothing forked
+    with_worker = list(streaming.worker_errors_in_words(DataLoader(data, batch_size=4, num_workers=1)))
+    assert calls == ["trim"]
+    assert all(torch.equal(a, b) for got, want in zip(with_worker, in_process, strict=True)
+               for a, b in zip(got, want, strict=True))
+
+
+def test_release_free_memory_runs_wherever_it_is_called():
+    from kdistill.data.streaming import release_free_memory
+
+    release_free_memory()  # glibc trims its heap; elsewhere it does nothing, and never raises
+    release_free_memory()
