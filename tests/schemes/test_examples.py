@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from kdistill.config import load_config
+from kdistill.detection.objective import detection_terms
 from kdistill.distiller import build_method
 from kdistill.registry import METHODS
 from kdistill.schemes import run_experiment, scheme_names, validate_options
@@ -24,6 +25,11 @@ def test_there_is_an_example_for_every_method_and_scheme():
     # the label term is spelt out in an example that lists its whole loss
     for path in EXAMPLES:
         names |= {m.name for m in load_config(path).distill.terms or []}
+    # the detector's own box term is in every detection example's resolved loss
+    for path in EXAMPLES:
+        cfg = load_config(path)
+        if cfg.data.dataset.startswith("canvas-"):
+            names |= {t.name for t in detection_terms(cfg)}
     assert set(METHODS.names()) <= names
     assert set(scheme_names()) - {"transfer"} <= names
     assert {"transfer-munge", "transfer-dataset"} <= names
