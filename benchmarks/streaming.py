@@ -55,6 +55,7 @@ from kdistill.data.streaming import StreamSplits
 from kdistill.distiller import Distiller
 from kdistill.models import create_model
 from kdistill.train import fit, resolve_device
+from kdistill.train.checkpoint import atomic_write_text
 
 START, END = "<!-- streaming:start -->", "<!-- streaming:end -->"
 SIDE = 64
@@ -139,7 +140,15 @@ def peak_memory(command: list[str], env: dict[str, str]) -> tuple[int, int, floa
 
 def memory(args: argparse.Namespace) -> tuple[str, list[dict]]:
     rows = []
+    # sizes measured before with the same command are kept (the largest folders take the longest: a killed
+    # benchmark resumes at the first size it has no row for)
+    done = {r["images"]: r for r in previous_rows(args)}
     for n in args.sizes:
+        if n in done:
+            r = done[n]
+            rows.append((n, r["peak_pss_bytes"], r["peak_rss_bytes"], r["seconds"], r["exit"]))
+            print(f"{n} images: measured before, kept", flush=True)
+            continue
         folder = generate(args.work / f"folder-{n}", n, args.source)
         config = args.work / f"memory-{n}.yaml"
         config.write_text(
@@ -149,9 +158,12 @@ def memory(args: argparse.Namespace) -> tuple[str, list[dict]]:
             f"train: {{epochs: 1, batch_size: 128, progress: false, device: {args.device}}}\n")
         launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                      str(args.torchrun)] if args.torchrun else [sys.executable])
-        command = [*launcher, "-m", "kdistill", "distill", str(config), "-o", str(args.work / f"run-{n}")]
+        command = [*launcher, "-m", "kdistill", "distill", str(config), "-o", str(args.work / f"run-{n}"),
+                   "--overwrite"]  # the benchmark's own scratch folder, from an earlier measurement
         rss, pss, seconds, status = peak_memory(command, dict(os.environ))
         rows.append((n, pss, rss, seconds, status))
+        save_rows(args, [{"images": n, "peak_pss_bytes": pss, "peak_rss_bytes": rss, "seconds": round(s, 1),
+                          "exit": status} for n, pss, rss, s, status in rows])
         print(f"{n} images: peak PSS {pss / 2**20:,.0f} MiB, peak summed RSS {rss / 2**20:,.0f} MiB, "
               f"{seconds:.0f} s, exit {status}", flush=True)
     base_pss, base_rss = rows[0][1] or 1, rows[0][2] or 1
@@ -163,6 +175,31 @@ def memory(args: argparse.Namespace) -> tuple[str, list[dict]]:
                 "exit": status, "vs_smallest": round(pss / base_pss, 3), "rss_vs_smallest": round(rss / base_rss, 3)}
                for n, pss, rss, seconds, status in rows]
     return "\n".join(lines), records
+
+
+def previous_rows(args: argparse.Namespace) -> list[dict]:
+    """The rows of ``--json`` when it was written by the same memory command (launcher, workers, source)."""
+    if args.json is None or args.quick or not args.json.exists():
+        return []
+    record = json.loads(args.json.read_text())
+    same = (record.get("torchrun", 0), record.get("workers"), record.get("source", "fashion-mnist")) == (
+        args.torchrun, args.workers, args.source)
+    return [r for r in record.get("rows", []) if r.get("exit") == 0] if same else []
+
+
+def save_rows(args: argparse.Namespace, rows: list[dict]) -> None:
+    """Write the sizes measured so far to ``--json`` (the final write adds the ratios)."""
+    if args.json is not None and not args.quick:
+        write_record(args, rows)
+
+
+def write_record(args: argparse.Namespace, rows: list[dict]) -> None:
+    record = {"benchmark": f"streaming-{args.what}", "command": "python benchmarks/streaming.py " + " ".join(sys.argv[1:]),
+              "device": device_name(resolve_device(args.device)), "python": platform.python_version(),
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime()), "workers": args.workers,
+              "torchrun": args.torchrun, "source": args.source, "rows": rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------ speed
@@ -234,7 +271,10 @@ def main() -> None:
     parser.add_argument("--torchrun", type=int, default=0, help="memory: N processes under torchrun")
     parser.add_argument("--quick", action="store_true", help="tiny folders: a pipeline check in seconds")
     parser.add_argument("--write", type=Path, help="put the table into this markdown file between markers")
-    parser.add_argument("--json", type=Path, help="write the measurements, command and device to this JSON file")
+    parser.add_argument("--json", type=Path, help="write the measurements, command and device to this JSON file "
+                        "(memory: rewritten after every size; sizes it already holds for the same command are kept)")
+    parser.add_argument("--section", default="", help="--write: a name that gives this table its own section "
+                        "(e.g. torchrun), so that tables of different runs stand side by side")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.images, args.repeats, args.workers = [200, 400], 400, 1, min(args.workers, 1)
@@ -244,15 +284,12 @@ def main() -> None:
     command = "python benchmarks/streaming.py " + " ".join(sys.argv[1:])
     device = device_name(resolve_device(args.device))
     if args.json is not None and not args.quick:
-        record = {"benchmark": f"streaming-{args.what}", "command": command, "device": device,
-                  "python": platform.python_version(), "torch": torch.__version__,
-                  "date": time.strftime("%Y-%m-%d", time.gmtime()), "workers": args.workers, "rows": records}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_record(args, records)
     if args.write is not None and not args.quick:
-        start, end = (marker.replace("streaming", f"streaming-{args.what}") for marker in (START, END))
-        write_section(args.write, f"### Streaming: {args.what}\n\n`{command}` on {device}\n\n{table}\n",
-                      start, end)
+        section = f"streaming-{args.what}" + (f"-{args.section}" if args.section else "")
+        start, end = (marker.replace("streaming", section) for marker in (START, END))
+        title = f"Streaming: {args.what}" + (f" ({args.section})" if args.section else "")
+        write_section(args.write, f"### {title}\n\n`{command}` on {device}\n\n{table}\n", start, end)
 
 
 if __name__ == "__main__":
