@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import kdistill.experiment.run as run_module
+import kdistill.eval as eval_module
 import kdistill.schemes.transfer as transfer_module
 from kdistill.distiller import Distiller
 from kdistill.teacher_cache import TeacherCache
@@ -89,7 +89,7 @@ def install() -> None:
     if getattr(Distiller.cache_teacher, "_memoised", False):
         return
     original_cache = Distiller.cache_teacher
-    original_predict = run_module.predict
+    original_predict = eval_module.predict
     original_munge = transfer_module.munge
 
     def cache_teacher(self: Distiller, inputs: Tensor, batch_size: int = 1024, storage: str = "device",
@@ -126,6 +126,6 @@ def install() -> None:
 
     cache_teacher._memoised = True  # type: ignore[attr-defined]
     Distiller.cache_teacher = cache_teacher  # type: ignore[method-assign]
-    run_module.predict = predict
+    eval_module.predict = predict  # test_predictions, which scores every teacher, looks it up here
     transfer_module.predict = predict
     transfer_module.munge = munge

@@ -133,12 +133,14 @@ class Registry(Generic[F]):
 
 
 # The modules whose import registers kdistill's own entries: the core packages, then the optional parts
-# that sit beside the core and register themselves (detection; the variational student's KL term). The
+# that sit beside the core and register themselves (detection; text; the variational student's KL term). The
 # core never imports an optional part; these lists are the one place that names them, imported by name
 # on a registry's first lookup, so `import kdistill.models` stays free of detection and a lookup still
 # finds every name.
-MODELS: Registry[Callable[..., Any]] = Registry("model", ("kdistill.models", "kdistill.detection.models"))
-DATASETS: Registry[Callable[..., Any]] = Registry("dataset", ("kdistill.data", "kdistill.detection.data"))
+MODELS: Registry[Callable[..., Any]] = Registry(
+    "model", ("kdistill.models", "kdistill.detection.models", "kdistill.text.models", "kdistill.text.rnn"))
+DATASETS: Registry[Callable[..., Any]] = Registry(
+    "dataset", ("kdistill.data", "kdistill.detection.data", "kdistill.text.data"))
 METHODS: Registry[Callable[..., Any]] = Registry(
     "method", ("kdistill.methods", "kdistill.detection.methods", "kdistill.methods.variational"))
 

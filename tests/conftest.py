@@ -35,7 +35,7 @@ def find_dataset_dir(name: str) -> Path | None:
     if name in sources.SOURCES:
         return sources.find_idx_dir(name)
     if name in TEXT_SETS:
-        from kdistill.data.datasets.text import find_sst2
+        from kdistill.text.data import find_sst2
 
         try:
             return find_sst2(None)

@@ -241,9 +241,6 @@ DEFERRED_IMPORTS = {
     "kdistill.cli.export": "fast --help", "kdistill.cli.main": "fast --help",
     "kdistill.cli.plugins": "fast --help", "kdistill.cli.predict": "fast --help",
     "kdistill.cli.study": "fast --help", "kdistill.cli.tune": "fast --help",
-    # the text data set and models reach the optional text task (kdistill.text, the `nlp` extra) on use
-    "kdistill.data.datasets.text": "optional text task", "kdistill.models.text_common": "optional text task",
-    "kdistill.models.text": "optional text task",
 }
 
 def _with_deferred() -> dict[str, frozenset[str]]:

@@ -3,7 +3,7 @@
 A map is written in a config as ``layers: {teacher: [1, 3, 5], student: [0, 1, 2]}``:
 teacher layer ``teacher[k]`` teaches student layer ``student[k]``. Layer
 indices become module paths through a template, by default Hugging Face
-BERT's ``backbone.encoder.layer.{i}`` (see :mod:`kdistill.models.text`).
+BERT's ``backbone.encoder.layer.{i}`` (see :mod:`kdistill.text.models`).
 """
 
 from __future__ import annotations

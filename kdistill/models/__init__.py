@@ -15,8 +15,8 @@ registers the built-in families:
   registered by :mod:`kdistill.detection.models` (the registry imports it on
   its first lookup; this package does not)
 * text, on token ids (needs ``kdistill[nlp]``): ``hf-classifier``, ``hf-distil``,
-  ``tiny-transformer`` (:mod:`kdistill.models.text`), ``bilstm``, ``text-cnn``
-  (:mod:`kdistill.models.text_rnn`)
+  ``tiny-transformer`` (:mod:`kdistill.text.models`), ``bilstm``, ``text-cnn``
+  (:mod:`kdistill.text.rnn`), registered by the text package the same way
 
 Every model maps a batch to logits of shape ``(batch, num_classes)``, or
 ``(batch, 1)`` for regression (``num_classes == 0``).
@@ -32,7 +32,7 @@ from typing import Any
 from torch import nn
 
 from kdistill.errors import CheckpointError, ConfigError, ModelError, UnknownNameError, shorten
-from kdistill.models import cnn, external, hinton, mlp, resnet, text, text_rnn  # noqa: F401  (registers the zoo)
+from kdistill.models import cnn, external, hinton, mlp, resnet  # noqa: F401  (registers the zoo)
 from kdistill.models.cnn import ConvNet
 from kdistill.models.mlp import MLP
 from kdistill.models.resnet import BasicBlock, ResNet

@@ -3,7 +3,7 @@
 Both exported graphs take ``input_ids`` and ``attention_mask`` (both int64,
 ``(batch, length)``, dynamic in both axes, length at most the model's
 ``max_length``) and return logits; they are
-:meth:`~kdistill.models.text_common.TextModel.logits`, without the
+:meth:`~kdistill.text.model_common.TextModel.logits`, without the
 data-dependent trimming of padding that ``forward`` does in PyTorch.
 ONNX needs ``kdistill[deploy]``.
 """

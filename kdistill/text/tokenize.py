@@ -4,7 +4,7 @@ Text then follows the image path's fast-loop rules: the whole split is one
 ``LongTensor`` on the training device, batches are index slices, and there is
 no DataLoader. Padding is *dynamic* at run time: text models drop the columns
 that are padding in every row of a batch (see
-:class:`kdistill.models.text.TextModel`), so a batch of short phrases costs what
+:class:`kdistill.text.models.TextModel`), so a batch of short phrases costs what
 short phrases cost, although the stored tensor is padded to ``max_length``.
 
 Encodings are cached on disk (``$XDG_CACHE_HOME/kdistill/text`` or

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from kdistill.data import load_dataset
-from kdistill.data.datasets import text as text_ds
 from kdistill.errors import DataError
+from kdistill.text import data as text_ds
 from kdistill.text.augment import augment_ids
 
 

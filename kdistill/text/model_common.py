@@ -1,7 +1,7 @@
 """What every text classifier shares: token-id input, dynamic padding, embeddings.
 
 Text models take a ``(batch, length)`` int64 tensor of token ids, right-padded
-with ``pad_id`` (see :mod:`kdistill.data.datasets.text`). ``forward`` first
+with ``pad_id`` (see :mod:`kdistill.text.data`). ``forward`` first
 drops the columns that are padding in every row (*dynamic padding*): a batch
 of five-token phrases runs at length five although the data set is stored at
 ``max_length``. ``logits(ids, mask)`` is the trace- and export-friendly core
@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from kdistill.errors import ConfigError, quote
+from kdistill.text.hf import load_tokenizer, resolve_source, tokenizer_info
 
 MAX_VOCAB = 1 << 24
 MAX_TEXT_LENGTH = 1 << 16
@@ -102,8 +103,6 @@ def pretrained_word_embeddings(source: str | Path) -> Tensor:
     """The word-embedding matrix of a pretrained model folder or package, read directly."""
     from safetensors import SafetensorError, safe_open
 
-    from kdistill.text.hf import resolve_source
-
     folder = resolve_source(source)
     files = sorted(folder.glob("*.safetensors"))
     for file in files:
@@ -143,7 +142,6 @@ def vocabulary(model: str, tokenizer: str | None, vocab_size: int | None,
     if vocab_size is not None and pad_id is not None:
         vocab, pad = vocab_size, pad_id
     else:
-        from kdistill.text.hf import load_tokenizer, tokenizer_info
 
         info = tokenizer_info(load_tokenizer(tokenizer))
         vocab, pad = int(vocab_size or info["vocab_size"]), int(info["pad_id"] if pad_id is None else pad_id)

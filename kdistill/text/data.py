@@ -40,6 +40,9 @@ from kdistill.data.prep import split_indices
 from kdistill.data.splits import DataSplits
 from kdistill.errors import DataError
 from kdistill.registry import register_dataset
+from kdistill.text.augment import augment_ids
+from kdistill.text.hf import load_tokenizer
+from kdistill.text.tokenize import encode_cached
 
 TEXT_COLUMNS = ("sentence", "text", "content", "review", "document", "sentence1")
 # longer than any encoder's position table; beyond it the id tensor alone would not fit in memory
@@ -115,9 +118,6 @@ def build_text_splits(name: str, train_texts: list[str], train_labels: list[Any]
     _check_text_options(name, max_length, cache, augment_copies, mask_prob, ngram_prob, seed)
     if not train_texts or not test_texts:
         raise DataError(f"Data set '{name}' has no {'training' if not train_texts else 'test'} texts.")
-    from kdistill.text.augment import augment_ids
-    from kdistill.text.hf import load_tokenizer
-    from kdistill.text.tokenize import encode_cached
 
     y_all, names = encode_labels(train_labels + test_labels)
     if len(names) < 2:

@@ -32,7 +32,9 @@ from kdistill.models._common import (
     positive_int,
     probability,
 )
-from kdistill.models.text_common import (
+from kdistill.registry import register_model
+from kdistill.text.hf import require_transformers, resolve_source
+from kdistill.text.model_common import (
     FactorizedEmbedding,
     TextModel,
     masked_mean,
@@ -40,7 +42,6 @@ from kdistill.models.text_common import (
     text_input_length,
     vocabulary,
 )
-from kdistill.registry import register_model
 
 POOLINGS = ("mean", "cls")
 
@@ -107,7 +108,6 @@ def check_encoder_size(config: Any) -> None:
 
 
 def _transformers() -> Any:
-    from kdistill.text.hf import require_transformers
 
     return require_transformers()
 
@@ -153,7 +153,6 @@ def build_backbone(config: Any, pretrained: str | None = None) -> nn.Module:
     """A bare encoder (no pooler) from a config, or with weights from a pretrained source."""
     transformers = _transformers()
     if pretrained is not None:
-        from kdistill.text.hf import resolve_source
 
         folder = resolve_source(pretrained)
         try:

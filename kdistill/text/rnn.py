@@ -5,7 +5,7 @@ from BERT into Simple Neural Networks": a one-layer bidirectional LSTM whose
 final states (both directions) feed a ReLU hidden layer and the classifier.
 ``text-cnn`` is Kim (2014): parallel 1-D convolutions of widths 3/4/5 over the
 embeddings, max-pooled over time. Both read ids through a factorised
-embedding (see :class:`~kdistill.models.text_common.FactorizedEmbedding`) that
+embedding (see :class:`~kdistill.text.model_common.FactorizedEmbedding`) that
 ``embeddings_from`` can initialise from a pretrained model's word vectors.
 """
 
@@ -25,14 +25,14 @@ from kdistill.models._common import (
     positive_ints,
     probability,
 )
-from kdistill.models.text_common import (
+from kdistill.registry import register_model
+from kdistill.text.model_common import (
     FactorizedEmbedding,
     TextModel,
     pretrained_word_embeddings,
     text_input_length,
     vocabulary,
 )
-from kdistill.registry import register_model
 
 
 class BiLSTMClassifier(TextModel):
