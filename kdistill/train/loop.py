@@ -81,6 +81,7 @@ from kdistill.train.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
+from kdistill.train.lock import folder_lock
 from kdistill.train.objective import FitContext, TrainingObjective, score, score_batches
 from kdistill.train.optim import build_optimizer, lr_factor, set_lr
 from kdistill.train.precision import autocast_context, enable_tf32, grad_scaler
@@ -691,17 +692,28 @@ def fit(
     ``on_epoch_end(epoch, record)`` is called after each epoch (it may raise,
     e.g. ``optuna.TrialPruned``). ``tracker`` (a :class:`~kdistill.train.tracking.Tracker`
     or the config's ``tracking`` section) gets every epoch record and is closed on the way
-    out; with ``out_dir``, ``history.csv`` is rewritten each epoch. Under ``torchrun`` training is data-parallel
+    out; with ``out_dir``, ``history.csv`` is rewritten each epoch, and the folder is locked while training (a
+    second process training into it is refused, as for CLI runs). Under ``torchrun`` training is data-parallel
     (see :mod:`kdistill.train.distributed`).
     """
+    # one writer per folder, as for CLI runs (re-entrant: a run that already holds it goes on); rank 0 writes
+    locked = out_dir is not None and distributed.is_main_process()
+    with folder_lock(out_dir, "training") if locked else contextlib.nullcontext():  # type: ignore[arg-type]
+        return _fit_standardised(objective, data, cfg, out_dir=out_dir, resume=resume,
+                                 augment_jitter=augment_jitter, augment_flip=augment_flip,
+                                 cache_teacher=cache_teacher, metadata=metadata, description=description,
+                                 on_epoch_end=on_epoch_end, tracker=tracker, loader=loader, workers=workers,
+                                 transform=transform, mix=mix)
+
+
+def _fit_standardised(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, *,
+                      metadata: dict[str, Any] | None, **options: Any) -> History:
+    """:func:`fit` on regression targets standardised for training and folded back into the student after."""
     data, target_scale, restore_teacher = standardise_for_training(objective, data)  # [regression]
     if target_scale is not None:  # load_model folds it back: a checkpoint always predicts in the data's units
         metadata = dict(metadata or {}, target_scale=target_scale.to_dict())
     try:
-        history = _fit(objective, data, cfg, out_dir=out_dir, resume=resume, augment_jitter=augment_jitter,
-                       augment_flip=augment_flip, cache_teacher=cache_teacher, metadata=metadata,
-                       description=description, on_epoch_end=on_epoch_end, tracker=tracker, loader=loader,
-                       workers=workers, transform=transform, mix=mix)
+        history = _fit(objective, data, cfg, metadata=metadata, **options)
     finally:
         restore_teacher()
     if target_scale is not None:

@@ -231,3 +231,30 @@ EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").
 def test_every_example_config_survives_the_saved_config_round_trip(example):
     cfg = load_config(example)
     assert parse_config(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+def test_python_fit_into_a_folder_another_process_trains_in_is_refused(tmp_path):
+    """fit() locks its out_dir as CLI runs do: a second writer would interleave the first one's checkpoints."""
+    from kdistill.config import TrainConfig
+    from kdistill.data import load_dataset
+    from kdistill.distiller import Supervised
+    from kdistill.errors import ConfigError
+    from kdistill.models import create_model
+    from kdistill.train import fit
+
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), lock_module.__file__], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    data = load_dataset("digits").subset(100, 20)
+    cfg = TrainConfig(epochs=1, progress=False)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="Another kdistill process .* is training in"):
+            fit(Supervised(create_model("mlp-simple", data.input_shape, 10)), data, cfg, out_dir=folder)
+        assert not (folder / "last.safetensors").exists()
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(60)
+    fit(Supervised(create_model("mlp-simple", data.input_shape, 10)), data, cfg, out_dir=folder)  # free again
+    assert (folder / "last.safetensors").is_file() and not (folder / LOCK_NAME).exists()
