@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
@@ -49,15 +50,20 @@ class IndexedDataset(Dataset):
 
     def __init__(self, dataset: Dataset, positions: Sequence[int] | None = None) -> None:
         self.dataset = dataset
-        self.positions = list(range(len(dataset))) if positions is None else [int(p) for p in positions]  # type: ignore[arg-type]
+        # one flat array, not a list of ints: a forked DataLoader worker reading a list's items writes their
+        # reference counts and so copies its pages (see ImageFolderDataset)
+        n = len(dataset)  # type: ignore[arg-type]
+        self.positions = np.arange(n, dtype=np.int64) if positions is None else np.array(
+            [int(p) for p in positions], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def __getitem__(self, i: int) -> tuple[Any, Any, int]:
-        sample = self.dataset[self.positions[i]]
+        position = int(self.positions[i])
+        sample = self.dataset[position]
         if not isinstance(sample, tuple | list) or len(sample) < 2:
-            raise DataError(f"Sample {self.positions[i]} of the {type(self.dataset).__name__} data set is a "
+            raise DataError(f"Sample {position} of the {type(self.dataset).__name__} data set is a "
                             f"{type(sample).__name__}, not an (input, target) pair; a training data set "
                             "must return (x, y) from __getitem__.")
         return sample[0], sample[1], i

@@ -5,6 +5,7 @@ set fits comfortably, else read lazily, image by image, in DataLoader workers.
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import warnings
 import zlib
@@ -96,22 +97,36 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, files: list[tuple[int, Path]], size: tuple[int, int], grayscale: bool,
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> None:
-        self.files = [file for _, file in files]
-        self.labels = [label for label, _ in files]
+        # Paths and labels as two flat numpy arrays, not lists of Python objects: a DataLoader worker,
+        # forked from the trainer, writes the reference count of every object it reads, so it came to
+        # hold a private copy of each page of a list (its memory grew with the folder's size).
+        self._paths = np.array([os.fsencode(file) for _, file in files], dtype=np.bytes_)
+        self._labels = np.array([label for label, _ in files], dtype=np.int64)
         self.size = size
         self.grayscale = grayscale
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
 
+    @property
+    def files(self) -> list[Path]:
+        """The image files, in sample order."""
+        return [Path(os.fsdecode(path)) for path in self._paths]
+
+    @property
+    def labels(self) -> list[int]:
+        """The class id of each sample."""
+        return self._labels.tolist()
+
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self._paths)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        pixels = torch.from_numpy(read_image(self.files[i], self.size, self.grayscale).copy())  # writable
+        file = Path(os.fsdecode(self._paths[i]))
+        pixels = torch.from_numpy(read_image(file, self.size, self.grayscale).copy())  # writable
         x = (pixels[None] if self.grayscale else pixels.permute(2, 0, 1)).float().div_(255.0)
         if self.mean is not None and self.std is not None:
             x = (x - self.mean) / self.std
-        return x, self.labels[i]
+        return x, int(self._labels[i])
 
 
 def _sample_statistics(files: list[tuple[int, Path]], size: tuple[int, int], grayscale: bool,
