@@ -161,6 +161,7 @@ def run_once(name: str, command: list[str], role_dir: Path, teacher: Path | None
         "last": evaluate(role_dir / "last.safetensors", teacher, env),
         "wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
         "resumed": bool(resume and resume[0] == "--resume"), "machine": machine(),
+        "benchmark_command": "python benchmarks/augment_kd.py " + " ".join(sys.argv[1:]),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     args.records.mkdir(parents=True, exist_ok=True)
@@ -230,10 +231,10 @@ def render(args: argparse.Namespace) -> None:
 
 def table(records: dict[str, dict[str, Any]]) -> str:
     lines = ["### Consistent teaching: what augmentation with a live teacher buys", ""]
-    command = ("`OMP_NUM_THREADS=1 nice python benchmarks/augment_kd.py --work ~/kdistill-bench/augment "
-               "--write docs/BENCHMARKS.md`")
     machines = sorted({r["machine"]["device"] for r in records.values()})
-    lines.append(f"{command} on {', '.join(machines) or 'no run yet'}; records: "
+    invocations = sorted({r.get("benchmark_command", "") for r in records.values()} - {""})
+    lines.append(f"{'; '.join(f'`{c}`' for c in invocations) or 'benchmarks/augment_kd.py'} on "
+                 f"{', '.join(machines) or 'no run yet'}; one record per run, with its kdistill command, in "
                  "[docs/benchmarks/augment/](benchmarks/augment/).")
     teacher = records.get("teacher")
     if teacher:
@@ -266,19 +267,19 @@ def table(records: dict[str, dict[str, Any]]) -> str:
 def verdicts(by_row: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     """Paired gains (same seed) of KD over the student alone, and the target: gain > 2 x the larger spread."""
     out = []
-    for kd, alone, what in (("kd-aug", "alone-aug", "with crop/flip"), ("kd-plain", "alone-plain", "without")):
+    for kd, alone, what in (("kd-aug", "alone-aug", "with crop/flip"), ("kd-plain", "alone-plain", "without augmentation")):
         seeds = sorted(set(by_row.get(kd, {})) & set(by_row.get(alone, {})))
         if not seeds:
-            out.append(f"* KD gain {what} augmentation: not measured (no seed has both runs).")
+            out.append(f"* KD gain {what}: not measured (no seed has both runs).")
             continue
         gains = [100 * (by_row[kd][s]["best"]["accuracy"] - by_row[alone][s]["best"]["accuracy"]) for s in seeds]
         alone_acc = [100 * by_row[alone][s]["best"]["accuracy"] for s in seeds]
         if len(seeds) < 2:
-            out.append(f"* KD gain {what} augmentation, seed {seeds[0]} only: {gains[0]:+.2f} points (no spread yet).")
+            out.append(f"* KD gain {what}, seed {seeds[0]} only: {gains[0]:+.2f} points (no spread yet).")
             continue
         spread = max(statistics.stdev(gains), statistics.stdev(alone_acc))
         met = statistics.mean(gains) > 2 * spread
-        out.append(f"* KD gain {what} augmentation over the student alone {what} it, {len(seeds)} seeds, paired: "
+        out.append(f"* KD gain {what}, over the student alone trained the same way, {len(seeds)} seeds, paired: "
                    f"{statistics.mean(gains):+.2f} ± {statistics.stdev(gains):.2f} points (student alone's spread "
                    f"± {statistics.stdev(alone_acc):.2f}): target (gain > 2 x the larger spread, "
                    f"{2 * spread:.2f}) **{'met' if met else 'NOT met'}**.")
