@@ -145,8 +145,7 @@ def memory(args: argparse.Namespace) -> tuple[str, list[dict]]:
     done = {r["images"]: r for r in previous_rows(args)}
     for n in args.sizes:
         if n in done:
-            r = done[n]
-            rows.append((n, r["peak_pss_bytes"], r["peak_rss_bytes"], r["seconds"], r["exit"]))
+            rows.append({k: done[n][k] for k in ("images", "peak_pss_bytes", "peak_rss_bytes", "seconds", "exit")})
             print(f"{n} images: measured before, kept", flush=True)
             continue
         folder = generate(args.work / f"folder-{n}", n, args.source)
@@ -161,19 +160,19 @@ def memory(args: argparse.Namespace) -> tuple[str, list[dict]]:
         command = [*launcher, "-m", "kdistill", "distill", str(config), "-o", str(args.work / f"run-{n}"),
                    "--overwrite"]  # the benchmark's own scratch folder, from an earlier measurement
         rss, pss, seconds, status = peak_memory(command, dict(os.environ))
-        rows.append((n, pss, rss, seconds, status))
-        save_rows(args, [{"images": n, "peak_pss_bytes": pss, "peak_rss_bytes": rss, "seconds": round(s, 1),
-                          "exit": status} for n, pss, rss, s, status in rows])
+        rows.append({"images": n, "peak_pss_bytes": pss, "peak_rss_bytes": rss, "seconds": seconds, "exit": status})
+        if args.json is not None and not args.quick:  # the sizes measured so far; the final write adds ratios
+            write_record(args, rows)
         print(f"{n} images: peak PSS {pss / 2**20:,.0f} MiB, peak summed RSS {rss / 2**20:,.0f} MiB, "
               f"{seconds:.0f} s, exit {status}", flush=True)
-    base_pss, base_rss = rows[0][1] or 1, rows[0][2] or 1
+    base_pss, base_rss = rows[0]["peak_pss_bytes"] or 1, rows[0]["peak_rss_bytes"] or 1
     lines = ["| images | peak PSS (MiB) | vs smallest | peak summed RSS (MiB) | vs smallest | seconds | exit |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {n:,} | {pss / 2**20:,.0f} | {pss / base_pss:.2f}x | {rss / 2**20:,.0f} | {rss / base_rss:.2f}x "
-              f"| {seconds:.0f} | {status} |" for n, pss, rss, seconds, status in rows]
-    records = [{"images": n, "peak_pss_bytes": pss, "peak_rss_bytes": rss, "seconds": round(seconds, 1),
-                "exit": status, "vs_smallest": round(pss / base_pss, 3), "rss_vs_smallest": round(rss / base_rss, 3)}
-               for n, pss, rss, seconds, status in rows]
+    records = [dict(r, vs_smallest=round(r["peak_pss_bytes"] / base_pss, 3),
+                    rss_vs_smallest=round(r["peak_rss_bytes"] / base_rss, 3)) for r in rows]
+    lines += [f"| {r['images']:,} | {r['peak_pss_bytes'] / 2**20:,.0f} | {r['peak_pss_bytes'] / base_pss:.2f}x "
+              f"| {r['peak_rss_bytes'] / 2**20:,.0f} | {r['peak_rss_bytes'] / base_rss:.2f}x | {r['seconds']:.0f} "
+              f"| {r['exit']} |" for r in rows]
     return "\n".join(lines), records
 
 
@@ -187,17 +186,12 @@ def previous_rows(args: argparse.Namespace) -> list[dict]:
     return [r for r in record.get("rows", []) if r.get("exit") == 0] if same else []
 
 
-def save_rows(args: argparse.Namespace, rows: list[dict]) -> None:
-    """Write the sizes measured so far to ``--json`` (the final write adds the ratios)."""
-    if args.json is not None and not args.quick:
-        write_record(args, rows)
-
-
 def write_record(args: argparse.Namespace, rows: list[dict]) -> None:
     record = {"benchmark": f"streaming-{args.what}", "command": "python benchmarks/streaming.py " + " ".join(sys.argv[1:]),
               "device": device_name(resolve_device(args.device)), "python": platform.python_version(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime()), "workers": args.workers,
-              "torchrun": args.torchrun, "source": args.source, "rows": rows}
+              "torchrun": args.torchrun, "source": args.source,
+              "rows": [dict(r, seconds=round(r["seconds"], 1)) if "seconds" in r else r for r in rows]}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
 

@@ -142,7 +142,6 @@ def vocabulary(model: str, tokenizer: str | None, vocab_size: int | None,
     if vocab_size is not None and pad_id is not None:
         vocab, pad = vocab_size, pad_id
     else:
-
         info = tokenizer_info(load_tokenizer(tokenizer))
         vocab, pad = int(vocab_size or info["vocab_size"]), int(info["pad_id"] if pad_id is None else pad_id)
     if not 1 <= vocab <= MAX_VOCAB:

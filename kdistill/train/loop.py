@@ -699,23 +699,16 @@ def fit(
     # one writer per folder, as for CLI runs (re-entrant: a run that already holds it goes on); rank 0 writes
     locked = out_dir is not None and distributed.is_main_process()
     with folder_lock(out_dir, "training") if locked else contextlib.nullcontext():  # type: ignore[arg-type]
-        return _fit_standardised(objective, data, cfg, out_dir=out_dir, resume=resume,
-                                 augment_jitter=augment_jitter, augment_flip=augment_flip,
-                                 cache_teacher=cache_teacher, metadata=metadata, description=description,
-                                 on_epoch_end=on_epoch_end, tracker=tracker, loader=loader, workers=workers,
-                                 transform=transform, mix=mix)
-
-
-def _fit_standardised(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, *,
-                      metadata: dict[str, Any] | None, **options: Any) -> History:
-    """:func:`fit` on regression targets standardised for training and folded back into the student after."""
-    data, target_scale, restore_teacher = standardise_for_training(objective, data)  # [regression]
-    if target_scale is not None:  # load_model folds it back: a checkpoint always predicts in the data's units
-        metadata = dict(metadata or {}, target_scale=target_scale.to_dict())
-    try:
-        history = _fit(objective, data, cfg, metadata=metadata, **options)
-    finally:
-        restore_teacher()
+        data, target_scale, restore_teacher = standardise_for_training(objective, data)  # [regression]
+        if target_scale is not None:  # load_model folds it back: a checkpoint always predicts in the data's units
+            metadata = dict(metadata or {}, target_scale=target_scale.to_dict())
+        try:
+            history = _fit(objective, data, cfg, out_dir=out_dir, resume=resume, augment_jitter=augment_jitter,
+                           augment_flip=augment_flip, cache_teacher=cache_teacher, metadata=metadata,
+                           description=description, on_epoch_end=on_epoch_end, tracker=tracker, loader=loader,
+                           workers=workers, transform=transform, mix=mix)
+        finally:
+            restore_teacher()
     if target_scale is not None:
         fold(objective.student, target_scale)
         history.target_scale = target_scale
