@@ -51,11 +51,12 @@ LATENCY_THREADS = 1
 
 @torch.no_grad()
 def test_predictions(model: nn.Module, data: Any, device: torch.device | str | None = None,
-                     batch_size: int = 512) -> tuple[Tensor, Tensor]:
+                     batch_size: int = 512, workers: int = 0) -> tuple[Tensor, Tensor]:
     """``model``'s logits on the test split and its targets, both on the host.
 
     ``data`` holds the split whole (``x_test`` / ``y_test``) or as a map-style
-    data set of ``(x, y)`` items (``data.test``), which is read batch by batch.
+    data set of ``(x, y)`` items (``data.test``), which is read batch by batch
+    by ``workers`` DataLoader worker processes (0: in this process).
     """
     if hasattr(data, "x_test"):
         return predict(model, data.x_test, device=device), data.y_test
@@ -64,20 +65,31 @@ def test_predictions(model: nn.Module, data: Any, device: torch.device | str | N
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else "cpu"
+    n = len(data.test)
+    if n == 0:
+        raise ValueError("test_predictions() got an empty test split")
     was_training = model.training
     model.eval()
-    logits, targets = [], []
+    logits = targets = None
+    done = 0
     try:
-        for batch in DataLoader(data.test, batch_size=batch_size, shuffle=False):
-            x, y = batch[0], batch[1]
+        # Decoding in workers keeps the image library's allocations out of this process, and the results
+        # go into two tensors allocated once: small per-batch tensors kept alive between a large
+        # model's activations pin the C heap, which then grows with every batch (measured: 0.6 to 1.8
+        # GiB over 45,000 64x64 images after a training run, flat with either change).
+        for x, y in DataLoader(data.test, batch_size=batch_size, shuffle=False, num_workers=workers):
             x = x.float() if x.dtype == torch.float64 else x
-            logits.append(model(x.to(device)).cpu())
-            targets.append(y.float() if y.dtype == torch.float64 else y)
+            y = y.float() if y.dtype == torch.float64 else y
+            out = model(x.to(device))
+            if logits is None:
+                logits = torch.empty((n, *out.shape[1:]), dtype=out.dtype)
+                targets = torch.empty((n, *y.shape[1:]), dtype=y.dtype)
+            logits[done:done + len(out)] = out
+            targets[done:done + len(y)] = y
+            done += len(out)
     finally:
         model.train(was_training)
-    if not logits:
-        raise ValueError("test_predictions() got an empty test split")
-    return torch.cat(logits), torch.cat(targets)
+    return logits, targets
 
 
 def evaluate_model(
@@ -88,6 +100,7 @@ def evaluate_model(
     device: torch.device | str | None = None,
     latency: bool = True,
     latency_threads: int = LATENCY_THREADS,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Score ``model`` on the test split of ``data`` (see :func:`test_predictions`).
 
@@ -101,12 +114,12 @@ def evaluate_model(
     afterwards) as ``latency_ms`` with its spread ``latency_p10_ms`` /
     ``latency_p90_ms`` (10th / 90th percentile) and ``latency_threads``; and,
     given the teacher's test logits, ``agreement`` and ``kl`` (predictive KL
-    at T=1, Stanton et al. 2021).
+    at T=1, Stanton et al. 2021). ``workers`` read a streamed test split.
 
     For regression (floating-point ``y_test``) ``mse`` replaces ``accuracy``
     and ``errors``, and ``teacher_mse`` replaces ``agreement`` and ``kl``.
     """
-    logits, y = test_predictions(model, data, device=device)
+    logits, y = test_predictions(model, data, device=device, workers=workers)
     result: dict[str, Any] = {"n_test": int(len(y))}
     if y.is_floating_point():
         out = logits.reshape(len(y), -1)[:, 0].double()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from kdistill.compress.variational import sparse_metrics
+from kdistill.data.streaming import default_workers
 from kdistill.detection.evaluate import evaluate_detector
 from kdistill.detection.models import is_detector
 from kdistill.errors import ConfigError
@@ -28,6 +29,7 @@ def score_model(
     *,
     sparse: bool = False,
     sparse_file: str | Path | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Test-split metrics of ``model`` on ``data``, with fidelity to ``teacher`` when one is given.
 
@@ -38,7 +40,9 @@ def score_model(
     a teacher: ``agreement`` and ``kl`` (``teacher_mse`` for regression,
     ``fidelity_AP50`` for detection). ``sparse`` marks a sparsified variational
     model, whose size is its bitmask encoding: the size of ``sparse_file`` when
-    the model was saved in that format, else computed from the model.
+    the model was saved in that format, else computed from the model. A streamed
+    test split is read by ``workers`` DataLoader workers (unset:
+    :func:`~kdistill.data.streaming.default_workers`).
     """
     detector = is_detector(model)
     if data.task == "detection" or detector:  # [detection] AP instead of accuracy
@@ -47,8 +51,10 @@ def score_model(
                               f"'{data.name}' is a {data.task} set; evaluate it on the kind of data it was "
                               "trained on.")
         return evaluate_detector(model, data, teacher=teacher)
-    teacher_logits = test_predictions(teacher, data)[0] if teacher is not None and data.num_test else None
-    metrics = evaluate_model(model, data, teacher_logits=teacher_logits)
+    workers = default_workers() if workers is None else workers
+    teacher_logits = (test_predictions(teacher, data, workers=workers)[0]
+                      if teacher is not None and data.num_test else None)
+    metrics = evaluate_model(model, data, teacher_logits=teacher_logits, workers=workers)
     if data.task == "regression" and hasattr(data, "y_train"):
         metrics.update(regression_baseline(data, metrics))
     if sparse:

@@ -92,7 +92,8 @@ def execute(
         if evaluate:
             # the evaluation `kdistill evaluate` makes of the saved checkpoint
             metrics = score_model(run.model, run.data, run.teacher, sparse=sparse is not None,
-                                  sparse_file=sparse.path if sparse is not None else None)
+                                  sparse_file=sparse.path if sparse is not None else None,
+                                  workers=run.cfg.data.workers)
             if out is not None:
                 write_metrics(out, metrics)
     best = sparse.path if sparse is not None else history.best_path

@@ -160,3 +160,18 @@ def test_streamed_test_splits_are_evaluated_batch_by_batch():
     a = evaluate_model(model, data, latency=False)
     b = evaluate_model(model, streamed, latency=False)
     assert a == b
+
+
+def test_streamed_test_splits_read_by_workers_come_back_whole_and_in_order():
+    from kdistill.data.streaming import StreamSplits
+    from kdistill.eval import test_predictions
+
+    data = splits()
+    streamed = StreamSplits("toy", TensorDataset(data.x_train, data.y_train), TensorDataset(data.x_test, data.y_test),
+                            4, (6,))
+    model = net()
+    # a batch size that does not divide the split, so the last batch is short
+    logits, targets = test_predictions(model, streamed, batch_size=7, workers=2)
+    assert torch.equal(targets, data.y_test)
+    assert torch.allclose(logits, model.eval()(data.x_test).detach(), atol=1e-6)
+    assert evaluate_model(model, streamed, latency=False, workers=2) == evaluate_model(model, data, latency=False)
