@@ -143,11 +143,14 @@ DATASETS: Registry[Callable[..., Any]] = Registry(
     "dataset", ("kdistill.data", "kdistill.detection.data", "kdistill.text.data"))
 METHODS: Registry[Callable[..., Any]] = Registry(
     "method", ("kdistill.methods", "kdistill.detection.methods", "kdistill.methods.variational"))
+# How to export and check models that read something other than one float tensor (text: token ids and an
+# attention mask); see kdistill.compress.export.ModelInputs. An image or tabular model needs no entry.
+EXPORTERS: Registry[Any] = Registry("exporter", ("kdistill.text.deploy",))
 
 
 def load_builtins() -> None:
     """Register all of kdistill's own models, data sets and methods now (before a plugin's, say)."""
-    for registry in (MODELS, DATASETS, METHODS):
+    for registry in (MODELS, DATASETS, METHODS, EXPORTERS):
         registry.load_builtins()
 
 

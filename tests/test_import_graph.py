@@ -32,7 +32,7 @@ OPTIONAL = ("kdistill.detection", "kdistill.text", "kdistill.compress.variationa
 # The core: it may never import an optional part when it is imported
 CORE = ("kdistill.data", "kdistill.models", "kdistill.methods", "kdistill.train", "kdistill.registry",
         "kdistill.errors", "kdistill.config", "kdistill.io", "kdistill.safe_yaml", "kdistill.options",
-        "kdistill.eval", "kdistill.distiller", "kdistill.teacher_cache")
+        "kdistill.eval", "kdistill.distiller", "kdistill.teacher_cache", "kdistill.compress.export")
 
 
 def _module_name(path: Path) -> str:

@@ -4,7 +4,9 @@
 (``model.*`` tensors: distillation adapters, optimiser and RNG state are
 dropped), writes the requested format and checks that the exported model's
 outputs match PyTorch's on random inputs within ``atol``. Image and tabular
-models take one float input (``input``); text models take ``input_ids`` and
+models take one float input (``input``); a model that reads something else
+is exported by the entry of :data:`kdistill.registry.EXPORTERS` that
+matches it (:class:`ModelInputs`): text models take ``input_ids`` and
 ``attention_mask`` (see :mod:`kdistill.text.deploy`).
 
 Every format carries the model spec and the input spec (shape, layout,
@@ -38,7 +40,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -52,8 +54,7 @@ from kdistill.compress.onnx_sparse import sparse_initializers
 from kdistill.compress.prune import save_sparse
 from kdistill.data.input_spec import InputSpec, read_input_spec
 from kdistill.errors import CheckpointError, ConfigError, ModelError
-from kdistill.text.deploy import export_onnx, is_text_model, padded_example, reference_logits
-from kdistill.text.deploy import export_program as export_text_program
+from kdistill.registry import EXPORTERS
 from kdistill.train.checkpoint import atomic_write_bytes, read_kdistill_file
 
 FORMATS = ("onnx", "exported-program", "safetensors")
@@ -64,6 +65,39 @@ REMOVED = {
                    "--format exported-program for a .pt2 file that torch.export.load(path).module() "
                    "runs, or --format onnx for ONNX Runtime.",
 }
+
+
+class ModelInputs(Protocol):
+    """How to export and check a model that does not take one float ``input`` tensor.
+
+    Optional parts register one in :data:`kdistill.registry.EXPORTERS` (text does, for token ids and an
+    attention mask); :func:`model_inputs` finds the entry that ``matches`` a model.
+    """
+
+    def matches(self, model: nn.Module) -> bool: ...
+
+    def export_program(self, model: nn.Module) -> torch.export.ExportedProgram: ...
+
+    def onnx_graph(self, model: nn.Module) -> bytes: ...
+
+    def onnx_runner(self, session: Any) -> Any:
+        """A callable running ``session`` on what the model reads (the reference of :meth:`max_diff`)."""
+        ...
+
+    def max_diff(self, model: nn.Module, run: Any, n: int = 8, seed: int = 0) -> float: ...
+
+    def note(self, run: Any) -> str | None:
+        """What a user of the exported ONNX graph behind ``run`` must know, if anything."""
+        ...
+
+
+def model_inputs(model: nn.Module) -> ModelInputs | None:
+    """The registered exporter that matches ``model``, or ``None`` for a model of one float input."""
+    for name in EXPORTERS.names():
+        entry = EXPORTERS.get(name)
+        if entry.matches(model):
+            return entry
+    return None
 
 
 @dataclass
@@ -87,9 +121,9 @@ def onnx_max_diff(model: nn.Module, onnx_model: bytes | str | Path, input_shape:
 
 def export_program(model: nn.Module, input_shape: Sequence[int]) -> torch.export.ExportedProgram:
     """``model`` as a ``torch.export`` program with a dynamic batch axis."""
-
-    if is_text_model(model):
-        return export_text_program(model)
+    inputs = model_inputs(model)
+    if inputs is not None:
+        return inputs.export_program(model)
     model = model.to("cpu").eval()
     example = torch.randn(2, *input_shape)
     try:
@@ -122,32 +156,20 @@ def load_program(path: str | Path) -> nn.Module:
 @torch.no_grad()
 def max_diff(model: nn.Module, run: Any, input_shape: Sequence[int], n: int = 8, seed: int = 0) -> float:
     """Largest absolute difference between ``model``'s logits and ``run(*inputs)``'s."""
-
     model = model.to("cpu").eval()
-    if is_text_model(model):
-        ids, mask = padded_example(model, n, seed)
-        if not getattr(run, "reads_mask", True):  # a graph without the mask expects unpadded rows
-            ids, mask = model.example_input(n), torch.ones_like(ids)
-        expected, got = reference_logits(model, ids, mask), run(ids, mask)
-    else:
-        x = torch.randn(n, *input_shape, generator=torch.Generator().manual_seed(seed))
-        expected, got = model(x), run(x)
+    inputs = model_inputs(model)
+    if inputs is not None:
+        return inputs.max_diff(model, run, n, seed)
+    x = torch.randn(n, *input_shape, generator=torch.Generator().manual_seed(seed))
+    expected, got = model(x), run(x)
     return float((torch.as_tensor(np.asarray(got)) - expected).abs().max())
 
 
-def _onnx_runner(path: Path, text: bool) -> Any:
+def _onnx_runner(path: Path, inputs: ModelInputs | None) -> Any:
     session = ort_session(path)
-    names = {i.name for i in session.get_inputs()}
-    if not text:
-        return lambda x: session.run(None, {"input": x.numpy()})[0]
-
-    def run(ids: torch.Tensor, mask: torch.Tensor) -> Any:
-        # an exporter drops inputs the graph never reads (the BiLSTM ignores the mask)
-        feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
-        return session.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0]
-
-    run.reads_mask = "attention_mask" in names  # type: ignore[attr-defined]
-    return run
+    if inputs is not None:
+        return inputs.onnx_runner(session)
+    return lambda x: session.run(None, {"input": x.numpy()})[0]
 
 
 def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
@@ -178,7 +200,7 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
                          "Export a checkpoint of a run whose loss stayed finite.")
     spec = meta["model_spec"]
     shape = tuple(spec["input_shape"])
-    text = is_text_model(model)
+    inputs = model_inputs(model)
     src = Path(checkpoint)
     path = Path(out) if out is not None else src.with_name(src.stem + "-export" + SUFFIX[fmt])
     described = deployment_metadata(meta, f"Checkpoint '{checkpoint}'")
@@ -186,19 +208,16 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     note: str | None = None
     sparse = bool(spec.get("variational")) or meta.get("format") == "sparse-bitmask"
     if fmt == "onnx":
-        if text:
-            export_onnx(model, path)
-            graph = path.read_bytes()
+        if inputs is not None:
+            graph = inputs.onnx_graph(model)
         elif sparse:  # zeros stored sparsely (ONNX sparse_initializer)
             graph = sparse_initializers(onnx_bytes(model, shape))[0]
         else:
             graph = onnx_bytes(model, shape)
         atomic_write_bytes(path, with_onnx_metadata(graph, described))
-        run = _onnx_runner(path, text)
+        run = _onnx_runner(path, inputs)
         diff = max_diff(model, run, shape)
-        if text and not run.reads_mask:
-            note = ("the graph has no attention_mask input and reads every position: feed it "
-                    "unpadded rows (one sentence per call, or rows of equal length)")
+        note = inputs.note(run) if inputs is not None else None
     elif fmt == "exported-program":
         atomic_write_bytes(path, program_bytes(export_program(model, shape), described))
         diff = max_diff(model, load_program(path), shape)

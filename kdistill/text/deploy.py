@@ -15,12 +15,15 @@ import statistics
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from kdistill.errors import ConfigError, ModelError
 from kdistill.io import atomic_write_bytes
+from kdistill.registry import EXPORTERS
 
 
 def is_text_model(model: nn.Module) -> bool:
@@ -39,10 +42,15 @@ class _LogitsOnly(nn.Module):
 
 def export_onnx(model: nn.Module, path: str | Path, length: int | None = None) -> Path:
     """Write ``model`` (a kdistill text model) as an ONNX file at ``path``."""
-    if not hasattr(model, "logits") or not hasattr(model, "example_input"):
-        raise ModelError("export_onnx takes a kdistill text model (one with logits(ids, mask)).")
-
     path = Path(path)
+    atomic_write_bytes(path, onnx_graph(model, length), "ONNX model")
+    return path
+
+
+def onnx_graph(model: nn.Module, length: int | None = None) -> bytes:
+    """``model`` (a kdistill text model) as the bytes of an ONNX file."""
+    if not is_text_model(model):
+        raise ModelError("export_onnx takes a kdistill text model (one with logits(ids, mask)).")
     cpu_model = _LogitsOnly(model).to("cpu").eval()
     ids = model.example_input(2, length).to("cpu")
     mask = torch.ones_like(ids)
@@ -59,8 +67,7 @@ def export_onnx(model: nn.Module, path: str | Path, length: int | None = None) -
                               "attention_mask": {0: "batch", 1: "length"}, "logits": {0: "batch"}})
         except Exception as error:  # the exporter raises many error types
             raise ModelError(f"ONNX export of {type(model).__name__} failed: {error}") from None
-    atomic_write_bytes(path, buffer.getvalue(), "ONNX model")
-    return path
+    return buffer.getvalue()
 
 
 def export_program(model: nn.Module) -> torch.export.ExportedProgram:
@@ -146,3 +153,49 @@ def onnx_latency(path: str | Path, ids: Tensor, *, warmup: int = 10, repeats: in
         session.run(["logits"], feeds)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000.0
+
+
+@EXPORTERS.register("text")
+class TextInputs:
+    """How ``kdistill export`` writes and checks a text model: ``input_ids`` and ``attention_mask`` in,
+    logits out (see the module's docstring); the check runs on token ids with trailing padding."""
+
+    @staticmethod
+    def matches(model: nn.Module) -> bool:
+        return is_text_model(model)
+
+    @staticmethod
+    def export_program(model: nn.Module) -> torch.export.ExportedProgram:
+        return export_program(model)
+
+    @staticmethod
+    def onnx_graph(model: nn.Module) -> bytes:
+        return onnx_graph(model)
+
+    @staticmethod
+    def onnx_runner(session: Any) -> Any:
+        """``run(ids, mask)`` on an ONNX Runtime session, with ``run.reads_mask``."""
+
+        def run(ids: Tensor, mask: Tensor) -> Any:
+            return session.run(["logits"], _feeds(session, ids, mask))[0]
+
+        run.reads_mask = "attention_mask" in {i.name for i in session.get_inputs()}  # type: ignore[attr-defined]
+        return run
+
+    @staticmethod
+    @torch.no_grad()
+    def max_diff(model: nn.Module, run: Any, n: int = 8, seed: int = 0) -> float:
+        """Largest absolute difference between the model's logits and ``run(ids, mask)``'s."""
+        ids, mask = padded_example(model, n, seed)
+        if not getattr(run, "reads_mask", True):  # a graph without the mask expects unpadded rows
+            ids, mask = model.example_input(n), torch.ones_like(ids)
+        expected, got = reference_logits(model, ids, mask), run(ids, mask)
+        return float((torch.as_tensor(np.asarray(got)) - expected).abs().max())
+
+    @staticmethod
+    def note(run: Any) -> str | None:
+        """What a user of the exported graph must know, if anything."""
+        if getattr(run, "reads_mask", True):
+            return None
+        return ("the graph has no attention_mask input and reads every position: feed it unpadded rows "
+                "(one sentence per call, or rows of equal length)")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from kdistill.cli.main import main
 from kdistill.compress.export import export_model, read_deployed_spec
@@ -197,3 +198,34 @@ def test_a_malformed_input_spec_is_refused_by_name():
                          ("mean", [0.0, "1", 2.0]), ("shape", [0])):
         with pytest.raises(CheckpointError, match=f"input_spec.{field}"):
             InputSpec.from_dict({**good, field: value}, "x")
+
+
+def test_a_model_of_other_inputs_is_exported_by_the_exporter_registered_for_it():
+    from kdistill.compress.export import export_program, model_inputs
+    from kdistill.registry import EXPORTERS
+
+    class OwnInputs(nn.Linear):
+        pass
+
+    exported = []
+
+    class OwnExporter:
+        @staticmethod
+        def matches(model):
+            return isinstance(model, OwnInputs)
+
+        @staticmethod
+        def export_program(model):
+            exported.append(model)
+            return "program"
+
+    EXPORTERS.register("test-own-inputs")(OwnExporter)
+    try:
+        assert model_inputs(nn.Linear(2, 2)) is None  # one float input: the built-in path
+        model = OwnInputs(2, 2)
+        assert model_inputs(model) is OwnExporter
+        assert export_program(model, (2,)) == "program" and exported == [model]
+        assert model_inputs(nn.Linear(2, 2)) is None
+    finally:
+        EXPORTERS._entries.pop("test-own-inputs")  # other tests see the built-in registry
+    assert "text" in EXPORTERS.names()  # registered by kdistill.text on the first lookup
