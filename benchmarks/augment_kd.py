@@ -73,12 +73,20 @@ TEACHER = {"epochs": 15, "batch_size": 128, "seed": 0, "optimizer": OPTIMIZER, "
 KD = {"temperature": 1.06, "alpha": 0.85}
 AUGMENT = {"transforms": [{"name": "RandomCrop", "options": {"size": 28, "padding": 2}},
                           {"name": "RandomHorizontalFlip"}]}
-ROWS = {  # name: (label, distilled, augmented)
-    "kd-aug": ("KD, crop/flip, live teacher", True, True),
-    "alone-aug": ("student alone, crop/flip", False, True),
-    "kd-plain": ("KD, no augmentation (cached teacher)", True, False),
-    "alone-plain": ("student alone, no augmentation", False, False),
+# crop/flip, then TrivialAugment (Mueller & Hutter 2021: one random operation of random strength per image,
+# nothing to tune), so that many training images no longer look like their label
+STRONG = {"transforms": [*AUGMENT["transforms"], {"name": "TrivialAugmentWide"}]}
+ROWS = {  # name: (label, distilled, augmentation)
+    "kd-aug": ("KD, crop/flip, live teacher", True, AUGMENT),
+    "alone-aug": ("student alone, crop/flip", False, AUGMENT),
+    "kd-plain": ("KD, no augmentation (cached teacher)", True, None),
+    "alone-plain": ("student alone, no augmentation", False, None),
+    "kd-trivial": ("KD, crop/flip + TrivialAugment, live teacher", True, STRONG),
+    "alone-trivial": ("student alone, crop/flip + TrivialAugment", False, STRONG),
 }
+# the pairs whose paired gain is the benchmark's target: (KD row, student-alone row, what they share)
+PAIRS = (("kd-aug", "alone-aug", "with crop/flip"), ("kd-plain", "alone-plain", "without augmentation"),
+         ("kd-trivial", "alone-trivial", "with crop/flip + TrivialAugment"))
 
 
 def write_folder(folder: Path, limit: int | None) -> Path:
@@ -175,8 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=Path, default=None, help="run records (default: "
                         "docs/benchmarks/augment, or --work/records with --quick)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS),
-                        help="rows to run, in this order for each seed")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS)[:4],
+                        help="rows to run, in this order for each seed (default: the first four; the "
+                        "TrivialAugment pair was run later, with its own records and teacher)")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers of the streamed runs")
     parser.add_argument("--write", type=Path, default=None, help="put the table into this file between markers")
     parser.add_argument("--quick", action="store_true", help="1,000 training images, 1 epoch: a pipeline check")
@@ -201,17 +210,17 @@ def main(argv: list[str] | None = None) -> None:
 
     for seed in args.seeds:
         for row in args.rows:
-            _, distilled, augmented = ROWS[row]
+            _, distilled, augment = ROWS[row]
             name = f"{row}-seed{seed}"
             cfg = configs / f"{name}.yaml"
-            cfg.write_text(config_text(folder, "stream", AUGMENT if augmented else None, teacher,
-                                       dict(student_train, seed=seed), args.workers))
+            cfg.write_text(config_text(folder, "stream", augment, teacher, dict(student_train, seed=seed),
+                                       args.workers))
             out = args.work / "runs" / name
             command = ([*python, "distill", str(cfg), "-o", str(out)] if distilled
                        else [*python, "train", str(cfg), "--role", "student", "-o", str(out)])
             run_once(name, command, out / "student", teacher, args,
                      {"row": row, "seed": seed, "model": "cnn-simple [16, 32, 64]", "train": dict(student_train, seed=seed),
-                      "augment": AUGMENT if augmented else None, "distill": KD if distilled else None})
+                      "augment": augment, "distill": KD if distilled else None})
             render(args)
 
 
@@ -223,19 +232,27 @@ def mean_std(values: list[float]) -> str:
 
 def render(args: argparse.Namespace) -> None:
     records = {p.stem: json.loads(p.read_text()) for p in sorted(args.records.glob("*.json"))}
-    text = table(records)
+    default = args.records.resolve() == (ROOT / "docs/benchmarks/augment").resolve()
+    text = table(records, args.records)
     print(text, flush=True)
-    if args.write and not args.quick:
-        write_section(args.write, text, START, END)
+    if args.write and not args.quick:  # each records folder has its own section
+        start, end = (START, END) if default else (START.replace(":start", f"-{args.records.name}:start"),
+                                                   END.replace(":end", f"-{args.records.name}:end"))
+        write_section(args.write, text, start, end)
 
 
-def table(records: dict[str, dict[str, Any]]) -> str:
-    lines = ["### Consistent teaching: what augmentation with a live teacher buys", ""]
+def table(records: dict[str, dict[str, Any]], folder: Path) -> str:
+    try:
+        where = folder.resolve().relative_to((ROOT / "docs").resolve()).as_posix()
+    except ValueError:
+        where = str(folder)
+    title = "" if folder.name == "augment" else f" ({folder.name})"
+    lines = [f"### Consistent teaching: what augmentation with a live teacher buys{title}", ""]
     machines = sorted({r["machine"]["device"] for r in records.values()})
     invocations = sorted({r.get("benchmark_command", "") for r in records.values()} - {""})
     lines.append(f"{'; '.join(f'`{c}`' for c in invocations) or 'benchmarks/augment_kd.py'} on "
                  f"{', '.join(machines) or 'no run yet'}; one record per run, with its kdistill command, in "
-                 "[docs/benchmarks/augment/](benchmarks/augment/).")
+                 f"[docs/{where}/]({where}/).")
     teacher = records.get("teacher")
     if teacher:
         lines += ["", f"Teacher: cnn-deep (288,170 parameters), {teacher['epochs']} epochs, crop/flip: test accuracy "
@@ -251,7 +268,6 @@ def table(records: dict[str, dict[str, Any]]) -> str:
     for row, (label, _, _) in ROWS.items():
         runs = list(by_row.get(row, {}).values())
         if not runs:
-            lines.append(f"| {label} | 0 | not run | | | | | |")
             continue
         lines.append(
             f"| {label} | {len(runs)} | {mean_std([100 * r['best']['accuracy'] for r in runs])} "
@@ -267,7 +283,9 @@ def table(records: dict[str, dict[str, Any]]) -> str:
 def verdicts(by_row: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     """Paired gains (same seed) of KD over the student alone, and the target: gain > 2 x the larger spread."""
     out = []
-    for kd, alone, what in (("kd-aug", "alone-aug", "with crop/flip"), ("kd-plain", "alone-plain", "without augmentation")):
+    for kd, alone, what in PAIRS:
+        if kd not in by_row and alone not in by_row:
+            continue
         seeds = sorted(set(by_row.get(kd, {})) & set(by_row.get(alone, {})))
         if not seeds:
             out.append(f"* KD gain {what}: not measured (no seed has both runs).")
