@@ -244,15 +244,16 @@ def render(args: argparse.Namespace) -> None:
 def table(records: dict[str, dict[str, Any]], folder: Path) -> str:
     try:
         where = folder.resolve().relative_to((ROOT / "docs").resolve()).as_posix()
-    except ValueError:
-        where = str(folder)
+        link = f"[docs/{where}/]({where}/)"
+    except ValueError:  # records outside docs/ (--quick)
+        link = str(folder)
     title = "" if folder.name == "augment" else f" ({folder.name})"
     lines = [f"### Consistent teaching: what augmentation with a live teacher buys{title}", ""]
     machines = sorted({r["machine"]["device"] for r in records.values()})
     invocations = sorted({r.get("benchmark_command", "") for r in records.values()} - {""})
     lines.append(f"{'; '.join(f'`{c}`' for c in invocations) or 'benchmarks/augment_kd.py'} on "
                  f"{', '.join(machines) or 'no run yet'}; one record per run, with its kdistill command, in "
-                 f"[docs/{where}/]({where}/).")
+                 f"{link}.")
     teacher = records.get("teacher")
     if teacher:
         lines += ["", f"Teacher: cnn-deep (288,170 parameters), {teacher['epochs']} epochs, crop/flip: test accuracy "
