@@ -30,6 +30,7 @@ With one process nothing of this is active and training runs as before.
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import math
 import os
@@ -208,7 +209,7 @@ def wrap_trainable(objective: nn.Module, ctx: DistContext, device: torch.device,
                 originals[i] = method
                 # per-sample memory banks are kept in step by the method (CRD all-gathers its
                 # row updates); broadcasting whole banks every step would be wasted traffic
-                methods[i] = DDP(method, device_ids=device_ids, broadcast_buffers=False)
+                methods[i] = DDP(method, device_ids=device_ids, **_no_forward_buffer_sync(DDP))
 
     def unwrap() -> None:
         objective.student = student
@@ -217,6 +218,18 @@ def wrap_trainable(objective: nn.Module, ctx: DistContext, device: torch.device,
         restore()
 
     return unwrap
+
+
+def _no_forward_buffer_sync(ddp: type) -> dict[str, bool]:
+    """DDP's option that skips broadcasting buffers before every forward pass.
+
+    Newer PyTorch names it ``forward_sync_buffers`` and deprecates ``broadcast_buffers`` (which also
+    skipped the one broadcast at wrapping; a method's banks are already rank 0's on every rank, as CRD
+    broadcasts them when it builds them, so that broadcast changes nothing).
+    """
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 class _SumOverRanks(torch.autograd.Function):
