@@ -51,7 +51,7 @@ LATENCY_THREADS = 1
 
 @torch.no_grad()
 def test_predictions(model: nn.Module, data: Any, device: torch.device | str | None = None,
-                     batch_size: int = 512, workers: int = 0) -> tuple[Tensor, Tensor]:
+                     batch_size: int = 256, workers: int = 0) -> tuple[Tensor, Tensor]:
     """``model``'s logits on the test split and its targets, both on the host.
 
     ``data`` holds the split whole (``x_test`` / ``y_test``) or as a map-style
@@ -101,6 +101,7 @@ def evaluate_model(
     latency: bool = True,
     latency_threads: int = LATENCY_THREADS,
     workers: int = 0,
+    batch_size: int = 256,
 ) -> dict[str, Any]:
     """Score ``model`` on the test split of ``data`` (see :func:`test_predictions`).
 
@@ -114,12 +115,13 @@ def evaluate_model(
     afterwards) as ``latency_ms`` with its spread ``latency_p10_ms`` /
     ``latency_p90_ms`` (10th / 90th percentile) and ``latency_threads``; and,
     given the teacher's test logits, ``agreement`` and ``kl`` (predictive KL
-    at T=1, Stanton et al. 2021). ``workers`` read a streamed test split.
+    at T=1, Stanton et al. 2021). ``workers`` read a streamed test split,
+    ``batch_size`` samples at a time.
 
     For regression (floating-point ``y_test``) ``mse`` replaces ``accuracy``
     and ``errors``, and ``teacher_mse`` replaces ``agreement`` and ``kl``.
     """
-    logits, y = test_predictions(model, data, device=device, workers=workers)
+    logits, y = test_predictions(model, data, device=device, batch_size=batch_size, workers=workers)
     result: dict[str, Any] = {"n_test": int(len(y))}
     if y.is_floating_point():
         out = logits.reshape(len(y), -1)[:, 0].double()

@@ -30,6 +30,7 @@ def score_model(
     sparse: bool = False,
     sparse_file: str | Path | None = None,
     workers: int | None = None,
+    batch_size: int = 256,
 ) -> dict[str, Any]:
     """Test-split metrics of ``model`` on ``data``, with fidelity to ``teacher`` when one is given.
 
@@ -42,7 +43,9 @@ def score_model(
     model, whose size is its bitmask encoding: the size of ``sparse_file`` when
     the model was saved in that format, else computed from the model. A streamed
     test split is read by ``workers`` DataLoader workers (unset:
-    :func:`~kdistill.data.streaming.default_workers`).
+    :func:`~kdistill.data.streaming.default_workers`), ``batch_size`` samples at
+    a time (a run passes its training batch size, at least 256, as its
+    validation does, so evaluating needs no more memory than training).
     """
     detector = is_detector(model)
     if data.task == "detection" or detector:  # [detection] AP instead of accuracy
@@ -55,9 +58,9 @@ def score_model(
     teacher_logits = None
     if teacher is not None and data.num_test:
         _before_forking(data, workers)
-        teacher_logits = test_predictions(teacher, data, workers=workers)[0]
+        teacher_logits = test_predictions(teacher, data, batch_size=batch_size, workers=workers)[0]
     _before_forking(data, workers)
-    metrics = evaluate_model(model, data, teacher_logits=teacher_logits, workers=workers)
+    metrics = evaluate_model(model, data, teacher_logits=teacher_logits, workers=workers, batch_size=batch_size)
     if data.task == "regression" and hasattr(data, "y_train"):
         metrics.update(regression_baseline(data, metrics))
     if sparse:

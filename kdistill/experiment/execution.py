@@ -93,7 +93,7 @@ def execute(
             # the evaluation `kdistill evaluate` makes of the saved checkpoint
             metrics = score_model(run.model, run.data, run.teacher, sparse=sparse is not None,
                                   sparse_file=sparse.path if sparse is not None else None,
-                                  workers=run.cfg.data.workers)
+                                  workers=run.cfg.data.workers, batch_size=max(run.train.batch_size, 256))
             if out is not None:
                 write_metrics(out, metrics)
     best = sparse.path if sparse is not None else history.best_path
