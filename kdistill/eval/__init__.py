@@ -75,8 +75,8 @@ def test_predictions(model: nn.Module, data: Any, device: torch.device | str | N
     try:
         # Decoding in workers keeps the image library's allocations out of this process, and the results
         # go into two tensors allocated once: small per-batch tensors kept alive between a large
-        # model's activations pin the C heap, which then grows with every batch (measured: 0.6 to 1.8
-        # GiB over 45,000 64x64 images after a training run, flat with either change).
+        # model's activations pin the C heap, which then grew with every batch after a training run
+        # (docs/BENCHMARKS.md, streaming memory).
         for x, y in DataLoader(data.test, batch_size=batch_size, shuffle=False, num_workers=workers):
             x = x.float() if x.dtype == torch.float64 else x
             y = y.float() if y.dtype == torch.float64 else y
