@@ -81,10 +81,12 @@ class ModelInputs(Protocol):
     def onnx_graph(self, model: nn.Module) -> bytes: ...
 
     def onnx_runner(self, session: Any) -> Any:
-        """A callable running ``session`` on what the model reads (the reference of :meth:`max_diff`)."""
+        """A callable running ``session`` on what the model reads."""
         ...
 
-    def max_diff(self, model: nn.Module, run: Any, n: int = 8, seed: int = 0) -> float: ...
+    def reference(self, model: nn.Module, run: Any, n: int = 8, seed: int = 0) -> tuple[tuple[Any, ...], Any]:
+        """``n`` example inputs for ``run`` (seeded) and the logits the export must give for them."""
+        ...
 
     def note(self, run: Any) -> str | None:
         """What a user of the exported ONNX graph behind ``run`` must know, if anything."""
@@ -159,10 +161,11 @@ def max_diff(model: nn.Module, run: Any, input_shape: Sequence[int], n: int = 8,
     model = model.to("cpu").eval()
     inputs = model_inputs(model)
     if inputs is not None:
-        return inputs.max_diff(model, run, n, seed)
-    x = torch.randn(n, *input_shape, generator=torch.Generator().manual_seed(seed))
-    expected, got = model(x), run(x)
-    return float((torch.as_tensor(np.asarray(got)) - expected).abs().max())
+        args, expected = inputs.reference(model, run, n, seed)
+    else:
+        args = (torch.randn(n, *input_shape, generator=torch.Generator().manual_seed(seed)),)
+        expected = model(*args)
+    return float((torch.as_tensor(np.asarray(run(*args))) - expected).abs().max())
 
 
 def _onnx_runner(path: Path, inputs: ModelInputs | None) -> Any:

@@ -268,6 +268,12 @@ def to_device(batch: Sequence[Any], device: torch.device) -> tuple[Tensor, Tenso
     return x, y, (idx.to(device, non_blocking=non_blocking) if idx is not None else None)
 
 
+def evaluation_batch_size(train_batch_size: int) -> int:
+    """How many samples validation, the teacher cache and the test evaluation read at a time: the training
+    batch size, at least 256 (no gradients are kept, so this needs no more memory than a training step)."""
+    return max(int(train_batch_size), 256)
+
+
 def eval_loader(dataset: Dataset, batch_size: int = 512, workers: int = 0) -> DataLoader:
     """The samples of ``dataset`` in order, for evaluation and for building a teacher cache."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)

@@ -44,8 +44,8 @@ def score_model(
     the model was saved in that format, else computed from the model. A streamed
     test split is read by ``workers`` DataLoader workers (unset:
     :func:`~kdistill.data.streaming.default_workers`), ``batch_size`` samples at
-    a time (a run passes its training batch size, at least 256, as its
-    validation does, so evaluating needs no more memory than training).
+    a time (a run passes :func:`~kdistill.data.streaming.evaluation_batch_size`,
+    as its validation does).
     """
     detector = is_detector(model)
     if data.task == "detection" or detector:  # [detection] AP instead of accuracy

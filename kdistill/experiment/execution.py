@@ -25,6 +25,7 @@ from kdistill.compress.variational import finish_variational
 from kdistill.config import ExperimentConfig, TrainConfig
 from kdistill.data import DataSplits
 from kdistill.data.augment import build_batch_mix, build_transform
+from kdistill.data.streaming import evaluation_batch_size
 from kdistill.errors import ConfigError, KDistillError
 from kdistill.experiment.assembly import DEFAULT_OUT, Run, build_run
 from kdistill.experiment.evaluation import score_model
@@ -93,7 +94,7 @@ def execute(
             # the evaluation `kdistill evaluate` makes of the saved checkpoint
             metrics = score_model(run.model, run.data, run.teacher, sparse=sparse is not None,
                                   sparse_file=sparse.path if sparse is not None else None,
-                                  workers=run.cfg.data.workers, batch_size=max(run.train.batch_size, 256))
+                                  workers=run.cfg.data.workers, batch_size=evaluation_batch_size(run.train.batch_size))
             if out is not None:
                 write_metrics(out, metrics)
     best = sparse.path if sparse is not None else history.best_path

@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -183,14 +182,12 @@ class TextInputs:
         return run
 
     @staticmethod
-    @torch.no_grad()
-    def max_diff(model: nn.Module, run: Any, n: int = 8, seed: int = 0) -> float:
-        """Largest absolute difference between the model's logits and ``run(ids, mask)``'s."""
+    def reference(model: nn.Module, run: Any, n: int = 8, seed: int = 0) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """Token ids with trailing padding and their mask, and the logits an export must give for them."""
         ids, mask = padded_example(model, n, seed)
         if not getattr(run, "reads_mask", True):  # a graph without the mask expects unpadded rows
             ids, mask = model.example_input(n), torch.ones_like(ids)
-        expected, got = reference_logits(model, ids, mask), run(ids, mask)
-        return float((torch.as_tensor(np.asarray(got)) - expected).abs().max())
+        return (ids, mask), reference_logits(model, ids, mask)
 
     @staticmethod
     def note(run: Any) -> str | None:

@@ -65,6 +65,7 @@ from kdistill.data.streaming import (
     data_log,
     default_workers,
     eval_loader,
+    evaluation_batch_size,
     first_inputs,
     split_positions,
     stream_from_tensors,
@@ -341,12 +342,12 @@ def _set_up(objective: TrainingObjective, data: TrainData, cfg: TrainConfig, aug
             stream = StreamBatches(train_set, cfg.batch_size, seed=cfg.seed, rank=dist_ctx.rank,
                                    world_size=dist_ctx.world_size, workers=workers,
                                    pin_memory=device.type == "cuda")
+            eval_batch = evaluation_batch_size(cfg.batch_size)
             if val_pos:
-                val_loader = eval_loader(IndexedDataset(base, val_pos), max(cfg.batch_size, 256), workers)
+                val_loader = eval_loader(IndexedDataset(base, val_pos), eval_batch, workers)
             num_train = len(train_set)
             sample = first_inputs(train_set)
-            cache_source = None if transform is not None else eval_loader(train_set, max(cfg.batch_size, 256),
-                                                                          workers)
+            cache_source = None if transform is not None else eval_loader(train_set, eval_batch, workers)
             micro, samples = len(stream), stream.samples_per_epoch
             data_log.info("streaming %d training samples with %d DataLoader worker(s)%s", num_train, workers,
                           f", {len(stream.sampler)} per process" if dist_ctx.enabled else "")
