@@ -146,11 +146,15 @@ METHODS: Registry[Callable[..., Any]] = Registry(
 # How to export and check models that read something other than one float tensor (text: token ids and an
 # attention mask); see kdistill.compress.export.ModelInputs. An image or tabular model needs no entry.
 EXPORTERS: Registry[Any] = Registry("exporter", ("kdistill.text.deploy",))
+# Models trained in another form than the one they deploy in, named by a key of the checkpoint's model_spec
+# (the variational student: Bayesian layers in training, sparse Linear/Conv2d after); see
+# kdistill.compress.load.ModelVariant. An ordinary model needs no entry.
+MODEL_VARIANTS: Registry[Any] = Registry("model variant", ("kdistill.compress.variational",))
 
 
 def load_builtins() -> None:
     """Register all of kdistill's own models, data sets and methods now (before a plugin's, say)."""
-    for registry in (MODELS, DATASETS, METHODS, EXPORTERS):
+    for registry in (MODELS, DATASETS, METHODS, EXPORTERS, MODEL_VARIANTS):
         registry.load_builtins()
 
 

@@ -8,22 +8,41 @@ load models without importing how runs are put together.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from torch import nn
 
 from kdistill.compress.artifact import read_artifact
 from kdistill.compress.prune import load_sparse
 from kdistill.compress.quantize import load_quantized
-from kdistill.compress.variational import has_variational_state, make_variational, sparsify
 from kdistill.errors import CheckpointError, shorten
 from kdistill.models import rebuild_model
+from kdistill.registry import MODEL_VARIANTS
 from kdistill.train import read_checkpoint
 from kdistill.train.checkpoint import load_into, weights_prefix
 from kdistill.train.checkpoint_meta import require_model_spec
 from kdistill.train.targets import TargetScale, fold
 
-__all__ = ["load_artifact", "load_model", "missing_model"]
+__all__ = ["ModelVariant", "load_artifact", "load_model", "missing_model"]
+
+
+class ModelVariant(Protocol):
+    """A model trained in another form than the one it deploys in, named by a ``model_spec`` key.
+
+    Optional parts register one in :data:`kdistill.registry.MODEL_VARIANTS`
+    under that key (the variational student registers ``variational``: its
+    training checkpoint holds Bayesian layers, the model it returns is sparse).
+    ``settings`` is the key's value in the checkpoint's (validated) metadata.
+    """
+
+    def prepare(self, model: nn.Module, settings: Any, tensors: dict[str, Any]) -> bool:
+        """Turn the freshly built ``model`` into the trained form, in place, before the weights are
+        loaded; ``False`` when ``tensors`` hold the ordinary form (nothing to do)."""
+        ...
+
+    def finish(self, model: nn.Module, settings: Any) -> nn.Module:
+        """The model to return once the trained form holds its weights."""
+        ...
 
 
 _LOADING: set[str] = set()  # checkpoints being rebuilt now: one whose model names itself loops
@@ -64,11 +83,12 @@ def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                               missing=lambda: missing_model(checkpoint, spec))
     finally:
         _LOADING.discard(key)
-    variational = bool(spec.get("variational")) and has_variational_state(tensors)
-    if variational:  # a variational training checkpoint: rebuilt as trained, returned sparsified
-        make_variational(model, threshold=float(spec["variational"].get("threshold", 3.0)))
+    # e.g. a variational training checkpoint: rebuilt as trained, returned sparsified
+    variants = [(MODEL_VARIANTS.get(key), spec[key]) for key in MODEL_VARIANTS.names() if spec.get(key)]
+    variants = [(variant, settings) for variant, settings in variants if variant.prepare(model, settings, tensors)]
     load_into(model, tensors, weights_prefix(tensors, meta), f"'{checkpoint}'")
-    model = sparsify(model, inplace=True) if variational else model
+    for variant, settings in variants:
+        model = variant.finish(model, settings)
     scale = TargetScale.from_dict(meta.get("target_scale"))
     if scale is not None:  # trained on standardised targets: predict in the data's own units
         try:

@@ -44,6 +44,7 @@ from kdistill.compress.prune import save_sparse, sparse_state
 from kdistill.errors import CheckpointError, ModelError
 from kdistill.eval import size_on_disk
 from kdistill.models import rebuild_model
+from kdistill.registry import MODEL_VARIANTS
 from kdistill.train import read_checkpoint
 from kdistill.train.checkpoint import load_into
 from kdistill.train.checkpoint_meta import require_model_spec
@@ -357,6 +358,23 @@ def sparsity_report(model: nn.Module, threshold: float | None = None) -> Sparsit
 def has_variational_state(tensors: dict[str, Tensor], prefix: str = "model.") -> bool:
     """True when saved tensors hold a variational model (a ``log_sigma2`` beside the weights)."""
     return any(k.startswith(prefix) and k.endswith(".log_sigma2") for k in tensors)
+
+
+@MODEL_VARIANTS.register("variational")
+class VariationalVariant:
+    """How :func:`kdistill.compress.load.load_model` reads a checkpoint of ``student.variational``: the
+    Bayesian layers rebuilt as trained, the model returned sparsified (a plain, deployable one)."""
+
+    @staticmethod
+    def prepare(model: nn.Module, settings: Any, tensors: dict[str, Tensor]) -> bool:
+        if not has_variational_state(tensors):  # already sparsified when saved: an ordinary model
+            return False
+        make_variational(model, threshold=float(settings.get("threshold", DEFAULT_THRESHOLD)))
+        return True
+
+    @staticmethod
+    def finish(model: nn.Module, settings: Any) -> nn.Module:
+        return sparsify(model, inplace=True)
 
 
 def load_variational(checkpoint: Any) -> tuple[nn.Module, dict[str, Any]]:

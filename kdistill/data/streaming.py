@@ -15,13 +15,10 @@ process its shard.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import functools
 import logging
 import math
 import os
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +31,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from kdistill.data.splits import DataSplits, SplitsInfo
 from kdistill.errors import ConfigError, DataError, KDistillError
+from kdistill.memory import release_free_memory
 
 #: what the run-start note about the data path is logged to (shown by the CLI without -v)
 data_log = logging.getLogger("kdistill.data")
@@ -221,31 +219,6 @@ def worker_errors_in_words(batches: Iterable[Any]) -> Iterator[Any]:
         last = [line for line in text.strip().splitlines() if line.strip()][-1]
         message = last.split(": ", 1)[1] if last.startswith(("kdistill.", type(error).__name__)) else last
         raise DataError(message) from None
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc; musl has none
-    except (OSError, AttributeError):
-        return None
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the operating system (glibc's ``malloc_trim``; elsewhere
-    nothing).
-
-    A DataLoader worker is forked from this process and shares its pages copy-on-write, the free pages
-    the allocator keeps for reuse included; every such page this process later writes to (the next
-    batch's activations) becomes a private copy held by each worker alive since. Trimmed just before
-    the workers start, memory freed earlier (an evaluation batch's activations, say) is not duplicated
-    into them. It changes no value, only what stays resident.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def to_device(batch: Sequence[Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:

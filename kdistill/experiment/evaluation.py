@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kdistill.compress.variational import sparse_metrics
-from kdistill.data.streaming import default_workers, release_free_memory
+from kdistill.data.streaming import default_workers
 from kdistill.detection.evaluate import evaluate_detector
 from kdistill.detection.models import is_detector
 from kdistill.errors import ConfigError
@@ -57,9 +57,7 @@ def score_model(
     workers = default_workers() if workers is None else workers
     teacher_logits = None
     if teacher is not None and data.num_test:
-        _before_forking(data, workers)
         teacher_logits = test_predictions(teacher, data, batch_size=batch_size, workers=workers)[0]
-    _before_forking(data, workers)
     metrics = evaluate_model(model, data, teacher_logits=teacher_logits, workers=workers, batch_size=batch_size)
     if data.task == "regression" and hasattr(data, "y_train"):
         metrics.update(regression_baseline(data, metrics))
@@ -67,13 +65,6 @@ def score_model(
         size = Path(sparse_file).stat().st_size if sparse_file is not None else None
         metrics.update(sparse_metrics(model, size_bytes=size))
     return metrics
-
-
-def _before_forking(data: Any, workers: int) -> None:
-    # the evaluation's DataLoader workers are forked from this process: the heap's free pages go back to
-    # the system first, so the workers do not keep copies of them (as before the training loader forks)
-    if workers > 0 and not hasattr(data, "x_test"):
-        release_free_memory()
 
 
 def regression_baseline(data: Any, metrics: dict[str, Any]) -> dict[str, float]:

@@ -32,7 +32,7 @@ from kdistill.experiment.evaluation import score_model
 from kdistill.experiment.runs import recorded_run
 from kdistill.train import fit, load_weights
 from kdistill.train.checkpoint import atomic_write_text
-from kdistill.train.distributed import is_main_process
+from kdistill.train.distributed import is_main_process, on_main_process
 from kdistill.train.lock import folder_lock
 from kdistill.train.targets import fold
 from kdistill.train.tracking import Experiment, Tracker, active_experiment, tracked
@@ -91,10 +91,12 @@ def execute(
             fold(run.model, scale)  # predictions in the data's own units from here on
         metrics: dict[str, Any] = {}
         if evaluate:
-            # the evaluation `kdistill evaluate` makes of the saved checkpoint
-            metrics = score_model(run.model, run.data, run.teacher, sparse=sparse is not None,
-                                  sparse_file=sparse.path if sparse is not None else None,
-                                  workers=run.cfg.data.workers, batch_size=evaluation_batch_size(run.train.batch_size))
+            # the evaluation `kdistill evaluate` makes of the saved checkpoint; under torchrun rank 0 makes it
+            # and the other ranks receive its metrics
+            metrics = on_main_process(lambda: score_model(
+                run.model, run.data, run.teacher, sparse=sparse is not None,
+                sparse_file=sparse.path if sparse is not None else None,
+                workers=run.cfg.data.workers, batch_size=evaluation_batch_size(run.train.batch_size)))
             if out is not None:
                 write_metrics(out, metrics)
     best = sparse.path if sparse is not None else history.best_path

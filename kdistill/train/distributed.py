@@ -17,7 +17,8 @@ its environment. :func:`fit` then
   Distiller is a per-sample mean, so this is exact);
 * all-reduces the epoch's loss sums and the first non-finite step, so every
   rank takes the same decisions;
-* lets rank 0 alone write checkpoints and results;
+* lets rank 0 alone write checkpoints and results, and evaluate the test split
+  (:func:`on_main_process`: the other ranks receive its metrics);
 * with ``train.sync_batchnorm``, makes the trained modules' BatchNorm layers
   normalise with the mean and variance of the whole global batch
   (:func:`sync_batchnorm`), which is what one process computes. Without it
@@ -31,19 +32,21 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import json
 import logging
 import math
 import os
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from kdistill.config import TrainConfig
-from kdistill.errors import ConfigError
+from kdistill.errors import ConfigError, KDistillError
 
 log = logging.getLogger("kdistill")
 
@@ -354,3 +357,45 @@ def first_bad_step(step: Tensor, ctx: DistContext) -> Tensor:
     value = torch.where(step < 0, torch.full_like(step, big), step).reshape(1)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return torch.where(value == big, torch.full_like(value, -1), value).reshape(())
+
+
+def on_main_process(compute: Callable[[], Any]) -> Any:
+    """``compute()`` run by rank 0 alone; every rank returns its result (a JSON value, e.g. metrics).
+
+    Under torchrun the test evaluation after training is the same on every rank,
+    so only rank 0 makes it while the others wait; they receive the result as
+    JSON (no pickle crosses between processes). When ``compute`` raises on rank
+    0, the others raise too instead of waiting for a result that never comes:
+    the same :class:`~kdistill.errors.KDistillError` message for a user's
+    mistake, else a ``RuntimeError`` naming rank 0's error. With one process,
+    or no process group, ``compute()`` simply runs.
+    """
+    ctx = context_from_env()
+    if not (ctx.enabled and dist.is_available() and dist.is_initialized()):
+        return compute()
+    device = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+              else torch.device("cpu"))
+    failure: BaseException | None = None
+    if ctx.is_main:
+        try:
+            payload = json.dumps({"value": compute()}, default=float)
+        except BaseException as error:  # the others must hear of it, then rank 0 raises it itself
+            failure = error
+            payload = json.dumps({"error": str(error), "user": isinstance(error, KDistillError),
+                                  "type": type(error).__name__})
+        data = torch.frombuffer(bytearray(payload.encode()), dtype=torch.uint8).to(device)
+        size = torch.tensor([data.numel()], dtype=torch.long, device=device)
+    else:
+        size = torch.zeros(1, dtype=torch.long, device=device)
+    dist.broadcast(size, src=0)
+    if not ctx.is_main:
+        data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(data, src=0)
+    if failure is not None:
+        raise failure
+    message = json.loads(bytes(data.cpu().tolist()).decode())
+    if "error" in message:
+        if message["user"]:
+            raise KDistillError(message["error"])
+        raise RuntimeError(f"rank 0 failed ({message['type']}): {message['error']}")
+    return message["value"]

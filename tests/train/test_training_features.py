@@ -175,3 +175,20 @@ def test_streamed_test_splits_read_by_workers_come_back_whole_and_in_order():
     assert torch.equal(targets, data.y_test)
     assert torch.allclose(logits, model.eval()(data.x_test).detach(), atol=1e-6)
     assert evaluate_model(model, streamed, latency=False, workers=2) == evaluate_model(model, data, latency=False)
+
+
+def test_the_heap_is_trimmed_before_evaluation_workers_are_forked_and_only_then(monkeypatch):
+    import kdistill.eval as evaluation
+    from kdistill.data.streaming import StreamSplits
+
+    calls = []
+    monkeypatch.setattr(evaluation, "release_free_memory", lambda: calls.append("trim"))
+    data = splits()
+    streamed = StreamSplits("toy", TensorDataset(data.x_train, data.y_train), TensorDataset(data.x_test, data.y_test),
+                            4, (6,))
+    model = net()
+    evaluation.test_predictions(model, data, workers=2)  # held whole: no DataLoader, nothing forked
+    evaluation.test_predictions(model, streamed, workers=0)  # read in this process
+    assert calls == []
+    evaluation.test_predictions(model, streamed, workers=1)
+    assert calls == ["trim"]
