@@ -31,7 +31,7 @@ PACKAGE = ROOT / "kdistill"
 OPTIONAL = ("kdistill.detection", "kdistill.text", "kdistill.compress.variational", "kdistill.methods.variational")
 # The core: it may never import an optional part when it is imported
 CORE = ("kdistill.data", "kdistill.models", "kdistill.methods", "kdistill.train", "kdistill.registry",
-        "kdistill.errors", "kdistill.config", "kdistill.io", "kdistill.memory", "kdistill.safe_yaml", "kdistill.options",
+        "kdistill.errors", "kdistill.config", "kdistill.io", "kdistill.workers", "kdistill.safe_yaml", "kdistill.options",
         "kdistill.eval", "kdistill.distiller", "kdistill.teacher_cache", "kdistill.compress.export",
         "kdistill.compress.load")
 

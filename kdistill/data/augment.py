@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from kdistill.errors import ConfigError, DataError
+from kdistill.errors import ConfigError, DataError, KDistillError
 from kdistill.optional_deps import import_torchvision
 
 
@@ -100,7 +100,15 @@ class AugmentedDataset(Dataset):
                             "for tables and text.")
         raw = x.float() if self.mean is None or self.std is None else x.float() * self.std + self.mean
         pixels = (raw.clamp(0, 1) * 255).round().to(torch.uint8)
-        out = self.transform(pixels)
+        try:
+            out = self.transform(pixels)
+        except KDistillError:
+            raise
+        except Exception as error:  # options the transform accepted but cannot apply (a negative crop size)
+            reason = str(error).strip().rstrip(".") or type(error).__name__
+            raise ConfigError(f"data.augment: the image transform failed on training sample {i}, an image of "
+                              f"shape {tuple(x.shape)}: {reason}. Check the options of data.augment.transforms "
+                              "(or data.augment.timm).") from None
         out = out.float().div(255.0) if out.dtype == torch.uint8 else out.float()
         if tuple(out.shape) != tuple(x.shape):
             raise DataError(f"The image transform turned a {tuple(x.shape)} image into {tuple(out.shape)}; it "

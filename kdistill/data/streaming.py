@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from kdistill.data.splits import DataSplits, SplitsInfo
-from kdistill.errors import ConfigError, DataError, KDistillError
-from kdistill.memory import release_free_memory
+from kdistill.errors import ConfigError, DataError
+from kdistill.workers import worker_errors_in_words
 
 #: what the run-start note about the data path is logged to (shown by the CLI without -v)
 data_log = logging.getLogger("kdistill.data")
@@ -198,27 +198,6 @@ class StreamBatches:
         self.sampler.set_epoch(epoch)
         for batch in worker_errors_in_words(self.loader):
             yield to_device(batch, device)
-
-
-def worker_errors_in_words(batches: Iterable[Any]) -> Iterator[Any]:
-    """``batches``, with a kdistill error raised in a DataLoader worker re-raised as its own message.
-
-    The DataLoader re-raises a worker's exception with the worker's traceback
-    pasted into the message; a user mistake (a damaged image) should read as
-    the one paragraph kdistill wrote. Before a DataLoader forks its workers,
-    the heap's free pages are released (:func:`release_free_memory`).
-    """
-    if isinstance(batches, DataLoader) and batches.num_workers > 0:
-        release_free_memory()  # the workers about to be forked should not inherit freed memory
-    try:
-        yield from batches
-    except KDistillError as error:
-        text = str(error)
-        if "Original Traceback" not in text:
-            raise
-        last = [line for line in text.strip().splitlines() if line.strip()][-1]
-        message = last.split(": ", 1)[1] if last.startswith(("kdistill.", type(error).__name__)) else last
-        raise DataError(message) from None
 
 
 def to_device(batch: Sequence[Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:

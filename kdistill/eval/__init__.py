@@ -26,7 +26,7 @@ from kdistill.eval.metrics import (
     top1_agreement,
     top5_accuracy,
 )
-from kdistill.memory import release_free_memory
+from kdistill.workers import worker_errors_in_words
 
 __all__ = [
     "accuracy",
@@ -58,8 +58,8 @@ def test_predictions(model: nn.Module, data: Any, device: torch.device | str | N
     ``data`` holds the split whole (``x_test`` / ``y_test``) or as a map-style
     data set of ``(x, y)`` items (``data.test``), which is read batch by batch
     by ``workers`` DataLoader worker processes (0: in this process), forked
-    once the heap's free pages are handed back
-    (:func:`~kdistill.memory.release_free_memory`).
+    once the heap's free pages are handed back; a data error in a worker is
+    raised as its own message (:func:`~kdistill.workers.worker_errors_in_words`).
     """
     if hasattr(data, "x_test"):
         return predict(model, data.x_test, device=device), data.y_test
@@ -75,14 +75,13 @@ def test_predictions(model: nn.Module, data: Any, device: torch.device | str | N
     model.eval()
     logits = targets = None
     done = 0
-    if workers > 0:  # the workers are forked from this process: hand the heap's free pages back first, so
-        release_free_memory()  # they do not keep copies of them (as before the training loader forks)
     try:
         # Decoding in workers keeps the image library's allocations out of this process, and the results
         # go into two tensors allocated once: small per-batch tensors kept alive between a large
         # model's activations pin the C heap, which then grew with every batch after a training run
         # (docs/BENCHMARKS.md, streaming memory).
-        for x, y in DataLoader(data.test, batch_size=batch_size, shuffle=False, num_workers=workers):
+        loader = DataLoader(data.test, batch_size=batch_size, shuffle=False, num_workers=workers)
+        for x, y in worker_errors_in_words(loader):
             x = x.float() if x.dtype == torch.float64 else x
             y = y.float() if y.dtype == torch.float64 else y
             out = model(x.to(device))

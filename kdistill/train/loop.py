@@ -70,7 +70,6 @@ from kdistill.data.streaming import (
     split_positions,
     stream_from_tensors,
     to_device,
-    worker_errors_in_words,
 )
 from kdistill.errors import CheckpointError, ConfigError, TrainingError
 from kdistill.models import built_as, rebuild_spec
@@ -88,6 +87,7 @@ from kdistill.train.optim import build_optimizer, lr_factor, set_lr
 from kdistill.train.precision import autocast_context, enable_tf32, grad_scaler
 from kdistill.train.targets import TargetScale, fold, standardise_for_training
 from kdistill.train.tracking import Tracker, write_history_csv
+from kdistill.workers import worker_errors_in_words
 
 log = logging.getLogger("kdistill")
 

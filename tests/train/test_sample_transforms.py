@@ -57,6 +57,27 @@ def test_an_augmented_sample_round_trips_through_8_bit_pixels():
         AugmentedDataset(TensorDataset(torch.zeros(2, 5), torch.zeros(2)), mirror)[0]
 
 
+def test_a_transform_that_fails_on_an_image_is_a_config_error_in_words_also_from_a_worker():
+    from torch.utils.data import DataLoader
+
+    from kdistill.workers import worker_errors_in_words
+
+    def negative_crop(pixels):
+        raise RuntimeError("Input and output sizes should be greater than 0, but got output (H: -3, W: 4)")
+
+    data, _ = images()
+    with pytest.raises(ConfigError, match=r"^data.augment: the image transform failed on training sample 0, an "
+                                          r"image of shape \(2, 4, 4\): Input and output sizes .* \(H: -3, W: 4\)\. "
+                                          r"Check the options of data.augment.transforms"):
+        AugmentedDataset(data.train, negative_crop, data.mean, data.std)[0]
+    loader = DataLoader(AugmentedDataset(data.train, negative_crop, data.mean, data.std), batch_size=4,
+                        num_workers=1)
+    with pytest.raises(ConfigError) as raised:
+        list(worker_errors_in_words(loader))
+    assert str(raised.value).startswith("data.augment: the image transform failed on training sample 0")
+    assert "Traceback" not in str(raised.value)
+
+
 def test_the_teacher_runs_live_on_the_students_augmented_batch(tmp_path):
     data, x = images()
     teacher = Recorder()

@@ -171,9 +171,10 @@ def test_a_damaged_image_found_while_streaming_is_one_paragraph(tmp_path):
 def test_free_heap_memory_is_released_before_dataloader_workers_are_forked(monkeypatch):
     """A forked worker would otherwise keep copy-on-write snapshots of memory the trainer had freed."""
     import kdistill.data.streaming as streaming
+    import kdistill.workers
 
     calls = []
-    monkeypatch.setattr(streaming, "release_free_memory", lambda: calls.append("trim"))
+    monkeypatch.setattr(kdistill.workers, "release_free_memory", lambda: calls.append("trim"))
     data = TensorDataset(torch.arange(8.0)[:, None], torch.arange(8))
     in_process = list(streaming.worker_errors_in_words(DataLoader(data, batch_size=4)))
     assert calls == []  # no worker, nothing forked
@@ -184,7 +185,7 @@ def test_free_heap_memory_is_released_before_dataloader_workers_are_forked(monke
 
 
 def test_release_free_memory_runs_wherever_it_is_called():
-    from kdistill.data.streaming import release_free_memory
+    from kdistill.workers import release_free_memory
 
     release_free_memory()  # glibc trims its heap; elsewhere it does nothing, and never raises
     release_free_memory()

@@ -177,12 +177,35 @@ def test_streamed_test_splits_read_by_workers_come_back_whole_and_in_order():
     assert evaluate_model(model, streamed, latency=False, workers=2) == evaluate_model(model, data, latency=False)
 
 
+def test_a_damaged_test_image_read_by_an_evaluation_worker_is_reported_in_words():
+    from kdistill.data.streaming import StreamSplits
+    from kdistill.errors import DataError
+    from kdistill.eval import test_predictions
+
+    class Damaged(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            if i == 4:
+                raise DataError("Cannot read image photos/test/cat/4.jpg: the file is damaged.")
+            return torch.zeros(6), 0
+
+    data = splits()
+    streamed = StreamSplits("toy", TensorDataset(data.x_train, data.y_train), Damaged(), 4, (6,))
+    for workers in (0, 1):
+        with pytest.raises(DataError) as raised:
+            test_predictions(net(), streamed, batch_size=2, workers=workers)
+        assert str(raised.value) == "Cannot read image photos/test/cat/4.jpg: the file is damaged."
+
+
 def test_the_heap_is_trimmed_before_evaluation_workers_are_forked_and_only_then(monkeypatch):
     import kdistill.eval as evaluation
+    import kdistill.workers
     from kdistill.data.streaming import StreamSplits
 
     calls = []
-    monkeypatch.setattr(evaluation, "release_free_memory", lambda: calls.append("trim"))
+    monkeypatch.setattr(kdistill.workers, "release_free_memory", lambda: calls.append("trim"))
     data = splits()
     streamed = StreamSplits("toy", TensorDataset(data.x_train, data.y_train), TensorDataset(data.x_test, data.y_test),
                             4, (6,))
