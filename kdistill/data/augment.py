@@ -71,6 +71,11 @@ def hflip(x: Tensor, generator: torch.Generator | None = None, p: float = 0.5) -
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def _reason(error: BaseException) -> str:
+    """An exception's message without its final full stop, or its class name when it has none."""
+    return str(error).strip().rstrip(".") or type(error).__name__
+
+
 class AugmentedDataset(Dataset):
     """Training samples passed through a per-sample image transform, in DataLoader workers.
 
@@ -104,11 +109,14 @@ class AugmentedDataset(Dataset):
             out = self.transform(pixels)
         except KDistillError:
             raise
-        except Exception as error:  # options the transform accepted but cannot apply (a negative crop size)
-            reason = str(error).strip().rstrip(".") or type(error).__name__
+        except Exception as error:  # noqa: BLE001 - options the transform accepted but cannot apply
             raise ConfigError(f"data.augment: the image transform failed on training sample {i}, an image of "
-                              f"shape {tuple(x.shape)}: {reason}. Check the options of data.augment.transforms "
-                              "(or data.augment.timm).") from None
+                              f"shape {tuple(x.shape)}: {_reason(error)}. Check the options of "
+                              "data.augment.transforms (or data.augment.timm).") from None
+        if not isinstance(out, Tensor):  # e.g. ToPILImage last
+            raise ConfigError(f"data.augment: the image transform returned an object of type {type(out).__name__}, not an image "
+                              "tensor; end data.augment.transforms with a transform that returns one (drop "
+                              "ToPILImage and the like).")
         out = out.float().div(255.0) if out.dtype == torch.uint8 else out.float()
         if tuple(out.shape) != tuple(x.shape):
             raise DataError(f"The image transform turned a {tuple(x.shape)} image into {tuple(out.shape)}; it "
@@ -161,8 +169,8 @@ def build_transform(transforms: Sequence[Any], timm_options: dict[str, Any] | No
                                   "(e.g. RandomResizedCrop, RandomHorizontalFlip, TrivialAugmentWide, RandAugment).")
             try:
                 steps.append(cls(**options))
-            except (TypeError, ValueError) as error:
-                raise ConfigError(f"data.augment.transforms: {name}: {error}") from None
+            except Exception as error:  # noqa: BLE001 - any option the class refuses, however it says so
+                raise ConfigError(f"data.augment.transforms: {name}: {_reason(error)}.") from None
     if timm_options is not None:
         try:
             from timm.data import create_transform
@@ -173,8 +181,8 @@ def build_transform(transforms: Sequence[Any], timm_options: dict[str, Any] | No
                    "mean": (0.0,) * channels, "std": (1.0,) * channels}
         try:
             steps.append(TimmTransform(create_transform(**options)))
-        except (TypeError, ValueError, KeyError) as error:
-            raise ConfigError(f"data.augment.timm: {error}") from None
+        except Exception as error:  # noqa: BLE001 - timm refuses some options with a bare assert
+            raise ConfigError(f"data.augment.timm: create_transform refused these options: {_reason(error)}.") from None
     if not steps:
         return None
     if len(steps) == 1:

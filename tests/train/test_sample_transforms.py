@@ -130,3 +130,19 @@ def test_timm_create_transform_in_the_workers():
     pixels = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
     out = transform(pixels)
     assert out.shape == (3, 16, 16) and 0 <= out.min() and out.max() <= 1
+
+
+def test_options_a_library_refuses_in_its_own_way_are_config_errors_in_words():
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'kdistill[vision]')")
+    # timm refuses an unknown auto-augment policy with a bare assert
+    with pytest.raises(ConfigError, match="^data.augment.timm: create_transform refused these options: "):
+        build_transform([], {"auto_augment": "bogus-m9"}, (3, 16, 16))
+    with pytest.raises(ConfigError, match="^data.augment.transforms: RandAugment: num_ops"):
+        build_transform(AugmentConfig.model_validate(
+            {"transforms": [{"name": "RandAugment", "options": {"num_ops": -2}}]}).transforms, None, (3, 8, 8))
+
+
+def test_a_transform_that_returns_no_tensor_is_refused_in_words():
+    data, _ = images()
+    with pytest.raises(ConfigError, match="returned an object of type list, not an image tensor"):
+        AugmentedDataset(data.train, lambda pixels: [pixels], data.mean, data.std)[0]
