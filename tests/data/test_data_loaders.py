@@ -87,7 +87,7 @@ def test_csv_regression(tmp_path):
         ("", "empty"),
         ("x,label\n", "no data rows"),
         ("x,y\n1,2\n3,4\n", "no label column 'label'"),
-        ("x,label\n1,a\nfoo,b\n", "column 1, data row 2: the value is not a number"),
+        ("x,label\n1,a\nfoo,b\n", "column 1 \\('x'\\), data row 2: the value is not a number"),
         ("x,label\n1,a\n,b\n", "missing"),
         ("x,label\n1,a\n2\n", "fields"),
     ],

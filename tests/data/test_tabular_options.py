@@ -20,7 +20,7 @@ def people(tmp_path, rows=None):
 
 def test_an_id_column_can_be_dropped_and_columns_selected_by_name(tmp_path):
     path = people(tmp_path)
-    with pytest.raises(DataError, match="column 3, data row 1: the value is not a number.*categorical"):
+    with pytest.raises(DataError, match="column 3 \\('colour'\\), data row 1: the value is not a number.*categorical"):
         load_dataset("csv", path=path)  # a text column is not silently encoded
     data = load_dataset("csv", path=path, drop=["id", "colour"], normalize=False, test_fraction=0.25)
     assert data.input_shape == (2,)
@@ -56,14 +56,14 @@ def test_a_test_table_uses_the_training_tables_categories(tmp_path):
     test = write(tmp_path / "test.csv", "id,age,colour,score,label\n1,30,purple,2.0,0\n2,31,red,2.0,1\n")
     data = load_dataset("csv", path=train, test_path=test, drop=["id"], categorical=["colour"], normalize=False)
     assert data.x_test[:, 1:4].tolist() == [[0, 0, 0], [0, 0, 1]]  # an unseen colour is all zeros
-    with pytest.raises(DataError, match="test.csv, column 3, data row 1: a category the training table"):
+    with pytest.raises(DataError, match="test.csv, column 3 \\('colour'\\), data row 1: a category the training table"):
         load_dataset("csv", path=train, test_path=test, drop=["id"], categorical={"colour": "ordinal"})
 
 
 def test_missing_values_are_an_error_by_default_or_dropped_or_filled(tmp_path):
     rows = [f"{i},{'' if i == 4 else 20 + i},{'NA' if i == 7 else 'red'},{1.5 * i},{i % 2}" for i in range(12)]
     path = people(tmp_path, rows)
-    with pytest.raises(DataError, match="column 2, data row 5: the value is empty.*option missing"):
+    with pytest.raises(DataError, match="column 2 \\('age'\\), data row 5: the value is empty.*option missing"):
         load_dataset("csv", path=path, drop=["id"], categorical=["colour"])
     dropped = load_dataset("csv", path=path, drop=["id"], categorical=["colour"], missing="drop", normalize=False,
                            test_fraction=0.25)
@@ -86,3 +86,10 @@ def test_float64_inputs_are_accepted():
     regression = DataSplits("r", torch.from_numpy(x), torch.from_numpy(x[:, 0]), torch.from_numpy(x),
                             torch.from_numpy(x[:, 0]), 0, (3,))
     assert regression.y_train.dtype == torch.float32
+
+
+def test_a_column_listed_twice_is_refused(tmp_path):
+    path = people(tmp_path)
+    for key in ("columns", "drop", "categorical"):
+        with pytest.raises(ConfigError, match=f"option {key} names 'age' more than once"):
+            load_dataset("csv", path=path, **{key: ["age", "age"]})

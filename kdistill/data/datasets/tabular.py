@@ -7,6 +7,7 @@ any local file, and ``kdistill evaluate`` must not print its lines.
 
 from __future__ import annotations
 
+import collections
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +214,10 @@ def _names_option(name: str, key: str, value: Any) -> list[str]:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"Dataset '{name}': option {key} must be a list of column names, got {quote(value)}.")
+    twice = sorted(v for v, n in collections.Counter(value).items() if n > 1)
+    if twice:  # a feature read twice would silently weigh double
+        raise ConfigError(f"Dataset '{name}': option {key} names {quote(twice[0], 60)} more than once; list each "
+                          "column once.")
     return list(value)
 
 
@@ -276,7 +281,7 @@ def _split_columns(
     learned = dict(categories or {})
     blocks, names = [], []
     for column in features:
-        where = f"column {position[column]}"
+        where = f"column {position[column]} ({quote(column, 60)})"  # its place and its name, as the header spells it
         encoding = spec.categorical.get(column)
         if encoding is None:
             blocks.append(to_numeric(table[column], where, path, allow_missing=spec.missing != "error")[:, None])
