@@ -158,5 +158,20 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("image-folder", path=tmp_path / "missing")
     (tmp_path / "noimg" / "a" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "noimg" / "b" / "broken-too.png").write_bytes(b"not a png either")
     with pytest.raises(DataError, match="broken.png"):
         load_dataset("image-folder", path=tmp_path / "noimg")
+
+
+@pytest.mark.parametrize("presplit", [False, True])
+def test_a_class_folder_without_training_images_is_refused_by_name(tmp_path, presplit):
+    pytest.importorskip("PIL")
+    root = tmp_path / "ds"
+    make_images(root / "train" if presplit else root, ["cat", "dog"], 3, mode="RGB")
+    if presplit:
+        make_images(root / "test", ["cat", "dog", "fox"], 2, mode="RGB")  # 'fox' only among the test images
+    else:
+        (root / "fox").mkdir()
+        (root / "fox" / "notes.txt").write_text("no image here")
+    with pytest.raises(DataError, match=r"1 class folder\(s\) hold no training images: fox .*cannot be learned"):
+        load_dataset("image-folder", path=root)

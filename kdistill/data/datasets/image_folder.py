@@ -66,12 +66,22 @@ def _files(root: Path, classes: list[str]) -> list[tuple[int, Path]]:
                         "Make the class folders readable, or remove the ones that are not.") from None
 
 
-def _check_found(files: list[tuple[int, Path]], root: Path, classes: list[str]) -> None:
+def _check_found(files: list[tuple[int, Path]], root: Path, classes: list[str], *, every_class: bool = False) -> None:
+    """Refuse a folder without images; with ``every_class`` (the training images), also a class without any,
+    which the model would get an output for but could never learn (torchvision's ImageFolder refuses it too)."""
     if not files:
         raise DataError(
             f"Image folder {root} has no images (looked for {', '.join(sorted(EXTENSIONS))} "
             f"files inside the class folders {', '.join(classes)})."
         )
+    if every_class:
+        present = {label for label, _ in files}
+        empty = [name for label, name in enumerate(classes) if label not in present]
+        if empty:
+            raise DataError(
+                f"Image folder {root}: {len(empty)} class folder(s) hold no training images: "
+                f"{shorten(', '.join(empty), 200)} (looked for {', '.join(sorted(EXTENSIONS))} files). A class "
+                "without training images cannot be learned; add its images or remove the folder.")
 
 
 def _load_images(files: list[tuple[int, Path]], size: tuple[int, int], grayscale: bool) -> tuple[np.ndarray,
@@ -250,12 +260,12 @@ def image_folder(
         )
     if presplit:
         train_files, test_files = _files(root / "train", classes), _files(root / "test", classes)
-        _check_found(train_files, root / "train", classes)
+        _check_found(train_files, root / "train", classes, every_class=True)
         _check_found(test_files, root / "test", classes)
         first_mode, first_size = _probe(train_files[0][1])
     else:
         files = _files(root, classes)
-        _check_found(files, root, classes)
+        _check_found(files, root, classes, every_class=True)
         first_mode, first_size = _probe(files[0][1])
         labels = np.array([label for label, _ in files], dtype=np.int64)
         train, test = split_indices(labels, len(files), test_fraction, seed)
