@@ -31,6 +31,7 @@ With one process nothing of this is active and training runs as before.
 from __future__ import annotations
 
 import atexit
+import datetime
 import inspect
 import json
 import logging
@@ -359,6 +360,9 @@ def first_bad_step(step: Tensor, ctx: DistContext) -> Tensor:
     return torch.where(value == big, torch.full_like(value, -1), value).reshape(())
 
 
+WAIT_FOR_MAIN_PROCESS = datetime.timedelta(days=1)
+
+
 def on_main_process(compute: Callable[[], Any]) -> Any:
     """``compute()`` run by rank 0 alone; every rank returns its result (a JSON value, e.g. metrics).
 
@@ -373,27 +377,32 @@ def on_main_process(compute: Callable[[], Any]) -> Any:
     ctx = context_from_env()
     if not (ctx.enabled and dist.is_available() and dist.is_initialized()):
         return compute()
-    device = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
-              else torch.device("cpu"))
+    # The others wait as long as rank 0 computes: on a group of their own, on the CPU, whose timeout is a
+    # day rather than the default group's (10 minutes under NCCL, shorter than evaluating a large test split).
+    # A rank that dies is torchrun's to handle: it stops the job.
+    group = dist.new_group(backend="gloo", timeout=WAIT_FOR_MAIN_PROCESS)
     failure: BaseException | None = None
-    if ctx.is_main:
-        try:
-            payload = json.dumps({"value": compute()}, default=float)
-        except BaseException as error:  # the others must hear of it, then rank 0 raises it itself
-            failure = error
-            payload = json.dumps({"error": str(error), "user": isinstance(error, KDistillError),
-                                  "type": type(error).__name__})
-        data = torch.frombuffer(bytearray(payload.encode()), dtype=torch.uint8).to(device)
-        size = torch.tensor([data.numel()], dtype=torch.long, device=device)
-    else:
-        size = torch.zeros(1, dtype=torch.long, device=device)
-    dist.broadcast(size, src=0)
-    if not ctx.is_main:
-        data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
-    dist.broadcast(data, src=0)
+    try:
+        if ctx.is_main:
+            try:
+                payload = json.dumps({"value": compute()}, default=float)
+            except BaseException as error:  # the others must hear of it, then rank 0 raises it itself
+                failure = error
+                payload = json.dumps({"error": str(error), "user": isinstance(error, KDistillError),
+                                      "type": type(error).__name__})
+            data = torch.frombuffer(bytearray(payload.encode()), dtype=torch.uint8)
+            size = torch.tensor([data.numel()], dtype=torch.long)
+        else:
+            size = torch.zeros(1, dtype=torch.long)
+        dist.broadcast(size, src=0, group=group)
+        if not ctx.is_main:
+            data = torch.empty(int(size.item()), dtype=torch.uint8)
+        dist.broadcast(data, src=0, group=group)
+    finally:
+        dist.destroy_process_group(group)
     if failure is not None:
         raise failure
-    message = json.loads(bytes(data.cpu().tolist()).decode())
+    message = json.loads(bytes(data.tolist()).decode())
     if "error" in message:
         if message["user"]:
             raise KDistillError(message["error"])

@@ -1,9 +1,11 @@
 """on_main_process under 2 gloo processes: rank 0 computes once, every rank gets the result or the error."""
 
+import datetime
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,13 +13,15 @@ import pytest
 from kdistill.errors import KDistillError
 from kdistill.train.distributed import on_main_process
 
-CASES = ("value", "user-error", "bug")
+CASES = ("value", "user-error", "bug", "slow")
 
 
 def worker(rank: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    # the job's own group gives up after 5 seconds; waiting for rank 0 must not be bound by it
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=5))
     out = Path(out_dir)
     results = {}
     for case in CASES:
@@ -28,6 +32,9 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
                 raise KDistillError("the test split has 3 classes, the model 10")
             if case == "bug":
                 raise ValueError("an internal mistake")
+            if case == "slow":  # longer than the job group's timeout
+                time.sleep(7)
+                return {"accuracy": 0.5}
             return {"accuracy": 0.8125, "curve": [1.5, float("nan")], "name": "kd"}
 
         try:
@@ -63,6 +70,7 @@ def test_rank_zero_computes_once_and_every_rank_receives_its_result_or_error(tmp
     assert zero["bug"] == {"raised": "ValueError", "message": "an internal mistake"}
     assert one["bug"]["raised"] == "RuntimeError"
     assert "rank 0 failed (ValueError): an internal mistake" in one["bug"]["message"]
+    assert zero["slow"] == one["slow"] == {"value": '{"accuracy": 0.5}'}
 
 
 def test_one_process_just_computes():
