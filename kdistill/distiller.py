@@ -44,18 +44,36 @@ class Supervised(TrainingObjective):
     The label term is reported under ``role``, the part the model plays
     (``"student"``, or ``"teacher"`` when a teacher is trained), so histories
     and tracking name the model whose loss it is.
+
+    ``task`` (``"classification"``, ``"regression"`` or a
+    :class:`~kdistill.task.Task`, as for the :class:`Distiller`) says what the
+    model outputs. The two built-in names change nothing here (the label loss
+    follows the targets either way); a task with a loss of its own replaces
+    the label loss (a detector's, :class:`kdistill.detection.task.DetectionTask`:
+    the FCOS loss on its boxes, reported as ``cls``, ``box``, ``ctr``), and the
+    task's validation score picks the best epoch.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-                 label_smoothing: float = 0.0, role: str = "student") -> None:
+                 label_smoothing: float = 0.0, role: str = "student", task: str | Task = "classification") -> None:
         super().__init__()
         self.student = model
         self.loss_fn = loss_fn or TargetLoss(label_smoothing)
         self.role = role
+        self.task = task if isinstance(task, Task) else builtin_task(task)
+
+    def prepare(self, x_train: Tensor, context: FitContext) -> None:
+        self.task.prepare_model(self.student, x_train[:2], context)
 
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
+        losses = self.task.label_losses(self.student, inputs, labels)
+        if losses is not None:
+            return losses
         loss = self.loss_fn(self.student(inputs), labels)
         return {"loss": loss, self.role: loss}
+
+    def validation_score(self, x: Tensor, y: Tensor) -> float:
+        return self.task.validation_score(self.student, x, y)
 
 
 class Distiller(TrainingObjective):

@@ -15,6 +15,12 @@ on what the models output:
 * ``every_call_hooks``: whether hooked modules run more than once per forward
   pass (a detection head shared across FPN levels).
 
+Training on labels alone (:class:`~kdistill.distiller.Supervised`, no teacher)
+reads the same task: ``prepare_model`` checks the model, ``label_losses``
+gives the loss of a batch when the task has its own (a detector's boxes;
+``None``: the objective's label loss, cross-entropy or MSE), and
+``validation_score`` picks the best epoch.
+
 :class:`ClassificationTask` (class logits; also a one-output regressor's
 ``"regression"``) is the default. Optional packages define their own (e.g.
 :class:`kdistill.detection.task.DetectionTask`) and pass it as
@@ -47,6 +53,14 @@ class Task:
     def prepare(self, distiller: Distiller, sample: Tensor, context: FitContext) -> None:
         """Check the pair on two training samples, before any training step."""
         distiller.check_compatible(sample)
+
+    def prepare_model(self, model: nn.Module, sample: Tensor, context: FitContext) -> None:
+        """Training on labels alone: check the model on two training samples, before any training step."""
+
+    def label_losses(self, model: nn.Module, inputs: Tensor, labels: Tensor) -> dict[str, Tensor] | None:
+        """Training on labels alone: the batch's named losses (with ``"loss"``), or ``None`` for the
+        objective's own label loss on ``model(inputs)``."""
+        return None
 
     def context(self, distiller: Distiller, *, inputs: Tensor, labels: Tensor, indices: Tensor | None,
                 student_out: Any, teacher_out: Any, student_features: dict[str, Any],

@@ -85,3 +85,46 @@ def test_supervised_objective_is_cross_entropy():
     model = Fixed([1.0, 2.0])
     losses = Supervised(model)(torch.zeros(1, 3), torch.tensor([0]))
     assert losses["loss"].item() == pytest.approx(CE, abs=1e-6)
+
+
+def test_supervised_reads_its_task_for_the_loss_the_checks_and_the_validation_score():
+    import torch
+    from torch import nn
+
+    from kdistill.distiller import Supervised
+    from kdistill.task import Task
+    from kdistill.train.objective import FitContext
+
+    class Counting(Task):
+        name = "counting"
+
+        def prepare_model(self, model, sample, context):
+            self.checked = tuple(sample.shape)
+
+        def label_losses(self, model, inputs, labels):
+            loss = (model(inputs).sum(1) - labels).abs().mean()
+            return {"loss": loss, "count": loss}
+
+        def validation_score(self, student, x, y):
+            with torch.no_grad():
+                return -float((student(x).sum(1) - y).abs().mean())
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    task = Counting()
+    objective = Supervised(model, task=task)
+    x, y = torch.randn(5, 3), torch.arange(5.0)
+    objective.prepare(x, FitContext(device=torch.device("cpu")))
+    assert task.checked == (2, 3)  # two training samples
+    losses = objective(x, y)
+    assert set(losses) == {"loss", "count"}
+    torch.testing.assert_close(losses["loss"], (model(x).sum(1) - y).abs().mean())
+    with torch.no_grad():
+        assert objective.validation_score(x, y) == -float((model(x).sum(1) - y).abs().mean())
+    # without a task: the label loss under the model's role, and accuracy
+    plain = Supervised(model, role="teacher")
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    out = plain(x, labels)
+    assert set(out) == {"loss", "teacher"}
+    torch.testing.assert_close(out["loss"], nn.functional.cross_entropy(model(x), labels))
+    assert plain.validation_score(x, labels) == float((model(x).argmax(1) == labels).float().mean())

@@ -31,7 +31,6 @@ _LAZY = {
     "build_objective": "kdistill.detection.objective",
     "check_config": "kdistill.detection.objective",
     "is_detector": "kdistill.detection.models",
-    "DetectionObjective": "kdistill.detection.objective",
     "DetectionTask": "kdistill.detection.task",
     "DenseDetector": "kdistill.detection.models",
     "DetectorOutput": "kdistill.detection.models",

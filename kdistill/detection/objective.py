@@ -1,7 +1,8 @@
 """Training objectives for detectors: what :func:`kdistill.train.fit` trains on a detection data set.
 
-* :class:`DetectionObjective` trains a detector on its boxes alone (the FCOS
-  loss of :mod:`kdistill.detection.losses`).
+* Training on boxes alone is :class:`~kdistill.distiller.Supervised` with
+  :class:`~kdistill.detection.task.DetectionTask`: the FCOS loss of
+  :mod:`kdistill.detection.losses`, the validation AP.
 * Distillation is the one :class:`~kdistill.distiller.Distiller` with
   :class:`~kdistill.detection.task.DetectionTask`: its loss is the weighted
   sum of the ``fcos`` term (the boxes, weight 1 unless ``distill.terms`` says
@@ -30,52 +31,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from kdistill.detection.evaluate import detection_score
-from kdistill.detection.losses import FCOSLoss
 from kdistill.detection.methods.base import DetectionMethod, detection_method_names
-from kdistill.detection.models import DetectorOutput
 from kdistill.detection.task import (
     DetectionTask,
     check_detector,
-    check_targets,
-    refuse_augmentation,
 )
-from kdistill.distiller import Distiller, LossTerm, build_term, term_options
+from kdistill.distiller import Distiller, LossTerm, Supervised, build_term, term_options
 from kdistill.errors import ConfigError
 from kdistill.registry import METHODS
-from kdistill.train.objective import FitContext, TrainingObjective
+from kdistill.train.objective import TrainingObjective
 
 log = logging.getLogger("kdistill")
-
-class DetectionObjective(TrainingObjective):
-    """A detector trained on its ground-truth boxes."""
-
-    def __init__(self, model: nn.Module, loss: FCOSLoss | None = None) -> None:
-        super().__init__()
-        check_detector(model, "model")
-        self.student = model
-        self.loss = loss or FCOSLoss()
-
-    def prepare(self, x_train: Tensor, context: FitContext) -> None:
-        refuse_augmentation(context)
-        if tuple(x_train.shape[1:]) != tuple(self.student.input_shape):
-            raise ConfigError(f"The detector was built for inputs {tuple(self.student.input_shape)} but the "
-                              f"data has {tuple(x_train.shape[1:])}.")
-
-    def detection_losses(self, out: DetectorOutput, targets: Tensor, image_hw: tuple[int, int]):
-        check_targets(targets)
-        return self.loss(self.student, out, targets, image_hw)
-
-    def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
-        losses, _ = self.detection_losses(self.student(inputs), labels, tuple(inputs.shape[-2:]))
-        return losses
-
-    def validation_score(self, x: Tensor, y: Tensor) -> float:
-        """AP (IoU 0.50:0.95) on the validation canvases."""
-        return detection_score(self.student, x, y)
-
 
 def check_config(cfg: Any) -> None:
     """Fail early, in words, on distillation settings a detector cannot use (before any training)."""
@@ -110,13 +78,14 @@ def detection_terms(cfg: Any) -> list[LossTerm]:
 def build_objective(cfg: Any, model: nn.Module, teacher: nn.Module | None = None) -> TrainingObjective:
     """The objective :func:`~kdistill.train.fit` trains for a detection run.
 
-    Without ``teacher``: :class:`DetectionObjective` (boxes alone). With it:
+    Without ``teacher``: :class:`~kdistill.distiller.Supervised` with
+    :class:`~kdistill.detection.task.DetectionTask` (boxes alone). With it:
     the :class:`~kdistill.distiller.Distiller` with :class:`~kdistill.detection.task.DetectionTask` and the
     terms of :func:`detection_terms` (``loss_terms`` records them).
     """
     check_detector(model, "student" if teacher is not None else "model")
     if teacher is None:
-        return DetectionObjective(model)
+        return Supervised(model, task=DetectionTask())
     check_detector(teacher, "teacher")
     check_config(cfg)
     terms = detection_terms(cfg)

@@ -77,12 +77,22 @@ class DetectionTask(Task):
                 raise ConfigError(f"{type(term).__name__} is not a detection loss term; detectors distil with "
                                   f"{', '.join(detection_method_names())}.")
 
-    def prepare(self, distiller: Distiller, sample: Tensor, context: FitContext) -> None:
+    def prepare_model(self, model: nn.Module, sample: Tensor, context: FitContext) -> None:
+        """A detector trained on its boxes alone: no augmentation, inputs of the size it was built for."""
         refuse_augmentation(context)
-        student, teacher = distiller.student, distiller.teacher
-        if tuple(sample.shape[1:]) != tuple(student.input_shape):
-            raise ConfigError(f"The detector was built for inputs {tuple(student.input_shape)} but the "
+        if tuple(sample.shape[1:]) != tuple(model.input_shape):
+            raise ConfigError(f"The detector was built for inputs {tuple(model.input_shape)} but the "
                               f"data has {tuple(sample.shape[1:])}.")
+
+    def label_losses(self, model: nn.Module, inputs: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """The FCOS loss on the ground-truth boxes (``loss``, and its parts ``cls``, ``box``, ``ctr``)."""
+        check_targets(labels)
+        losses, _ = self.assigner(model, model(inputs), labels, tuple(inputs.shape[-2:]))
+        return losses
+
+    def prepare(self, distiller: Distiller, sample: Tensor, context: FitContext) -> None:
+        self.prepare_model(distiller.student, sample, context)
+        student, teacher = distiller.student, distiller.teacher
         if tuple(teacher.input_shape) != tuple(student.input_shape):
             raise ConfigError(f"The teacher takes inputs {tuple(teacher.input_shape)} but the student "
                               f"{tuple(student.input_shape)}; build both for the same canvas size.")

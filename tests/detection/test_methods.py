@@ -182,3 +182,26 @@ def test_a_classification_term_in_a_detection_distiller_is_a_config_error():
     teacher, student = create_model("fcos-medium", SHAPE, 10), create_model("fcos-simple", SHAPE, 10)
     with pytest.raises(ConfigError, match="not a detection loss term.*crosskd"):
         Distiller(teacher=teacher, student=student, terms=[(build_method("pkt", {}, 4.0), 1.0)], task=DetectionTask())
+
+
+def test_training_on_boxes_alone_is_supervised_with_the_detection_task():
+    from kdistill.detection.evaluate import detection_score
+    from kdistill.distiller import Supervised
+    from kdistill.train.objective import FitContext
+
+    torch.manual_seed(0)
+    model = create_model("fcos-simple", SHAPE, 3)
+    objective = build_objective(parse_config({"data": {"dataset": "canvas-digits"}}), model)
+    assert type(objective) is Supervised and isinstance(objective.task, DetectionTask)
+    x = torch.randn(2, *SHAPE)
+    boxes = torch.tensor([[[1.0, 4.0, 4.0, 20.0, 20.0]], [[0.0, 2.0, 6.0, 14.0, 30.0]]])
+    losses = objective(x, boxes)
+    expected, _ = FCOSLoss()(model, model(x), boxes, (32, 32))
+    assert set(losses) == set(expected) >= {"loss", "cls", "box", "ctr"}
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name], value)
+    assert objective.validation_score(x, boxes) == detection_score(model, x, boxes)  # the AP picks the best epoch
+    with pytest.raises(ConfigError, match="built for inputs"):
+        objective.prepare(torch.randn(2, 1, 16, 16), FitContext(device=torch.device("cpu")))
+    with pytest.raises(ConfigError, match="Detection targets"):
+        objective(x, torch.zeros(2))  # class labels are not boxes
