@@ -60,20 +60,21 @@ class Supervised(TrainingObjective):
         self.student = model
         self.loss_fn = loss_fn or TargetLoss(label_smoothing)
         self.role = role
-        self.task = task if isinstance(task, Task) else builtin_task(task)
+        # as the Distiller's task_adapter; no `task` name: a Supervised objective trains any targets
+        self.task_adapter = task if isinstance(task, Task) else builtin_task(task)
 
     def prepare(self, x_train: Tensor, context: FitContext) -> None:
-        self.task.prepare_model(self.student, x_train[:2], context)
+        self.task_adapter.prepare_model(self.student, x_train[:2], context)
 
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
-        losses = self.task.label_losses(self.student, inputs, labels)
+        losses = self.task_adapter.label_losses(self.student, inputs, labels)
         if losses is not None:
             return losses
         loss = self.loss_fn(self.student(inputs), labels)
         return {"loss": loss, self.role: loss}
 
     def validation_score(self, x: Tensor, y: Tensor) -> float:
-        return self.task.validation_score(self.student, x, y)
+        return self.task_adapter.validation_score(self.student, x, y)
 
 
 class Distiller(TrainingObjective):

@@ -192,7 +192,7 @@ def test_training_on_boxes_alone_is_supervised_with_the_detection_task():
     torch.manual_seed(0)
     model = create_model("fcos-simple", SHAPE, 3)
     objective = build_objective(parse_config({"data": {"dataset": "canvas-digits"}}), model)
-    assert type(objective) is Supervised and isinstance(objective.task, DetectionTask)
+    assert type(objective) is Supervised and isinstance(objective.task_adapter, DetectionTask)
     x = torch.randn(2, *SHAPE)
     boxes = torch.tensor([[[1.0, 4.0, 4.0, 20.0, 20.0]], [[0.0, 2.0, 6.0, 14.0, 30.0]]])
     losses = objective(x, boxes)
