@@ -388,7 +388,7 @@ def load_variational(checkpoint: Any) -> tuple[nn.Module, dict[str, Any]]:
                               "tensors); it was not trained with student.variational set.")
     label = f"Checkpoint '{checkpoint}'"
     model = rebuild_model(require_model_spec(meta, label), label)  # never a download: weights are here
-    make_variational(model, threshold=float(settings.get("threshold", DEFAULT_THRESHOLD)))
+    VariationalVariant.prepare(model, settings, tensors)
     load_into(model, tensors, "model", f"'{checkpoint}'")
     return model.eval(), meta
 

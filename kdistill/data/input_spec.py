@@ -43,7 +43,7 @@ import torch
 
 from kdistill import __version__
 from kdistill.data.datasets.image_folder import read_image
-from kdistill.data.datasets.tabular import read_table, to_numeric
+from kdistill.data.datasets.tabular import column_label, read_table, to_numeric
 from kdistill.data.splits import DataSplits
 from kdistill.data.streaming import StreamSplits
 from kdistill.errors import CheckpointError, DataError, quote, shorten
@@ -189,7 +189,7 @@ def prepare_rows(spec: InputSpec, path: Path) -> np.ndarray:
             raise DataError(f"Table {path} has {len(names)} columns but the model reads {spec.shape[0]} and "
                             "its file records no column names; give exactly its columns, in training order.")
     position = {c: i for i, c in enumerate(table, start=1)}
-    x = np.stack([to_numeric(table[c], f"column {position[c]} ({quote(c, 60)})", path) for c in names], axis=1)
+    x = np.stack([to_numeric(table[c], column_label(position[c], c), path) for c in names], axis=1)
     if spec.mean is not None and spec.std is not None:
         x = (x - np.asarray(spec.mean)) / np.asarray(spec.std)
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -209,6 +209,11 @@ def encode_labels(values: list[Any], column: str = "label", path: Path | None = 
     return np.array([index[k] for k in keys], dtype=np.int64), names
 
 
+def column_label(position: int, name: str) -> str:
+    """How a message names a table's column: its place (from 1) and its name as the header spells it."""
+    return f"column {position} ({quote(name, 60)})"
+
+
 def _names_option(name: str, key: str, value: Any) -> list[str]:
     if value is None:
         return []
@@ -281,7 +286,7 @@ def _split_columns(
     learned = dict(categories or {})
     blocks, names = [], []
     for column in features:
-        where = f"column {position[column]} ({quote(column, 60)})"  # its place and its name, as the header spells it
+        where = column_label(position[column], column)
         encoding = spec.categorical.get(column)
         if encoding is None:
             blocks.append(to_numeric(table[column], where, path, allow_missing=spec.missing != "error")[:, None])
